@@ -1,0 +1,1 @@
+"""Hydra config tree: the primary configs (serve, generate) and one folder per group."""

@@ -1,0 +1,1 @@
+"""Deployment recipes: `# @package _global_` configs selected with recipe=NAME."""

@@ -1,0 +1,1 @@
+"""KV cache: the block manager (pure Python) and the tensor pool."""

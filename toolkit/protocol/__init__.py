@@ -1,0 +1,14 @@
+"""Boundary dataclasses shared by the API, the engine and the runner (no torch, no HTTP)."""
+
+from toolkit.protocol.request import Request, RequestStatus
+from toolkit.protocol.sampling_params import SamplingParams
+from toolkit.protocol.outputs import RequestOutput, RunnerOutput, SchedulerOutput
+
+__all__ = [
+    "Request",
+    "RequestOutput",
+    "RequestStatus",
+    "RunnerOutput",
+    "SamplingParams",
+    "SchedulerOutput",
+]

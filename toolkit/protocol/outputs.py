@@ -1,0 +1,66 @@
+"""What crosses the scheduler -> runner -> engine -> API boundaries in one step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.protocol.request import Request
+
+
+@dataclass
+class ScheduledRequest:
+    """One request's share of a step: ``num_tokens`` tokens starting at ``start``."""
+
+    request: Request
+    start: int
+    """Position of the first scheduled token (= num_computed_tokens before the step)."""
+    num_tokens: int
+    """Tokens fed this step: a prefill chunk, or 1 for a decode."""
+
+    @property
+    def samples(self) -> bool:
+        """True when this chunk reaches the end of the request's tokens, so it samples."""
+        return self.start + self.num_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    """The scheduler's decision for one step."""
+
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted_ids: list[str] = field(default_factory=list)
+    """Requests whose blocks were taken back this step (they will recompute)."""
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled)
+
+    @property
+    def empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class RunnerOutput:
+    """One sampled token per scheduled request that reached the end of its tokens."""
+
+    sampled_token_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RequestOutput:
+    """A delta for one request, as the API streams it."""
+
+    request_id: str
+    new_token_ids: list[int]
+    new_text: str
+    finish_reason: str | None = None
+    """None while running; "stop", "length" or "abort" at the end."""
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    error: str | None = None
+    """Set when the request failed inside the engine; the API reports it."""
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
