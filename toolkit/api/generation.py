@@ -1,0 +1,142 @@
+"""Run a request's generations on the engine: one stream per choice, merged into one.
+
+Leaving the merged stream early (an error, a client that went away, cancellation) closes
+every per-choice engine stream, which aborts those requests in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from toolkit.api.errors import APIError
+from toolkit.protocol import RequestOutput, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation: the choice ``index`` of a response and what the engine runs for it."""
+
+    index: int
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass
+class ChoiceResult:
+    """A choice's text and counts, aggregated from its deltas."""
+
+    index: int
+    num_prompt_tokens: int
+    text: str = ""
+    finish_reason: str | None = None
+    num_output_tokens: int = 0
+
+    def add(self, output: RequestOutput) -> None:
+        """Fold one delta into the result."""
+        self.text += output.new_text
+        self.num_output_tokens = output.num_output_tokens
+        if output.finished:
+            self.finish_reason = output.finish_reason
+
+
+def check_output(output: RequestOutput) -> None:
+    """Raise a 500 ``InternalServerError`` when the engine failed this request."""
+    if output.error is not None:
+        logger.error("request %s failed in the engine: %s", output.request_id, output.error)
+        raise APIError(
+            f"The engine failed to generate a response: {output.error}",
+            status=500,
+            code="engine_error",
+        )
+
+
+async def merge_outputs(engine: Any, jobs: list[Job]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Yield ``(choice index, delta)`` from all jobs as they arrive, failing fast on errors.
+
+    An engine failure (``RequestOutput.error`` or an exception) raises ``APIError`` (500).
+    """
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    tasks = [asyncio.create_task(_pump(engine, job, queue)) for job in jobs]
+    remaining = len(jobs)
+    try:
+        while remaining:
+            index, item = await queue.get()
+            if item is _DONE:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                logger.error("generation failed in the engine", exc_info=item)
+                raise APIError("The engine failed to generate a response", status=500,
+                               code="engine_error")
+            else:
+                check_output(item)
+                yield index, item
+    finally:
+        await _cancel(tasks)
+
+
+async def collect(engine: Any, jobs: list[Job], num_prompt_tokens: list[int]) -> list[ChoiceResult]:
+    """Run all jobs to completion; one result per job, in choice order."""
+    results = [ChoiceResult(job.index, num_prompt_tokens[i]) for i, job in enumerate(jobs)]
+    by_index = {result.index: result for result in results}
+    stream = merge_outputs(engine, jobs)
+    try:
+        async for index, output in stream:
+            by_index[index].add(output)
+    finally:
+        await stream.aclose()
+    return results
+
+
+async def prefetched(stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Wait for the first item of ``stream`` and return a stream that replays it first.
+
+    A stream response commits to status 200 when it starts; waiting for the first delta
+    lets an engine failure at admission still be answered with a proper error status.
+    """
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        return stream
+    except BaseException:
+        await stream.aclose()
+        raise
+
+    async def replay() -> AsyncIterator[T]:
+        try:
+            yield first
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+
+    return replay()
+
+
+async def _pump(engine: Any, job: Job, queue: asyncio.Queue) -> None:
+    """Forward one engine stream into the shared queue, then a done marker."""
+    stream = engine.generate(job.request_id, job.prompt_token_ids, job.params)
+    try:
+        async for output in stream:
+            queue.put_nowait((job.index, output))
+        queue.put_nowait((job.index, _DONE))
+    except Exception as exc:
+        queue.put_nowait((job.index, exc))
+    finally:
+        await stream.aclose()
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    """Cancel the pump tasks that are still running and wait for them to unwind."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

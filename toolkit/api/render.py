@@ -1,0 +1,65 @@
+"""Pydantic bodies and event streams -> BlackSheep responses (JSON, errors, SSE)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from blacksheep import Content, Request, Response
+from blacksheep.server.sse import ServerSentEventsResponse, TextServerSentEvent
+from pydantic import BaseModel
+
+from toolkit.api.errors import APIError
+
+logger = logging.getLogger(__name__)
+
+_JSON = b"application/json"
+
+
+def json_response(body: BaseModel | dict, status: int = 200) -> Response:
+    """A JSON response from a pydantic model or a plain dict."""
+    if isinstance(body, BaseModel):
+        data = body.model_dump_json().encode()
+    else:
+        data = json.dumps(body).encode()
+    return Response(status, None, Content(_JSON, data))
+
+
+def error_response(error: APIError, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    """The OpenAI-shaped JSON response of an ``APIError``."""
+    response = json_response(error.body(), error.status)
+    for name, value in headers or ():
+        response.add_header(name, value)
+    return response
+
+
+async def client_gone(request: Request) -> bool:
+    """True once the client has disconnected; False where that cannot be told (TestClient)."""
+    try:
+        return await request.is_disconnected()
+    except TypeError:
+        return False
+
+
+def sse_response(request: Request, events: AsyncIterator[str]) -> Response:
+    """Stream JSON strings as ``data:`` events, then ``data: [DONE]``.
+
+    Stops (and closes ``events``, which aborts the generation) when the client goes away. An
+    ``APIError`` raised mid-stream is sent as an ``{"error": ...}`` event before ``[DONE]``.
+    """
+
+    async def provider() -> AsyncIterator[TextServerSentEvent]:
+        try:
+            async for data in events:
+                if await client_gone(request):
+                    logger.info("client disconnected; aborting the stream")
+                    return
+                yield TextServerSentEvent(data)
+        except APIError as exc:
+            yield TextServerSentEvent(json.dumps(exc.body()))
+        finally:
+            await events.aclose()
+        yield TextServerSentEvent("[DONE]")
+
+    return ServerSentEventsResponse(provider)

@@ -1,0 +1,92 @@
+"""OpenAI request fields -> validated ``SamplingParams`` (with the context-length rules)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from toolkit.api.errors import APIError, unsupported
+from toolkit.api.protocol import SamplingRequest
+from toolkit.protocol import SamplingParams
+
+_LEADING_NAME = re.compile(r"^([a-z_]+)")
+_OPTIONAL_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed")
+
+
+def check_supported(request: SamplingRequest) -> None:
+    """Reject parameters that are in OpenAI's schema but not implemented here yet."""
+    names = request.unsupported_params()
+    if names:
+        raise unsupported(names[0])
+    if request.stream_options is not None and not request.stream:
+        raise APIError(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
+
+
+def resolve_max_tokens(
+    request: SamplingRequest, num_prompt_tokens: int, max_model_len: int, prompt_param: str
+) -> int:
+    """The output budget of one prompt: the requested one, else the rest of the context.
+
+    A prompt that fills the context, or a budget that does not fit beside the prompt, is a
+    400 with code ``context_length_exceeded``.
+    """
+    if num_prompt_tokens >= max_model_len:
+        raise APIError(
+            f"This model's maximum context length is {max_model_len} tokens. However, your "
+            f"request has {num_prompt_tokens} input tokens. Please reduce the length of the "
+            "input.",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    requested = request.requested_max_tokens()
+    if requested is None:
+        return max_model_len - num_prompt_tokens
+    if requested >= 1 and num_prompt_tokens + requested > max_model_len:
+        raise APIError(
+            f"'{request.max_tokens_param}' is too large: {requested}. This model's maximum "
+            f"context length is {max_model_len} tokens and your request has "
+            f"{num_prompt_tokens} input tokens ({requested} > {max_model_len} - "
+            f"{num_prompt_tokens}).",
+            param=request.max_tokens_param,
+            code="context_length_exceeded",
+        )
+    return requested
+
+
+def build_sampling_params(request: SamplingRequest, max_tokens: int) -> SamplingParams:
+    """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter."""
+    kwargs = {
+        name: getattr(request, name)
+        for name in _OPTIONAL_FIELDS
+        if getattr(request, name) is not None
+    }
+    try:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            stop=request.stop_strings(),
+            stop_token_ids=tuple(request.stop_token_ids or ()),
+            ignore_eos=request.ignore_eos,
+            **kwargs,
+        )
+    except ValueError as exc:
+        raise APIError(str(exc), param=_param_of(str(exc), request), code="invalid_value") from None
+
+
+def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
+    """One ``SamplingParams`` per choice; with a seed, choice i samples with seed + i."""
+    if params.seed is None:
+        return [params] * n
+    return [dataclasses.replace(params, seed=params.seed + i) for i in range(n)]
+
+
+def _param_of(message: str, request: SamplingRequest) -> str | None:
+    """The request field a ``SamplingParams`` error message starts with, if any."""
+    match = _LEADING_NAME.match(message)
+    if match is None:
+        return None
+    name = match.group(1)
+    if name == "max_tokens":
+        return request.max_tokens_param
+    return name if name in type(request).model_fields else None

@@ -1,0 +1,1 @@
+"""The `toolkit` command line (typer)."""

@@ -1,0 +1,88 @@
+"""The only place configs are composed: overrides -> a validated ToolkitConfig.
+
+Overrides are checked against the schema and the group folders before Hydra runs, so a
+typo fails with one line naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from toolkit.config.errors import ConfigError
+from toolkit.config.resolve import validate
+from toolkit.config.schema import ToolkitConfig
+from toolkit.config.store import RECIPE_GROUP, conf_dir, config_groups, group_options, register_configs
+
+
+def compose_config(overrides: list[str], config_name: str = "serve") -> ToolkitConfig:
+    """Compose conf/<config_name>.yaml with `overrides`, validate, return frozen dataclasses."""
+    check_overrides(overrides)
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            composed = compose(config_name=config_name, overrides=overrides)
+        cfg = OmegaConf.to_object(composed)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+    return cfg
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject unknown group options and unknown keys, listing what is valid."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    groups = [*config_groups(), RECIPE_GROUP]
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_sweep_override():
+            raise ConfigError(f"{override.input_line}: sweeps run under `toolkit bench -m`")
+        if key in groups and not override.is_delete():
+            _check_choice(key, override.value())
+        else:
+            _check_key(key)
+
+
+def _check_choice(group: str, value: object) -> None:
+    options = group_options(group)
+    if value not in options:
+        raise ConfigError(f"unknown {group} {value!r}; valid choices: {', '.join(options)}")
+
+
+def _check_key(key: str) -> None:
+    node: type = ToolkitConfig
+    seen: list[str] = []
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            where = f" under {'.'.join(seen)}" if seen else ""
+            raise ConfigError(
+                f"unknown key {key!r}; valid keys{where}: {', '.join(sorted(fields))}")
+        seen.append(part)
+        factory = fields[part].default_factory
+        node = factory if dataclasses.is_dataclass(factory) else None  # type: ignore[assignment]
+        if node is None:
+            if part != key.split(".")[-1]:
+                raise ConfigError(f"unknown key {key!r}: {'.'.join(seen)} is a value, not a group")
+            return
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's message and its cause, flattened to one line."""
+    parts = [str(exc).strip().splitlines()[0]]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        parts.append(str(cause).strip().splitlines()[0])
+    return ": ".join(parts)

@@ -1,0 +1,159 @@
+"""`toolkit`: serve, generate, config, models and recipes commands.
+
+Every command takes Hydra overrides as trailing KEY=VALUE arguments
+(`toolkit serve model=llama3 server.port=9000`); bad ones exit with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from functools import wraps
+
+import typer
+from omegaconf import OmegaConf
+
+from toolkit.cli.compose import compose_config
+from toolkit.config.errors import ConfigError
+from toolkit.config.store import RECIPE_GROUP, group_options, recipes_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Declarative, config-first LLM serving.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect composed configs.")
+models_app = typer.Typer(no_args_is_help=True, help="Model configs and their weights.")
+recipes_app = typer.Typer(no_args_is_help=True, help="Deployment recipes.")
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+app.add_typer(recipes_app, name="recipes")
+
+OVERRIDES = typer.Argument(None, help="Hydra overrides: group=option or key=value.",
+                           show_default=False)
+
+
+def fails_cleanly(command: Callable) -> Callable:
+    """Turn a config or model-source error into one line on stderr and exit code 2."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        ModelSourceError = ConfigError  # TEMP
+
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, ModelSourceError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@fails_cleanly
+def serve(overrides: list[str] | None = OVERRIDES) -> None:
+    """Compose the config, load the model and serve the OpenAI API."""
+    cfg = compose_config(overrides or [])
+    import uvicorn
+
+    from toolkit.api.app import build_app
+    from toolkit.runtime import build_runtime
+
+    _setup_logging(cfg.server.log_level)
+    runtime = build_runtime(cfg)
+    runtime.engine.start()
+    try:
+        uvicorn.run(build_app(runtime.engine, cfg.server), host=cfg.server.host,
+                    port=cfg.server.port, log_level=cfg.server.log_level)
+    finally:
+        runtime.engine.shutdown()
+
+
+@app.command()
+@fails_cleanly
+def generate(prompt: str = typer.Argument(..., help="The user message."),
+             overrides: list[str] | None = OVERRIDES) -> None:
+    """Chat-complete one prompt in-process and stream it to stdout (sampling.* keys apply)."""
+    from toolkit.config.resolve import sampling_params
+    from toolkit.runtime import build_runtime
+
+    cfg = compose_config(overrides or [])
+    _setup_logging("warning")
+    runtime = build_runtime(cfg)
+    prompt_ids = runtime.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    runtime.core.add_request(uuid.uuid4().hex, prompt_ids, sampling_params(cfg))
+    while runtime.core.has_unfinished:
+        for output in runtime.core.step():
+            sys.stdout.write(output.new_text)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@config_app.command("show")
+@fails_cleanly
+def config_show(overrides: list[str] | None = OVERRIDES) -> None:
+    """Print the composed, validated config (no model is loaded)."""
+    from toolkit.config.resolve import resolve_attention, resolve_device
+
+    cfg = compose_config(overrides or [])
+    typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)), nl=False)
+    device = resolve_device(cfg)
+    typer.echo(f"# resolved: device={device} attention={resolve_attention(cfg, device)}")
+
+
+@config_app.command("validate")
+@fails_cleanly
+def config_validate(overrides: list[str] | None = OVERRIDES) -> None:
+    """Compose and validate; exit 0 when the config is good."""
+    compose_config(overrides or [])
+    typer.echo("ok")
+
+
+@models_app.command("list")
+@fails_cleanly
+def models_list() -> None:
+    """Every model config with its source."""
+    for name in group_options("model"):
+        model = compose_config([f"model={name}"]).model
+        typer.echo(f"{name:<12} {model.path or model.source}")
+
+
+@models_app.command("pull")
+@fails_cleanly
+def models_pull(name: str = typer.Argument(..., help="A model config name (see `models list`)."),
+                overrides: list[str] | None = OVERRIDES) -> None:
+    """Fetch or convert a model's weights into the local cache; print the directory."""
+    from toolkit.models.loader import resolve_model_dir
+
+    model = compose_config([f"model={name}", *(overrides or [])]).model
+    typer.echo(resolve_model_dir(model.source, model.path))
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """Every recipe with the first line of its header."""
+    for name in group_options(RECIPE_GROUP):
+        typer.echo(f"{name:<28} {_recipe_purpose(name)}")
+
+
+@recipes_app.command("show")
+@fails_cleanly
+def recipes_show(name: str = typer.Argument(..., help="A recipe name (see `recipes list`)."),
+                 overrides: list[str] | None = OVERRIDES) -> None:
+    """Print a recipe's header and the config it composes to."""
+    cfg = compose_config([f"recipe={name}", *(overrides or [])])
+    typer.echo((recipes_dir() / f"{name}.yaml").read_text(), nl=False)
+    typer.echo("# composed:")
+    typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)), nl=False)
+
+
+def _recipe_purpose(name: str) -> str:
+    """The first header line after the `# @package` directive."""
+    for line in (recipes_dir() / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#") and "@package" not in line:
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper() if level != "trace" else "DEBUG",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Structured config schemas, their registration with Hydra, and resolution."""

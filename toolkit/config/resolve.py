@@ -1,0 +1,121 @@
+"""Cross-field checks on a composed config, and the facts derived from it at start-up.
+
+`validate` runs at compose time (no model loaded). `resolve` runs in build_runtime once
+the checkpoint's facts are known; its result is logged once and never mutated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from toolkit.config.errors import ConfigError
+from toolkit.config.schema import ToolkitConfig
+
+DTYPES = ("bfloat16", "float16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+QUANT_METHODS = ("none",)
+SPECULATIVE_METHODS = ("none",)
+
+
+def validate(cfg: ToolkitConfig) -> None:
+    """Raise ConfigError (one line: key, bad value, valid choices) on a bad value."""
+    from toolkit.attention.registry import ATTENTION_BACKENDS
+
+    _choice("model.dtype", cfg.model.dtype, DTYPES)
+    _choice("device.device", cfg.device.device, DEVICES)
+    _choice("attention.backend", cfg.attention.backend, ("auto", *ATTENTION_BACKENDS.names()))
+    _choice("quant.method", cfg.quant.method, QUANT_METHODS)
+    _choice("speculative.method", cfg.speculative.method, SPECULATIVE_METHODS)
+    _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
+    _at_least("server.port", cfg.server.port, 0)
+    if cfg.server.port > 65535:
+        raise ConfigError(f"server.port={cfg.server.port} is not a TCP port (0..65535)")
+    _at_least("scheduler.max_num_seqs", cfg.scheduler.max_num_seqs, 1)
+    _at_least("scheduler.max_num_batched_tokens", cfg.scheduler.max_num_batched_tokens, 1)
+    _at_least("cache.block_size", cfg.cache.block_size, 1)
+    if cfg.cache.num_blocks is not None:
+        _at_least("cache.num_blocks", cfg.cache.num_blocks, 1)
+    if cfg.cache.memory_gib <= 0:
+        raise ConfigError(f"cache.memory_gib={cfg.cache.memory_gib} must be > 0")
+    if cfg.model.max_model_len is not None:
+        _at_least("model.max_model_len", cfg.model.max_model_len, 1)
+    if cfg.device.num_threads is not None:
+        _at_least("device.num_threads", cfg.device.num_threads, 1)
+    try:
+        sampling_params(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"sampling.{exc}") from None
+
+
+def sampling_params(cfg: ToolkitConfig):
+    """The `sampling` group as SamplingParams (for `toolkit generate`)."""
+    from toolkit.protocol import SamplingParams
+
+    return SamplingParams(**dataclasses.asdict(cfg.sampling))
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """Facts derived at start-up from the config, the machine and the checkpoint."""
+
+    device: str
+    """cpu or cuda."""
+    dtype: str
+    attention_backend: str
+    """The registry name that `attention.backend=auto` resolved to."""
+    max_model_len: int
+    num_blocks: int
+    block_size: int
+    num_threads: int | None
+    eos_token_ids: tuple[int, ...]
+
+
+def resolve_device(cfg: ToolkitConfig) -> str:
+    import torch
+
+    if cfg.device.device != "auto":
+        if cfg.device.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device.device=cuda but no CUDA device is available")
+        return cfg.device.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_attention(cfg: ToolkitConfig, device: str) -> str:
+    del device  # every device resolves to the reference backend until a GPU backend lands
+    return "torch_ref" if cfg.attention.backend == "auto" else cfg.attention.backend
+
+
+def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int) -> int:
+    wanted = cfg.model.max_model_len
+    if wanted is None:
+        return max_position_embeddings
+    if wanted > max_position_embeddings:
+        raise ConfigError(
+            f"model.max_model_len={wanted} exceeds the checkpoint's "
+            f"max_position_embeddings={max_position_embeddings}")
+    return wanted
+
+
+def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: int) -> int:
+    """Pages from num_blocks or memory_gib; at least one full-length request must fit."""
+    if cfg.cache.num_blocks is not None:
+        return cfg.cache.num_blocks
+    num_blocks = int(cfg.cache.memory_gib * (1 << 30)) // bytes_per_block
+    needed = -(-max_model_len // cfg.cache.block_size)
+    if num_blocks < needed:
+        raise ConfigError(
+            f"cache.memory_gib={cfg.cache.memory_gib} holds {num_blocks} pages but one "
+            f"{max_model_len}-token request needs {needed}; raise it or lower model.max_model_len")
+    return num_blocks
+
+
+def _choice(key: str, value: object, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; valid choices: {', '.join(valid)}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key}={value} must be >= {low}")

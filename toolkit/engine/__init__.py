@@ -1,0 +1,1 @@
+"""The engine: a synchronous core (schedule -> execute -> update) and its async facade."""

@@ -1,0 +1,132 @@
+"""The asyncio facade: the engine core runs in its own thread; each request is a stream.
+
+The model's forward pass releases the GIL, so the event loop keeps accepting requests and
+streaming tokens while a step runs. Requests and aborts reach the engine thread through a
+queue and take effect between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from toolkit.engine.core import EngineCore
+from toolkit.protocol import RequestOutput, SamplingParams
+from toolkit.tokenizer.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+class AsyncEngine:
+    """What the API talks to. ``generate`` yields RequestOutput deltas; leaving the
+    iteration early (client gone, cancellation) aborts the request and frees its pages."""
+
+    def __init__(self, core: EngineCore, tokenizer: Tokenizer, model_name: str,
+                 max_model_len: int) -> None:
+        self.core = core
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        self.healthy = True
+        self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._commands.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def stats(self) -> dict:
+        scheduler = self.core.scheduler
+        return {
+            "num_running": len(scheduler.running),
+            "num_waiting": len(scheduler.waiting),
+            "kv_cache_usage": scheduler.block_manager.usage,
+            "healthy": self.healthy,
+        }
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int],
+                       params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        if not self.healthy:
+            raise RuntimeError("the engine is not running")
+        if request_id in self._streams:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        self._streams[request_id] = (asyncio.get_running_loop(), stream)
+        self._commands.put(_Add(request_id, list(prompt_token_ids), params))
+        finished = False
+        try:
+            while not finished:
+                output = await stream.get()
+                finished = output.finished
+                yield output
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(_Abort(request_id))
+
+    def _run(self) -> None:
+        try:
+            while self._drain_commands(block=not self.core.has_unfinished):
+                for output in self.core.step():
+                    self._publish(output)
+        except Exception:
+            logger.exception("the engine loop died")
+            self.healthy = False
+            self._fail_all("the engine loop died; see the server log")
+
+    def _drain_commands(self, block: bool) -> bool:
+        """Apply queued adds and aborts; False on shutdown."""
+        while True:
+            try:
+                command = self._commands.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if command is None:
+                return False
+            if isinstance(command, _Abort):
+                self.core.abort_request(command.request_id)
+                continue
+            try:
+                self.core.add_request(command.request_id, command.prompt_token_ids, command.params)
+            except ValueError as exc:
+                self._publish(RequestOutput(command.request_id, [], "", "abort", error=str(exc)))
+
+    def _publish(self, output: RequestOutput) -> None:
+        target = self._streams.get(output.request_id)
+        if target is not None:
+            loop, stream = target
+            try:
+                loop.call_soon_threadsafe(stream.put_nowait, output)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening
+                pass
+
+    def _fail_all(self, message: str) -> None:
+        for request_id in list(self._streams):
+            self._publish(RequestOutput(request_id, [], "", "abort", error=message))

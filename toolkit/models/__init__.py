@@ -1,0 +1,1 @@
+"""Model implementations, their registry, and the loader that finds and fills them."""

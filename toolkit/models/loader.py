@@ -1,0 +1,119 @@
+"""Read a safetensors model directory: its facts (ModelInfo) and the model itself."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from toolkit.models.registry import MODEL_ARCHITECTURES
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot be loaded (format, architecture, files)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The facts about a checkpoint that the rest of the toolkit sizes itself by."""
+
+    architecture: str
+    """config.json "architectures"[0], e.g. "LlamaForCausalLM"."""
+    num_layers: int
+    """Decoder layers."""
+    hidden_size: int
+    """Residual stream width."""
+    num_qo_heads: int
+    """Query (and output) heads."""
+    num_kv_heads: int
+    """Key/value heads (< num_qo_heads under GQA)."""
+    head_dim: int
+    """Width of one attention head."""
+    vocab_size: int
+    """Rows of the embedding and of the logits."""
+    max_position_embeddings: int
+    """Longest context the checkpoint declares."""
+    eos_token_ids: tuple[int, ...]
+    """Every id that ends generation (generation_config.json and config.json, merged)."""
+    bos_token_id: int | None
+    """Beginning-of-sequence id, if the checkpoint has one."""
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _as_ids(value: int | list[int] | None) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else list(value)
+
+
+def read_config(model_dir: pathlib.Path | str) -> dict:
+    """config.json of a model directory as a dict."""
+    path = pathlib.Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{model_dir} has no config.json")
+    return json.loads(path.read_text())
+
+
+def read_model_info(model_dir: pathlib.Path | str) -> ModelInfo:
+    """ModelInfo from config.json + generation_config.json (optional)."""
+    config = read_config(model_dir)
+    generation = _read_json(pathlib.Path(model_dir) / "generation_config.json")
+    eos_ids = _as_ids(generation.get("eos_token_id")) + _as_ids(config.get("eos_token_id"))
+    num_qo_heads = config["num_attention_heads"]
+    bos = generation.get("bos_token_id", config.get("bos_token_id"))
+    return ModelInfo(
+        architecture=(config.get("architectures") or ["?"])[0],
+        num_layers=config["num_hidden_layers"],
+        hidden_size=config["hidden_size"],
+        num_qo_heads=num_qo_heads,
+        num_kv_heads=config.get("num_key_value_heads") or num_qo_heads,
+        head_dim=config.get("head_dim") or config["hidden_size"] // num_qo_heads,
+        vocab_size=config["vocab_size"],
+        max_position_embeddings=config["max_position_embeddings"],
+        eos_token_ids=tuple(dict.fromkeys(eos_ids)),
+        bos_token_id=bos,
+    )
+
+
+def _safetensors_files(model_dir: pathlib.Path) -> list[pathlib.Path]:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        others = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(
+            p.name for p in model_dir.glob("*.pt*"))
+        hint = f" (found {', '.join(others)}: only safetensors are loaded)" if others else ""
+        raise ModelLoadError(f"no *.safetensors weights in {model_dir}{hint}")
+    return files
+
+
+def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every file, one tensor in memory at a time."""
+    for path in files:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
+               device: torch.device | str) -> nn.Module:
+    """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in."""
+    model_dir = pathlib.Path(model_dir)
+    config = read_config(model_dir)
+    architectures = config.get("architectures") or []
+    if not architectures or architectures[0] not in MODEL_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{model_dir}: architecture {architectures[:1] or 'missing'} is not supported; "
+            f"supported: {', '.join(MODEL_ARCHITECTURES.names())}"
+        )
+    model_cls = MODEL_ARCHITECTURES.get(architectures[0])()
+    files = _safetensors_files(model_dir)
+    model = model_cls(config, dtype=dtype, device=device)
+    model.load_weights(iter_safetensors(files))
+    return model.eval()

@@ -1,0 +1,80 @@
+"""build_runtime: the only place where a config becomes objects."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from toolkit.config.resolve import (
+    ResolvedConfig,
+    resolve_attention,
+    resolve_device,
+    resolve_max_model_len,
+    resolve_num_blocks,
+)
+from toolkit.config.schema import ToolkitConfig
+from toolkit.engine.async_engine import AsyncEngine
+from toolkit.engine.core import EngineCore
+from toolkit.engine.output_processor import OutputProcessor
+from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.cache_pool import KVCachePool
+from toolkit.runner.model_runner import ModelRunner
+from toolkit.scheduler.scheduler import Scheduler
+from toolkit.tokenizer.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything `toolkit serve` and `toolkit generate` run."""
+
+    config: ToolkitConfig
+    resolved: ResolvedConfig
+    model_dir: Path
+    core: EngineCore
+    engine: AsyncEngine
+    tokenizer: Tokenizer
+
+
+def build_runtime(cfg: ToolkitConfig) -> Runtime:
+    """Resolve the model, load it, size the KV cache and wire the engine."""
+    from toolkit.attention.registry import ATTENTION_BACKENDS
+    from toolkit.models.loader import load_model, read_model_info, resolve_model_dir
+
+    device = resolve_device(cfg)
+    if device == "cpu" and cfg.device.num_threads is not None:
+        torch.set_num_threads(cfg.device.num_threads)
+    model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
+    info = read_model_info(model_dir)
+    dtype = getattr(torch, cfg.model.dtype)
+    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings)
+    bytes_per_block = KVCachePool.bytes_per_page(
+        info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, dtype)
+    resolved = ResolvedConfig(
+        device=device,
+        dtype=cfg.model.dtype,
+        attention_backend=resolve_attention(cfg, device),
+        max_model_len=max_model_len,
+        num_blocks=resolve_num_blocks(cfg, bytes_per_block, max_model_len),
+        block_size=cfg.cache.block_size,
+        num_threads=torch.get_num_threads() if device == "cpu" else None,
+        eos_token_ids=info.eos_token_ids,
+    )
+    logger.info("resolved config: %s", asdict(resolved))
+
+    model = load_model(model_dir, dtype, device)
+    kv_pool = KVCachePool(info.num_layers, resolved.num_blocks, resolved.block_size,
+                          info.num_kv_heads, info.head_dim, dtype, device)
+    attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+    scheduler = Scheduler(cfg.scheduler, BlockManager(resolved.num_blocks, resolved.block_size),
+                          max_model_len)
+    runner = ModelRunner(model, attention, resolved.block_size, device)
+    tokenizer = Tokenizer(model_dir, info.eos_token_ids)
+    core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), info.eos_token_ids)
+    engine = AsyncEngine(core, tokenizer, cfg.model.name, max_model_len)
+    return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)

@@ -1,0 +1,1 @@
+"""Continuous batching: which requests run this step, and with how many tokens."""

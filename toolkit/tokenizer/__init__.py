@@ -1,0 +1,1 @@
+"""Tokenizer wrapper, chat templates and incremental detokenization."""

@@ -1,0 +1,39 @@
+"""Incremental detokenization that never emits half a UTF-8 character."""
+
+from __future__ import annotations
+
+from toolkit.tokenizer.tokenizer import Tokenizer
+
+NUM_CONTEXT_TOKENS = 5
+"""Prompt tokens decoded as context, so the first output token gets its leading space right."""
+
+
+class IncrementalDetokenizer:
+    """Turns one request's tokens into text deltas.
+
+    Each step decodes a short window twice, with and without the new tokens, and emits the
+    difference. A window that ends inside a multi-byte character (emoji, CJK) decodes to a
+    trailing U+FFFD; such text is held back until the character is complete.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prompt_token_ids: list[int],
+                 skip_special_tokens: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.token_ids = list(prompt_token_ids[-NUM_CONTEXT_TOKENS:])
+        self.prefix_offset = 0
+        self.read_offset = len(self.token_ids)
+
+    def step(self, new_token_ids: list[int]) -> str:
+        """Add tokens; return the newly completed text (possibly empty)."""
+        self.token_ids.extend(new_token_ids)
+        prefix = self._decode(self.token_ids[self.prefix_offset:self.read_offset])
+        full = self._decode(self.token_ids[self.prefix_offset:])
+        if len(full) <= len(prefix) or full.endswith("\ufffd"):
+            return ""
+        self.prefix_offset = self.read_offset
+        self.read_offset = len(self.token_ids)
+        return full[len(prefix):]
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=self.skip_special_tokens)
