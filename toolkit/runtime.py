@@ -43,7 +43,8 @@ class Runtime:
 def build_runtime(cfg: ToolkitConfig) -> Runtime:
     """Resolve the model, load it, size the KV cache and wire the engine."""
     from toolkit.attention.registry import ATTENTION_BACKENDS
-    from toolkit.models.loader import load_model, read_model_info, resolve_model_dir
+    from toolkit.models.loader import load_model, read_model_info
+    from toolkit.models.source import resolve_model_dir
 
     device = resolve_device(cfg)
     if device == "cpu" and cfg.device.num_threads is not None:

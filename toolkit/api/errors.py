@@ -82,10 +82,13 @@ def status_phrase(status: int) -> str:
         return "Error"
 
 
-def unsupported(param: str, what: str | None = None) -> APIError:
-    """A 400 for an OpenAI parameter this server accepts in the schema but cannot honour."""
-    subject = what or f"'{param}'"
-    return APIError(f"{subject} is not supported yet", param=param, code="unsupported_parameter")
+def unsupported(param: str, subject: str | None = None) -> APIError:
+    """A 400 for an OpenAI parameter this server accepts in the schema but cannot honour.
+
+    The message reads "<subject> is not supported yet"; ``subject`` defaults to the param.
+    """
+    message = f"{subject or repr(param)} is not supported yet"
+    return APIError(message, param=param, code="unsupported_parameter")
 
 
 def from_validation_error(exc: ValidationError) -> APIError:
@@ -96,11 +99,9 @@ def from_validation_error(exc: ValidationError) -> APIError:
     if errors[0]["type"] == "json_invalid":
         return APIError(f"Invalid JSON body: {errors[0]['msg']}", code="invalid_json")
     params = [loc_to_param(err["loc"]) for err in errors]
-    details = [
-        f"{param}: {err['msg']}" if param else err["msg"]
-        for param, err in zip(params, errors[:_MAX_REPORTED_ERRORS])
-    ]
-    return APIError("; ".join(details), param=params[0] or None, code="invalid_value")
+    details = [f"{param}: {err['msg']}" if param else err["msg"] for param, err in zip(params, errors)]
+    unique = list(dict.fromkeys(details))[:_MAX_REPORTED_ERRORS]
+    return APIError("; ".join(unique), param=params[0] or None, code="invalid_value")
 
 
 def loc_to_param(loc: tuple[int | str, ...]) -> str:

@@ -54,7 +54,7 @@ def _prompt_ids(tokenizer: Any, index: int, prompt: str | list[int]) -> list[int
 def _template_message(index: int, message: ChatMessage) -> dict[str, str]:
     """A message as the chat template expects it: role and plain-text content."""
     if message.role == "tool":
-        raise unsupported(f"messages[{index}].role", "The 'tool' role is")
+        raise unsupported(f"messages[{index}].role", "The 'tool' role")
     if message.tool_calls:
         raise unsupported(f"messages[{index}].tool_calls")
     rendered = {
@@ -75,7 +75,7 @@ def _message_text(index: int, message: ChatMessage) -> str:
     for j, part in enumerate(content):
         param = f"messages[{index}].content[{j}]"
         if part.type != "text":
-            raise unsupported(f"{param}.type", f"Content part type '{part.type}' is")
+            raise unsupported(f"{param}.type", f"Content part type '{part.type}'")
         if part.text is None:
             raise APIError("A text content part needs 'text'", param=f"{param}.text",
                            code="invalid_value")

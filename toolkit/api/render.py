@@ -10,6 +10,7 @@ from blacksheep import Content, Request, Response
 from blacksheep.server.sse import ServerSentEventsResponse, TextServerSentEvent
 from pydantic import BaseModel
 
+from toolkit.api.disconnect import client_gone
 from toolkit.api.errors import APIError
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def json_response(body: BaseModel | dict, status: int = 200) -> Response:
     if isinstance(body, BaseModel):
         data = body.model_dump_json().encode()
     else:
-        data = json.dumps(body).encode()
+        data = json.dumps(body, separators=(",", ":")).encode()
     return Response(status, None, Content(_JSON, data))
 
 
@@ -32,14 +33,6 @@ def error_response(error: APIError, headers: list[tuple[bytes, bytes]] | None = 
     for name, value in headers or ():
         response.add_header(name, value)
     return response
-
-
-async def client_gone(request: Request) -> bool:
-    """True once the client has disconnected; False where that cannot be told (TestClient)."""
-    try:
-        return await request.is_disconnected()
-    except TypeError:
-        return False
 
 
 def sse_response(request: Request, events: AsyncIterator[str]) -> Response:

@@ -20,7 +20,9 @@ def check_supported(request: SamplingRequest) -> None:
         raise unsupported(names[0])
     if request.stream_options is not None and not request.stream:
         raise APIError(
-            "stream_options is only allowed when stream is true", param="stream_options"
+            "stream_options is only allowed when stream is true",
+            param="stream_options",
+            code="invalid_value",
         )
 
 

@@ -14,6 +14,7 @@ from blacksheep import Request, Response
 from pydantic import BaseModel
 
 from toolkit.api.body import parse_body
+from toolkit.api.disconnect import unless_disconnected
 from toolkit.api.errors import APIError
 from toolkit.api.generation import ChoiceResult, Job, collect, merge_outputs, prefetched
 from toolkit.api.protocol import SamplingRequest
@@ -76,7 +77,7 @@ class OpenAIServing(ABC, Generic[RequestT]):
             events = self.events(body, response_id, stream, num_prompt_tokens, len(jobs))
             return sse_response(request, events)
         lengths = [len(prompts[job.index // body.n]) for job in jobs]
-        results = await collect(self.engine, jobs, lengths)
+        results = await unless_disconnected(request, collect(self.engine, jobs, lengths))
         usage = UsageInfo.of(num_prompt_tokens, sum(r.num_output_tokens for r in results))
         return json_response(self.response(body, response_id, results, usage))
 

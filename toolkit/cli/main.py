@@ -37,7 +37,7 @@ def fails_cleanly(command: Callable) -> Callable:
 
     @wraps(command)
     def wrapper(*args, **kwargs):
-        ModelSourceError = ConfigError  # TEMP
+        from toolkit.models.source import ModelSourceError
 
         try:
             return command(*args, **kwargs)
@@ -122,7 +122,7 @@ def models_list() -> None:
 def models_pull(name: str = typer.Argument(..., help="A model config name (see `models list`)."),
                 overrides: list[str] | None = OVERRIDES) -> None:
     """Fetch or convert a model's weights into the local cache; print the directory."""
-    from toolkit.models.loader import resolve_model_dir
+    from toolkit.models.source import resolve_model_dir
 
     model = compose_config([f"model={name}", *(overrides or [])]).model
     typer.echo(resolve_model_dir(model.source, model.path))

@@ -163,6 +163,7 @@ def convert_gguf(gguf_path: pathlib.Path | str, out_dir: pathlib.Path | str) -> 
     work_dir = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _write_model_dir(gguf_path, work_dir)
+        work_dir.chmod(0o755)
         os.rename(work_dir, out_dir)
     except OSError:
         if not out_dir.is_dir():  # a concurrent conversion that finished first is fine

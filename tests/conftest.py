@@ -1,0 +1,42 @@
+"""Shared test set-up: CPU-only defaults, a stable model cache, the real SmolLM2 engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before any kernel module is imported: Triton kernels run in the interpreter on CPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+# The SmolLM2 GGUF is converted once into the repository's ignored .cache/ and reused.
+os.environ.setdefault("TOOLKIT_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """The real SmolLM2 runtime (bfloat16, CPU), built once per test session."""
+    from toolkit.cli.compose import compose_config
+    from toolkit.runtime import build_runtime
+
+    return build_runtime(compose_config(ENGINE_OVERRIDES))
+
+
+@pytest.fixture(scope="session")
+def engine(runtime):
+    """A started AsyncEngine serving SmolLM2 as model "smollm2"."""
+    runtime.engine.start()
+    yield runtime.engine
+    runtime.engine.shutdown()

@@ -1,0 +1,123 @@
+"""The BlackSheep application: routes, OpenAI-shaped error handling, lifecycle hooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from blacksheep import Application, Request, Response
+from blacksheep.server.routing import Router
+from pydantic import ValidationError
+
+from toolkit.api.errors import APIError, status_phrase
+from toolkit.api.render import error_response
+from toolkit.api.serving_chat import ChatServing
+from toolkit.api.serving_completions import CompletionServing
+from toolkit.api.serving_models import InfoServing
+
+logger = logging.getLogger("toolkit.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_HTTP_STATUSES = (400, 401, 403, 404, 405, 408, 413, 415, 422, 500)
+"""Statuses BlackSheep may raise on its own; all are answered in OpenAI's shape."""
+
+
+def build_app(engine: Any, server_config: Any) -> Application:
+    """The OpenAI-compatible application serving ``engine``.
+
+    ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
+    ``server_config`` is the ``ServerConfig`` (its ``log_level`` applies to ``toolkit.api``).
+    """
+    logger.setLevel(server_config.log_level.upper())
+    router = Router()
+    app = Application(router=router, show_error_details=False)
+    routes = _routes(engine)
+    for method, path, handler in routes:
+        router.add(method, path, _endpoint(handler))
+    router.fallback = _fallback(routes)
+    _install_error_handlers(app)
+    _install_lifecycle(app, engine)
+    return app
+
+
+def _routes(engine: Any) -> list[tuple[str, str, Handler]]:
+    chat = ChatServing(engine)
+    completions = CompletionServing(engine)
+    info = InfoServing(engine)
+    return [
+        ("GET", "/v1/models", info.models),
+        ("POST", "/v1/chat/completions", chat.handle),
+        ("POST", "/v1/completions", completions.handle),
+        ("GET", "/health", info.health),
+        ("GET", "/version", info.version),
+    ]
+
+
+def _endpoint(handler: Handler) -> Handler:
+    """A plain function around a bound method (BlackSheep marks route handlers)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(request)
+
+    return endpoint
+
+
+def _fallback(routes: list[tuple[str, str, Handler]]) -> Handler:
+    """404 for unknown paths; 405 (with ``Allow``) for known paths and a wrong method."""
+    allowed: dict[str, set[str]] = {}
+    for method, path, _ in routes:
+        allowed.setdefault(path, set()).add(method)
+
+    async def not_found(request: Request) -> Response:
+        methods = allowed.get(request.path.rstrip("/") or "/")
+        if methods is None:
+            error = APIError(f"Route {request.path} not found", status=404, code="not_found")
+            return error_response(error)
+        error = APIError(
+            f"Method {request.method} is not allowed on {request.path}",
+            status=405,
+            code="method_not_allowed",
+        )
+        return error_response(error, [(b"Allow", ", ".join(sorted(methods)).encode())])
+
+    return not_found
+
+
+def _install_error_handlers(app: Application) -> None:
+    """Every error leaves the server as ``{"error": {...}}``; no tracebacks, no HTML."""
+
+    async def on_api_error(_app: Any, request: Request, exc: APIError) -> Response:
+        if exc.status >= 500:
+            logger.error("%s %s -> %d: %s", request.method, request.path, exc.status, exc)
+        return error_response(exc)
+
+    async def on_http_error(_app: Any, request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status", 500)
+        message = status_phrase(status) if status >= 500 else str(exc) or status_phrase(status)
+        return error_response(APIError(message, status=status))
+
+    async def on_internal_error(_app: Any, request: Request, exc: Exception) -> Response:
+        logger.error("%s %s failed", request.method, request.path, exc_info=exc)
+        return error_response(APIError("Internal server error", status=500))
+
+    app.exceptions_handlers[APIError] = on_api_error
+    app.exceptions_handlers[ValidationError] = on_internal_error
+    for status in _HTTP_STATUSES:
+        app.exceptions_handlers[status] = on_http_error
+
+
+def _install_lifecycle(app: Application, engine: Any) -> None:
+    """Log the served model on start; the engine itself is started and stopped by its owner."""
+
+    async def on_start(_app: Application) -> None:
+        logger.info(
+            "serving model %r (max_model_len=%d)", engine.model_name, engine.max_model_len
+        )
+
+    async def on_stop(_app: Application) -> None:
+        logger.info("API server stopped")
+
+    app.on_start += on_start
+    app.on_stop += on_stop
