@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import toolkit
 from api_client import MODEL, assert_error
+
+import toolkit
 
 
 async def test_models_lists_the_served_model(api, engine):

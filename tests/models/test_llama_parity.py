@@ -79,7 +79,8 @@ def test_prefill_then_decode_matches_transformers(name: str, tmp_path: pathlib.P
     prompt_len = 7
     ours = [_step_logits(model, attn, [(tokens[:prompt_len], 0, pages)])[0]]
     for position in range(prompt_len, len(tokens)):
-        ours.append(_step_logits(model, attn, [(tokens[position:position + 1], position, pages)])[0])
+        step = [(tokens[position:position + 1], position, pages)]
+        ours.append(_step_logits(model, attn, step)[0])
     expected = _reference_logits(hf_model, tokens)[prompt_len - 1:]
     torch.testing.assert_close(torch.stack(ours), expected, atol=1e-4, rtol=1e-4)
 
@@ -91,8 +92,8 @@ def test_two_requests_of_different_lengths_in_one_step(tmp_path: pathlib.Path):
     second = [71, 3, 12, 55]
     _step_logits(model, attn, [(first[:6], 0, [4, 12, 7])])
     logits = _step_logits(model, attn, [(first[6:], 6, [4, 12, 7]), (second, 0, [20, 1])])
-    torch.testing.assert_close(logits[0], _reference_logits(hf_model, first)[-1], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(logits[1], _reference_logits(hf_model, second)[-1], atol=1e-4, rtol=1e-4)
+    expected = [_reference_logits(hf_model, seq)[-1] for seq in (first, second)]
+    torch.testing.assert_close(logits, torch.stack(expected), atol=1e-4, rtol=1e-4)
     decode = _step_logits(model, attn, [([2], 9, [4, 12, 7]), ([6], 4, [20, 1])])
-    torch.testing.assert_close(decode[0], _reference_logits(hf_model, first + [2])[-1], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(decode[1], _reference_logits(hf_model, second + [6])[-1], atol=1e-4, rtol=1e-4)
+    expected = [_reference_logits(hf_model, seq)[-1] for seq in (first + [2], second + [6])]
+    torch.testing.assert_close(decode, torch.stack(expected), atol=1e-4, rtol=1e-4)

@@ -11,9 +11,6 @@ from paged_batch import build_forward_batch
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import load_model, read_model_info
-from toolkit.models.source import packaged_gguf_path
-
-from conftest import SMOLLM2_SOURCE
 
 PAGE_SIZE = 16
 NUM_NEW_TOKENS = 32
@@ -29,11 +26,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(smollm2_gguf_path: pathlib.Path):
     """transformers' model and tokenizer read straight from the GGUF (float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_path = packaged_gguf_path(SMOLLM2_SOURCE)
+    gguf_path = smollm2_gguf_path
     kwargs = dict(gguf_file=gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kwargs)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32,
@@ -41,8 +38,12 @@ def reference():
     return model, tokenizer
 
 
-def _greedy_with_paged_kv(model_dir: pathlib.Path, prompts: list[list[int]]) -> list[list[int]]:
-    """All prompts prefilled in one step, then batched decode steps; greedy tokens."""
+def _greedy_with_paged_kv(model_dir: pathlib.Path,
+                          prompts: list[list[int]]) -> tuple[list[list[int]], torch.Tensor]:
+    """All prompts prefilled in one step, then batched decode steps.
+
+    Returns the greedy tokens per prompt and the logits that chose them [B, steps, vocab].
+    """
     info = read_model_info(model_dir)
     model = load_model(model_dir, torch.float32, "cpu")
     pages_per_request = -(-(max(map(len, prompts)) + NUM_NEW_TOKENS) // PAGE_SIZE)
@@ -53,29 +54,34 @@ def _greedy_with_paged_kv(model_dir: pathlib.Path, prompts: list[list[int]]) -> 
                         pool.num_pages - 1 - (i + 1) * pages_per_request, -1))
              for i in range(len(prompts))]  # descending, non-contiguous across requests
     generated: list[list[int]] = [[] for _ in prompts]
+    step_logits = []
     step = [(tokens, 0, request_pages) for tokens, request_pages in zip(prompts, pages)]
     with torch.no_grad():
         for _ in range(NUM_NEW_TOKENS):
             batch = build_forward_batch(step, PAGE_SIZE)
             attn.plan(batch)
             hidden = model(batch.input_ids, batch.positions, attn)
-            next_ids = model.compute_logits(hidden[batch.logits_indices]).argmax(-1).tolist()
+            step_logits.append(model.compute_logits(hidden[batch.logits_indices]))
+            next_ids = step_logits[-1].argmax(-1).tolist()
             for out, token in zip(generated, next_ids):
                 out.append(token)
             step = [([token], start + len(tokens), request_pages)
                     for token, (tokens, start, request_pages) in zip(next_ids, step)]
-    return generated
+    return generated, torch.stack(step_logits, dim=1)
 
 
 def test_greedy_continuations_match_transformers(smollm2_dir: pathlib.Path, reference):
+    """transformers, fed prompt + our continuation, picks the same greedy token at every step
+    (so its own greedy decoding would produce the same text) with matching logits."""
     hf_model, tokenizer = reference
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
-    ours = _greedy_with_paged_kv(smollm2_dir, prompts)
-    for prompt, our_tokens in zip(prompts, ours):
+    ours, our_logits = _greedy_with_paged_kv(smollm2_dir, prompts)
+    for prompt, continuation, logits in zip(prompts, ours, our_logits):
         with torch.no_grad():
-            expected = hf_model.generate(torch.tensor([prompt]), max_new_tokens=NUM_NEW_TOKENS,
-                                         do_sample=False)[0, len(prompt):].tolist()
-        assert our_tokens[: len(expected)] == expected  # transformers stops at EOS; we don't
+            full = hf_model(torch.tensor([prompt + continuation])).logits[0].float()
+        expected = full[len(prompt) - 1:-1]  # [steps, vocab]: the logits that chose each token
+        assert expected.argmax(-1).tolist() == continuation
+        torch.testing.assert_close(logits, expected, atol=3e-4, rtol=1e-5)
 
 
 def test_converted_tokenizer_and_chat_template(smollm2_dir: pathlib.Path, reference):
@@ -99,9 +105,9 @@ def test_model_info_of_the_converted_model(smollm2_dir: pathlib.Path):
     assert info.vocab_size == 49152 and info.eos_token_ids == (2,) and info.bos_token_id == 1
 
 
-def test_conversion_is_reused(smollm2_dir: pathlib.Path):
+def test_conversion_is_reused(smollm2_dir: pathlib.Path, smollm2_source: str):
     from toolkit.models.source import resolve_model_dir
 
     before = (smollm2_dir / "model.safetensors").stat().st_mtime_ns
-    assert resolve_model_dir(SMOLLM2_SOURCE) == smollm2_dir
+    assert resolve_model_dir(smollm2_source) == smollm2_dir
     assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == before

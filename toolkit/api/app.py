@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from blacksheep import Application, Request, Response
 from blacksheep.server.routing import Router
 from pydantic import ValidationError
 
+from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError, status_phrase
 from toolkit.api.render import error_response
 from toolkit.api.serving_chat import ChatServing
 from toolkit.api.serving_completions import CompletionServing
 from toolkit.api.serving_models import InfoServing
+
+if TYPE_CHECKING:
+    from toolkit.config.schema import ServerConfig
 
 logger = logging.getLogger("toolkit.api")
 
@@ -24,7 +28,7 @@ _HTTP_STATUSES = (400, 401, 403, 404, 405, 408, 413, 415, 422, 500)
 """Statuses BlackSheep may raise on its own; all are answered in OpenAI's shape."""
 
 
-def build_app(engine: Any, server_config: Any) -> Application:
+def build_app(engine: EngineClient, server_config: ServerConfig) -> Application:
     """The OpenAI-compatible application serving ``engine``.
 
     ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
@@ -42,7 +46,7 @@ def build_app(engine: Any, server_config: Any) -> Application:
     return app
 
 
-def _routes(engine: Any) -> list[tuple[str, str, Handler]]:
+def _routes(engine: EngineClient) -> list[tuple[str, str, Handler]]:
     chat = ChatServing(engine)
     completions = CompletionServing(engine)
     info = InfoServing(engine)
@@ -88,17 +92,17 @@ def _fallback(routes: list[tuple[str, str, Handler]]) -> Handler:
 def _install_error_handlers(app: Application) -> None:
     """Every error leaves the server as ``{"error": {...}}``; no tracebacks, no HTML."""
 
-    async def on_api_error(_app: Any, request: Request, exc: APIError) -> Response:
+    async def on_api_error(_app: Application, request: Request, exc: APIError) -> Response:
         if exc.status >= 500:
             logger.error("%s %s -> %d: %s", request.method, request.path, exc.status, exc)
         return error_response(exc)
 
-    async def on_http_error(_app: Any, request: Request, exc: Exception) -> Response:
+    async def on_http_error(_app: Application, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", 500)
         message = status_phrase(status) if status >= 500 else str(exc) or status_phrase(status)
         return error_response(APIError(message, status=status))
 
-    async def on_internal_error(_app: Any, request: Request, exc: Exception) -> Response:
+    async def on_internal_error(_app: Application, request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed", request.method, request.path, exc_info=exc)
         return error_response(APIError("Internal server error", status=500))
 
@@ -108,7 +112,7 @@ def _install_error_handlers(app: Application) -> None:
         app.exceptions_handlers[status] = on_http_error
 
 
-def _install_lifecycle(app: Application, engine: Any) -> None:
+def _install_lifecycle(app: Application, engine: EngineClient) -> None:
     """Log the served model on start; the engine itself is started and stopped by its owner."""
 
     async def on_start(_app: Application) -> None:

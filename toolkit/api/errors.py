@@ -99,7 +99,10 @@ def from_validation_error(exc: ValidationError) -> APIError:
     if errors[0]["type"] == "json_invalid":
         return APIError(f"Invalid JSON body: {errors[0]['msg']}", code="invalid_json")
     params = [loc_to_param(err["loc"]) for err in errors]
-    details = [f"{param}: {err['msg']}" if param else err["msg"] for param, err in zip(params, errors)]
+    details = [
+        f"{param}: {err['msg']}" if param else err["msg"]
+        for param, err in zip(params, errors, strict=True)
+    ]
     unique = list(dict.fromkeys(details))[:_MAX_REPORTED_ERRORS]
     return APIError("; ".join(unique), param=params[0] or None, code="invalid_value")
 

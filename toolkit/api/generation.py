@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError
 from toolkit.protocol import RequestOutput, SamplingParams
 
@@ -36,7 +37,6 @@ class ChoiceResult:
     """A choice's text and counts, aggregated from its deltas."""
 
     index: int
-    num_prompt_tokens: int
     text: str = ""
     finish_reason: str | None = None
     num_output_tokens: int = 0
@@ -60,7 +60,9 @@ def check_output(output: RequestOutput) -> None:
         )
 
 
-async def merge_outputs(engine: Any, jobs: list[Job]) -> AsyncIterator[tuple[int, RequestOutput]]:
+async def merge_outputs(
+    engine: EngineClient, jobs: list[Job]
+) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Yield ``(choice index, delta)`` from all jobs as they arrive, failing fast on errors.
 
     An engine failure (``RequestOutput.error`` or an exception) raises ``APIError`` (500).
@@ -84,9 +86,9 @@ async def merge_outputs(engine: Any, jobs: list[Job]) -> AsyncIterator[tuple[int
         await _cancel(tasks)
 
 
-async def collect(engine: Any, jobs: list[Job], num_prompt_tokens: list[int]) -> list[ChoiceResult]:
+async def collect(engine: EngineClient, jobs: list[Job]) -> list[ChoiceResult]:
     """Run all jobs to completion; one result per job, in choice order."""
-    results = [ChoiceResult(job.index, num_prompt_tokens[i]) for i, job in enumerate(jobs)]
+    results = [ChoiceResult(job.index) for job in jobs]
     by_index = {result.index: result for result in results}
     stream = merge_outputs(engine, jobs)
     try:
@@ -122,7 +124,7 @@ async def prefetched(stream: AsyncIterator[T]) -> AsyncIterator[T]:
     return replay()
 
 
-async def _pump(engine: Any, job: Job, queue: asyncio.Queue) -> None:
+async def _pump(engine: EngineClient, job: Job, queue: asyncio.Queue) -> None:
     """Forward one engine stream into the shared queue, then a done marker."""
     stream = engine.generate(job.request_id, job.prompt_token_ids, job.params)
     try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.errors import APIError, unsupported
 from toolkit.api.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest
 
 _TEMPLATE_ROLES = {"developer": "system"}
 
 
-def chat_prompt_ids(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:
+def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatCompletionRequest) -> list[int]:
     """Render the conversation with the model's chat template and tokenize it."""
     messages = [_template_message(i, message) for i, message in enumerate(request.messages)]
     try:
@@ -21,7 +20,9 @@ def chat_prompt_ids(tokenizer: Any, request: ChatCompletionRequest) -> list[int]
         raise APIError(str(exc), param="messages", code="invalid_messages") from None
 
 
-def completion_prompt_ids(tokenizer: Any, request: CompletionRequest) -> list[list[int]]:
+def completion_prompt_ids(
+    tokenizer: TokenizerClient, request: CompletionRequest
+) -> list[list[int]]:
     """Token ids of each prompt: strings are encoded, token-id lists are range-checked."""
     prompts = request.prompts()
     if not prompts:
@@ -29,7 +30,7 @@ def completion_prompt_ids(tokenizer: Any, request: CompletionRequest) -> list[li
     return [_prompt_ids(tokenizer, i, prompt) for i, prompt in enumerate(prompts)]
 
 
-def _prompt_ids(tokenizer: Any, index: int, prompt: str | list[int]) -> list[int]:
+def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=True)
     else:

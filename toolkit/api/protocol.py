@@ -140,7 +140,8 @@ class ChatCompletionRequest(SamplingRequest):
     prediction: dict[str, Any] | None = Field(None, description="Not supported yet.")
     reasoning_effort: str | None = Field(None, description="Not supported yet.")
 
-    UNSUPPORTED: ClassVar[tuple[str, ...]] = SamplingRequest.UNSUPPORTED + (
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = (
+        *SamplingRequest.UNSUPPORTED,
         "logprobs",
         "top_logprobs",
         "tools",
@@ -188,7 +189,8 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = Field(None, description="Not supported yet.")
     best_of: int | None = Field(None, description="Not supported yet (must equal n).")
 
-    UNSUPPORTED: ClassVar[tuple[str, ...]] = SamplingRequest.UNSUPPORTED + (
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = (
+        *SamplingRequest.UNSUPPORTED,
         "echo",
         "suffix",
     )

@@ -8,30 +8,31 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
 from toolkit.api.body import parse_body
 from toolkit.api.disconnect import unless_disconnected
+from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError
 from toolkit.api.generation import ChoiceResult, Job, collect, merge_outputs, prefetched
 from toolkit.api.protocol import SamplingRequest
 from toolkit.api.render import json_response, sse_response
 from toolkit.api.responses import UsageInfo, new_id, now
-from toolkit.protocol import RequestOutput
 from toolkit.api.sampling import (
     build_sampling_params,
     check_supported,
     choice_params,
     resolve_max_tokens,
 )
+from toolkit.protocol import RequestOutput
 
 RequestT = TypeVar("RequestT", bound=SamplingRequest)
 
 
-def check_model(engine: Any, model: str | None) -> None:
+def check_model(engine: EngineClient, model: str | None) -> None:
     """404 unless ``model`` is the served model (or omitted)."""
     if model is not None and model != engine.model_name:
         raise APIError(
@@ -42,7 +43,7 @@ def check_model(engine: Any, model: str | None) -> None:
         )
 
 
-def check_healthy(engine: Any) -> None:
+def check_healthy(engine: EngineClient) -> None:
     """503 when the engine loop is no longer running."""
     if not engine.healthy:
         raise APIError(
@@ -59,7 +60,7 @@ class OpenAIServing(ABC, Generic[RequestT]):
     id_prefix: str
     prompt_param: str
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: EngineClient) -> None:
         self.engine = engine
 
     async def handle(self, request: Request) -> Response:
@@ -73,11 +74,11 @@ class OpenAIServing(ABC, Generic[RequestT]):
         jobs = self.jobs(body, response_id, prompts)
         num_prompt_tokens = sum(len(ids) for ids in prompts)
         if body.stream:
-            stream = await prefetched(merge_outputs(self.engine, jobs))
+            first = prefetched(merge_outputs(self.engine, jobs))
+            stream = await unless_disconnected(request, first)
             events = self.events(body, response_id, stream, num_prompt_tokens, len(jobs))
             return sse_response(request, events)
-        lengths = [len(prompts[job.index // body.n]) for job in jobs]
-        results = await unless_disconnected(request, collect(self.engine, jobs, lengths))
+        results = await unless_disconnected(request, collect(self.engine, jobs))
         usage = UsageInfo.of(num_prompt_tokens, sum(r.num_output_tokens for r in results))
         return json_response(self.response(body, response_id, results, usage))
 

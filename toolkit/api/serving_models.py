@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from blacksheep import Request, Response
 
 import toolkit
+from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError
 from toolkit.api.render import json_response
 from toolkit.api.responses import ModelCard, ModelList, now
@@ -15,7 +14,7 @@ from toolkit.api.responses import ModelCard, ModelList, now
 class InfoServing:
     """The endpoints that describe the server rather than generate."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: EngineClient) -> None:
         self.engine = engine
         self.created = now()
 

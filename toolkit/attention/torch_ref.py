@@ -22,10 +22,14 @@ from toolkit.runner.forward_batch import ForwardBatch
 class _DecodePlan:
     """All qo_len == 1 requests, padded to the longest one."""
 
+    num_decodes: int
+    """Bd: how many requests decode this step."""
     query_rows: torch.Tensor | None
     """[Bd] int64 rows of q belonging to decode requests; None when they are rows 0..Bd-1."""
     k_rows: torch.Tensor
     """[Bd * L] int64 rows of the flat per-layer cache holding K (padding points at row 0)."""
+    v_rows: torch.Tensor
+    """[Bd * L] int64 rows holding V (k_rows + page_size)."""
     mask: torch.Tensor | None
     """[Bd, 1, 1, L] bool, True where a KV position is real; None when no padding."""
     max_len: int
@@ -42,6 +46,8 @@ class _PrefillPlan:
     """One past the last row of this request in q."""
     k_rows: torch.Tensor
     """[seq_len] int64 rows of the flat per-layer cache holding K."""
+    v_rows: torch.Tensor
+    """[seq_len] int64 rows holding V (k_rows + page_size)."""
     mask: torch.Tensor | None
     """[qo_len, seq_len] bool causal mask offset by the cached prefix; None: plain causal."""
 
@@ -65,7 +71,8 @@ class TorchRefBackend(AttentionBackend):
                  head_dim: int, scale: float | None = None) -> None:
         super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale)
         self.group_size = num_qo_heads // num_kv_heads
-        self._write_rows: torch.Tensor | None = None
+        self._write_k_rows: torch.Tensor | None = None
+        self._write_v_rows: torch.Tensor | None = None
         self._decode: _DecodePlan | None = None
         self._prefills: list[_PrefillPlan] = []
 
@@ -73,7 +80,8 @@ class TorchRefBackend(AttentionBackend):
         device = self.kv_pool.caches[0].device
         page_size = batch.page_size
         slots = batch.slot_mapping.to(device=device, dtype=torch.int64)
-        self._write_rows = (slots // page_size) * (2 * page_size) + slots % page_size  # [T]
+        self._write_k_rows = (slots // page_size) * (2 * page_size) + slots % page_size  # [T]
+        self._write_v_rows = self._write_k_rows + page_size
         qo_indptr = batch.qo_indptr.tolist()
         page_starts = batch.kv_indptr[:-1].tolist()
         seq_lens = batch.seq_lens().tolist()
@@ -83,7 +91,7 @@ class TorchRefBackend(AttentionBackend):
                                          flat_k_rows, page_size, device)
         self._prefills = [
             self._plan_prefill(qo_indptr[i], qo_indptr[i + 1], page_starts[i] * page_size,
-                               seq_lens[i], flat_k_rows, device)
+                               seq_lens[i], flat_k_rows, page_size, device)
             for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] > 1
         ]
 
@@ -94,72 +102,77 @@ class TorchRefBackend(AttentionBackend):
         if not decode_ids:
             return None
         query_rows = [qo_indptr[i] for i in decode_ids]
-        lens = torch.tensor([seq_lens[i] for i in decode_ids], device=device)  # [Bd]
+        decode_lens = [seq_lens[i] for i in decode_ids]
+        max_len = max(decode_lens)
+        lens = torch.tensor(decode_lens, device=device)  # [Bd]
         starts = torch.tensor([page_starts[i] * page_size for i in decode_ids], device=device)
-        max_len = int(lens.max())
         position = torch.arange(max_len, device=device)  # [L]
         valid = position[None, :] < lens[:, None]  # [Bd, L]
         gather = torch.where(valid, starts[:, None] + position[None, :], 0)  # [Bd, L]
-        needs_mask = bool((lens != max_len).any())
+        needs_mask = min(decode_lens) != max_len
+        k_rows = flat_k_rows[gather.reshape(-1)]  # [Bd * L]
         return _DecodePlan(
+            num_decodes=len(decode_ids),
             query_rows=None if query_rows == list(range(len(query_rows)))
             else torch.tensor(query_rows, device=device),
-            k_rows=flat_k_rows[gather.reshape(-1)],
+            k_rows=k_rows,
+            v_rows=k_rows + page_size,
             mask=valid[:, None, None, :] if needs_mask else None,
             max_len=max_len,
         )
 
     @staticmethod
     def _plan_prefill(query_start: int, query_end: int, first_row: int, seq_len: int,
-                      flat_k_rows: torch.Tensor, device: torch.device) -> _PrefillPlan:
+                      flat_k_rows: torch.Tensor, page_size: int,
+                      device: torch.device) -> _PrefillPlan:
         qo_len = query_end - query_start
         mask = None
         if seq_len != qo_len:
             query_pos = torch.arange(seq_len - qo_len, seq_len, device=device)  # [qo_len]
             mask = torch.arange(seq_len, device=device)[None, :] <= query_pos[:, None]
-        return _PrefillPlan(query_start, query_end,
-                            flat_k_rows[first_row:first_row + seq_len], mask)
+        k_rows = flat_k_rows[first_row:first_row + seq_len]
+        return _PrefillPlan(query_start, query_end, k_rows, k_rows + page_size, mask)
 
     def forward(self, layer_id: int, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
         cache = self.kv_pool.caches[layer_id]
         flat = cache.view(-1, self.num_kv_heads, self.head_dim)  # [num_pages * 2P, Hkv, D]
-        page_size = cache.shape[2]
-        flat.index_copy_(0, self._write_rows, k.to(cache.dtype))
-        flat.index_copy_(0, self._write_rows + page_size, v.to(cache.dtype))
+        flat.index_copy_(0, self._write_k_rows, k.to(cache.dtype))
+        flat.index_copy_(0, self._write_v_rows, v.to(cache.dtype))
         if self._decode is not None and not self._prefills and self._decode.query_rows is None:
-            return self._attend_decode(flat, page_size, q)
+            return self._attend_decode(flat, q)
         out = torch.empty_like(q)  # [T, Hq, D]
         if self._decode is not None:
             rows = self._decode.query_rows
-            decode_q = q if rows is None else q.index_select(0, rows)
-            decode_out = self._attend_decode(flat, page_size, decode_q)
+            num_decodes = self._decode.num_decodes
+            decode_q = q[:num_decodes] if rows is None else q.index_select(0, rows)
+            decode_out = self._attend_decode(flat, decode_q)
             if rows is None:
-                out[: decode_out.shape[0]] = decode_out
+                out[:num_decodes] = decode_out
             else:
                 out.index_copy_(0, rows, decode_out)
         for prefill in self._prefills:
             out[prefill.query_start:prefill.query_end] = self._attend_prefill(
-                flat, page_size, q[prefill.query_start:prefill.query_end], prefill)
+                flat, q[prefill.query_start:prefill.query_end], prefill)
         return out
 
-    def _attend_decode(self, flat: torch.Tensor, page_size: int, q: torch.Tensor) -> torch.Tensor:
+    def _attend_decode(self, flat: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """q: [Bd, Hq, D] -> [Bd, Hq, D]. GQA groups ride on SDPA's query-length axis."""
         plan = self._decode
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)
         keys = flat.index_select(0, plan.k_rows).view(shape).transpose(1, 2)  # [Bd, Hkv, L, D]
-        values = flat.index_select(0, plan.k_rows + page_size).view(shape).transpose(1, 2)
+        values = flat.index_select(0, plan.v_rows).view(shape).transpose(1, 2)
         grouped_q = q.view(num_decodes, self.num_kv_heads, self.group_size, self.head_dim)
         out = F.scaled_dot_product_attention(
             grouped_q.to(keys.dtype), keys, values, attn_mask=plan.mask, scale=self.scale)
         return out.reshape(num_decodes, self.num_qo_heads, self.head_dim).to(q.dtype)
 
-    def _attend_prefill(self, flat: torch.Tensor, page_size: int, q: torch.Tensor,
+    def _attend_prefill(self, flat: torch.Tensor, q: torch.Tensor,
                         plan: _PrefillPlan) -> torch.Tensor:
         """q: [qo_len, Hq, D] -> [qo_len, Hq, D], causal over the request's KV."""
         keys = flat.index_select(0, plan.k_rows).transpose(0, 1)  # [Hkv, S, D]
-        values = flat.index_select(0, plan.k_rows + page_size).transpose(0, 1)
+        values = flat.index_select(0, plan.v_rows).transpose(0, 1)
         out = F.scaled_dot_product_attention(
             q.transpose(0, 1).to(keys.dtype), keys, values, attn_mask=plan.mask,
             is_causal=plan.mask is None, scale=self.scale, enable_gqa=self.group_size > 1)

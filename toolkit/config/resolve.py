@@ -99,15 +99,18 @@ def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int) -> i
 
 
 def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: int) -> int:
-    """Pages from num_blocks or memory_gib; at least one full-length request must fit."""
+    """Pages from num_blocks or memory_gib; one full-length request must fit, or it could
+    never be scheduled."""
     if cfg.cache.num_blocks is not None:
-        return cfg.cache.num_blocks
-    num_blocks = int(cfg.cache.memory_gib * (1 << 30)) // bytes_per_block
+        num_blocks, key = cfg.cache.num_blocks, f"cache.num_blocks={cfg.cache.num_blocks}"
+    else:
+        num_blocks = int(cfg.cache.memory_gib * (1 << 30)) // bytes_per_block
+        key = f"cache.memory_gib={cfg.cache.memory_gib}"
     needed = -(-max_model_len // cfg.cache.block_size)
     if num_blocks < needed:
         raise ConfigError(
-            f"cache.memory_gib={cfg.cache.memory_gib} holds {num_blocks} pages but one "
-            f"{max_model_len}-token request needs {needed}; raise it or lower model.max_model_len")
+            f"{key} gives {num_blocks} pages but one {max_model_len}-token request needs "
+            f"{needed}; raise it or lower model.max_model_len")
     return num_blocks
 
 

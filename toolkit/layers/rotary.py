@@ -56,7 +56,8 @@ def rope_parameters_from_hf_config(config: dict[str, Any]) -> RopeParameters:
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise UnsupportedRopeError(
-            f"rope type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
+            f"rope type {rope_type!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
         )
     if params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
         raise UnsupportedRopeError("partial_rotary_factor != 1 is not supported")
@@ -94,7 +95,8 @@ def _llama3_inv_freq(p: RopeParameters, inv_freq: torch.Tensor) -> torch.Tensor:
     high_freq_wavelen = old_context_len / p.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / p.factor, inv_freq)
-    smooth = (old_context_len / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor)
+    ramp_width = p.high_freq_factor - p.low_freq_factor
+    smooth = (old_context_len / wavelen - p.low_freq_factor) / ramp_width
     smoothed = (1 - smooth) * scaled / p.factor + smooth * scaled
     is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
     return torch.where(is_medium, smoothed, scaled)

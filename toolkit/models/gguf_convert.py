@@ -133,7 +133,9 @@ def _has_saved_chat_template(model_dir: pathlib.Path) -> bool:
     if (model_dir / "chat_template.jinja").is_file():
         return True
     tokenizer_config = model_dir / "tokenizer_config.json"
-    return tokenizer_config.is_file() and "chat_template" in json.loads(tokenizer_config.read_text())
+    if not tokenizer_config.is_file():
+        return False
+    return "chat_template" in json.loads(tokenizer_config.read_text())
 
 
 def _write_model_dir(gguf_path: pathlib.Path, out_dir: pathlib.Path) -> None:

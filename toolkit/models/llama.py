@@ -3,6 +3,8 @@
 Ragged layout: tokens of all requests are concatenated, ``[T, hidden]``, no batch axis.
 Attention goes through an AttentionBackend that the runner has already planned.
 q/k/v and gate/up are fused at load time so a decode step runs few, large matmuls.
+Mistral's sliding window is not applied: sequences must stay within ``sliding_window``
+(the runner caps max_model_len), beyond it attention would differ from the checkpoint's.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class LlamaDecoderLayer(nn.Module):
         has_o_bias = bool(config.get("attention_bias", False)) and not is_qwen2
         if config.get("mlp_bias", False):
             raise WeightLoadError("mlp_bias=True is not supported")
+        if config.get("hidden_act", "silu") != "silu":
+            raise WeightLoadError(f"hidden_act {config['hidden_act']!r} is not supported (silu)")
         self.input_layernorm = _param((hidden,), dtype, device)
         self.qkv_proj = _param((sum(self.qkv_sizes), hidden), dtype, device)
         self.qkv_proj_bias = _param((sum(self.qkv_sizes),), dtype, device) if has_qkv_bias else None
@@ -131,7 +135,8 @@ class LlamaForCausalLM(nn.Module):
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue
             if name not in expected:
-                raise WeightLoadError(f"unexpected weight {name!r} for {_architecture(self.config)}")
+                architecture = _architecture(self.config)
+                raise WeightLoadError(f"unexpected weight {name!r} for {architecture}")
             target = self._target_slice(name)
             if tuple(tensor.shape) != tuple(target.shape):
                 raise WeightLoadError(f"{name}: shape {tuple(tensor.shape)}, "
