@@ -52,7 +52,7 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
     model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
-    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings)
+    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.sliding_window)
     bytes_per_block = KVCachePool.bytes_per_page(
         info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, dtype)
     resolved = ResolvedConfig(

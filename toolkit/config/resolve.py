@@ -87,14 +87,19 @@ def resolve_attention(cfg: ToolkitConfig, device: str) -> str:
     return "torch_ref" if cfg.attention.backend == "auto" else cfg.attention.backend
 
 
-def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int) -> int:
+def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int,
+                          sliding_window: int | None = None) -> int:
+    """model.max_model_len, else the checkpoint's limit: its max_position_embeddings, or
+    its sliding window when it has one (full attention equals windowed attention only
+    within the window)."""
+    limit, what = max_position_embeddings, f"max_position_embeddings={max_position_embeddings}"
+    if sliding_window is not None and sliding_window < limit:
+        limit, what = sliding_window, f"sliding_window={sliding_window}"
     wanted = cfg.model.max_model_len
     if wanted is None:
-        return max_position_embeddings
-    if wanted > max_position_embeddings:
-        raise ConfigError(
-            f"model.max_model_len={wanted} exceeds the checkpoint's "
-            f"max_position_embeddings={max_position_embeddings}")
+        return limit
+    if wanted > limit:
+        raise ConfigError(f"model.max_model_len={wanted} exceeds the checkpoint's {what}")
     return wanted
 
 

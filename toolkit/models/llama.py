@@ -3,8 +3,8 @@
 Ragged layout: tokens of all requests are concatenated, ``[T, hidden]``, no batch axis.
 Attention goes through an AttentionBackend that the runner has already planned.
 q/k/v and gate/up are fused at load time so a decode step runs few, large matmuls.
-Mistral's sliding window is not applied: sequences must stay within ``sliding_window``
-(the runner caps max_model_len), beyond it attention would differ from the checkpoint's.
+Mistral's sliding window is not applied: build_runtime caps max_model_len to
+``sliding_window``, within which full attention equals windowed attention.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ class ModelInfo:
     """Every id that ends generation (generation_config.json and config.json, merged)."""
     bos_token_id: int | None
     """Beginning-of-sequence id, if the checkpoint has one."""
+    sliding_window: int | None
+    """Attention window when the checkpoint uses one (Mistral v0.1); the model attends
+    over the full context, so the context is capped to it."""
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -80,6 +83,8 @@ def read_model_info(model_dir: pathlib.Path | str) -> ModelInfo:
         max_position_embeddings=config["max_position_embeddings"],
         eos_token_ids=tuple(dict.fromkeys(eos_ids)),
         bos_token_id=bos,
+        sliding_window=config.get("sliding_window") if config.get(
+            "use_sliding_window", True) else None,
     )
 
 

@@ -1,0 +1,46 @@
+"""Start-up resolution: context length, KV page count, device and attention backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from toolkit.cli.compose import compose_config
+from toolkit.config.errors import ConfigError
+from toolkit.config.resolve import (
+    resolve_attention,
+    resolve_device,
+    resolve_max_model_len,
+    resolve_num_blocks,
+)
+
+
+def test_max_model_len_defaults_to_the_checkpoint_and_is_capped_by_it():
+    assert resolve_max_model_len(compose_config(["model.max_model_len=null"]), 4096) == 4096
+    assert resolve_max_model_len(compose_config(["model.max_model_len=1024"]), 4096) == 1024
+    with pytest.raises(ConfigError, match="exceeds the checkpoint's max_position_embeddings=4096"):
+        resolve_max_model_len(compose_config(["model.max_model_len=8192"]), 4096)
+
+
+def test_sliding_window_caps_the_context():
+    cfg = compose_config(["model.max_model_len=null"])
+    assert resolve_max_model_len(cfg, 32768, sliding_window=4096) == 4096
+    with pytest.raises(ConfigError, match="sliding_window=4096"):
+        resolve_max_model_len(compose_config(["model.max_model_len=8192"]), 32768, 4096)
+
+
+def test_num_blocks_from_memory_and_the_one_request_rule():
+    cfg = compose_config(["cache.memory_gib=1", "cache.block_size=16"])
+    assert resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=2048) == 1024
+    with pytest.raises(ConfigError, match="cache.memory_gib=1.0 gives 1024 pages"):
+        resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=1024 * 16 + 1)
+    exact = compose_config(["cache.num_blocks=4", "cache.block_size=16"])
+    assert resolve_num_blocks(exact, bytes_per_block=1, max_model_len=64) == 4
+    with pytest.raises(ConfigError, match="cache.num_blocks=4 gives 4 pages"):
+        resolve_num_blocks(exact, bytes_per_block=1, max_model_len=65)
+
+
+def test_auto_device_and_attention_on_this_cpu():
+    cfg = compose_config([])
+    assert resolve_device(cfg) == "cpu"
+    assert resolve_attention(cfg, "cpu") == "torch_ref"
+    assert resolve_attention(compose_config(["attention=torch_ref"]), "cpu") == "torch_ref"
