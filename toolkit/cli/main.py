@@ -7,6 +7,8 @@ Every command takes Hydra overrides as trailing KEY=VALUE arguments
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -60,12 +62,15 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
 
     _setup_logging(cfg.server.log_level)
     runtime = build_runtime(cfg)
-    runtime.engine.start()
+    runtime.engine.start(on_fatal=lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         uvicorn.run(build_app(runtime.engine, cfg.server), host=cfg.server.host,
                     port=cfg.server.port, log_level=cfg.server.log_level)
     finally:
         runtime.engine.shutdown()
+    if not runtime.engine.healthy:
+        typer.echo("error: the engine loop died; see the log above", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from toolkit.engine.core import EngineCore
@@ -47,8 +47,12 @@ class AsyncEngine:
         self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._thread: threading.Thread | None = None
+        self._on_fatal: Callable[[], None] | None = None
 
-    def start(self) -> None:
+    def start(self, on_fatal: Callable[[], None] | None = None) -> None:
+        """Run the engine loop in its own thread; ``on_fatal`` is called if the loop dies
+        (the server uses it to shut down and exit non-zero, so a supervisor restarts it)."""
+        self._on_fatal = on_fatal
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -69,12 +73,13 @@ class AsyncEngine:
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
                        params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        if not self.healthy:
-            raise RuntimeError("the engine is not running")
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
         stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
+        if not self.healthy:  # checked after registering: a dying loop fails registered streams
+            self._streams.pop(request_id)
+            raise RuntimeError("the engine is not running")
         self._commands.put(_Add(request_id, list(prompt_token_ids), params))
         finished = False
         try:
@@ -99,6 +104,8 @@ class AsyncEngine:
             logger.exception("the engine loop died")
             self.healthy = False
             self._fail_all("the engine loop died; see the server log")
+            if self._on_fatal is not None:
+                self._on_fatal()
 
     def _drain_commands(self, block: bool) -> bool:
         """Apply queued adds and aborts; False on shutdown."""
