@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,15 +67,33 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
     )
     logger.info("resolved config: %s", asdict(resolved))
 
-    model = load_model(model_dir, dtype, device)
+    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights)
     kv_pool = KVCachePool(info.num_layers, resolved.num_blocks, resolved.block_size,
                           info.num_kv_heads, info.head_dim, dtype, device)
     attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(
         kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
-    scheduler = Scheduler(cfg.scheduler, BlockManager(resolved.num_blocks, resolved.block_size),
-                          max_model_len)
     runner = ModelRunner(model, attention, resolved.block_size, device)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
-    core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), info.eos_token_ids)
-    engine = AsyncEngine(core, tokenizer, cfg.model.name, max_model_len)
+    core, engine = _wire_engine(cfg, resolved, runner, tokenizer)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
+
+
+def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
+    """A runtime for `cfg` around `runtime`'s loaded model, KV pool and runner, with a new
+    scheduler, engine core and AsyncEngine (benchmark sweeps over scheduler knobs).
+
+    NOTE: only `scheduler.*` and groups that build no objects (server, sampling, bench) may
+    differ from runtime.config; the old engine must be idle.
+    """
+    core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer)
+    return replace(runtime, config=cfg, core=core, engine=engine)
+
+
+def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunner,
+                 tokenizer: Tokenizer) -> tuple[EngineCore, AsyncEngine]:
+    """The scheduler, engine core and AsyncEngine around a built runner."""
+    block_manager = BlockManager(resolved.num_blocks, resolved.block_size)
+    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
+    core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids)
+    engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len)
+    return core, engine

@@ -48,13 +48,17 @@ class ApiClient:
     def __init__(self, client: TestClient) -> None:
         self.client = client
 
-    async def get(self, path: str) -> Reply:
-        return await self._reply(await self.client.get(path))
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
+        return await self._reply(await self.client.get(path, headers=headers))
 
     async def post(self, path: str, body: Any = None, *, raw: bytes | None = None,
-                   content_type: bytes = b"application/json") -> Reply:
+                   content_type: bytes = b"application/json",
+                   headers: dict[str, str] | None = None) -> Reply:
         content = Content(content_type, raw) if raw is not None else JSONContent(body)
-        return await self._reply(await self.client.post(path, content=content))
+        return await self._reply(await self.client.post(path, content=content, headers=headers))
+
+    async def options(self, path: str, headers: dict[str, str]) -> Reply:
+        return await self._reply(await self.client.options(path, headers=headers))
 
     async def request(self, method: str, path: str) -> Reply:
         return await self._reply(await getattr(self.client, method.lower())(path))
@@ -85,8 +89,8 @@ def assert_error(reply: Reply, status: int, *, type_: str | None = None,
     return error
 
 
-async def open_client(engine: Any) -> tuple[Any, ApiClient]:
+async def open_client(engine: Any, config: ServerConfig | None = None) -> tuple[Any, ApiClient]:
     """Build and start the app for ``engine``; returns (app, client)."""
-    app = build_app(engine, ServerConfig())
+    app = build_app(engine, config or ServerConfig())
     await app.start()
     return app, ApiClient(TestClient(app))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 import pytest
+import uvicorn
 from api_client import MODEL, open_client
+
+from toolkit.api.app import build_app
+from toolkit.config.schema import ServerConfig
 
 
 @pytest.fixture
@@ -31,3 +37,20 @@ def chat_body():
         return body
 
     return make
+
+
+@pytest.fixture
+async def base_url(engine):
+    """The app over the real engine behind a real uvicorn on a loopback port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = build_app(engine, ServerConfig())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+    sock.close()

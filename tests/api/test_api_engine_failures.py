@@ -26,8 +26,8 @@ class FaultyEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    async def generate(self, request_id, prompt_token_ids, params):
-        stream = self._engine.generate(request_id, prompt_token_ids, params)
+    async def generate(self, request_id, prompt_token_ids, params, priority=0):
+        stream = self._engine.generate(request_id, prompt_token_ids, params, priority)
         try:
             count = 0
             async for output in stream:

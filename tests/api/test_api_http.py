@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from api_client import MODEL
-
-from toolkit.api.app import build_app
-from toolkit.config.schema import ServerConfig
-
-
-@pytest.fixture
-async def base_url(engine):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = build_app(engine, ServerConfig())
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-    sock.close()
 
 
 async def wait_idle(engine, timeout: float = 10.0) -> bool:

@@ -6,7 +6,11 @@ import pytest
 
 from toolkit.api.errors import APIError, loc_to_param
 from toolkit.api.protocol import ChatCompletionRequest, CompletionRequest
-from toolkit.api.sampling import build_sampling_params, choice_params, resolve_max_tokens
+from toolkit.api.sampling import (
+    build_sampling_params,
+    choice_params,
+    resolve_max_tokens,
+)
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -97,3 +97,23 @@ def test_two_requests_of_different_lengths_in_one_step(tmp_path: pathlib.Path):
     decode = _step_logits(model, attn, [([2], 9, [4, 12, 7]), ([6], 4, [20, 1])])
     expected = [_reference_logits(hf_model, seq)[-1] for seq in (first + [2], second + [6])]
     torch.testing.assert_close(decode, torch.stack(expected), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_prepacked_bf16_weights_give_identical_logits(tmp_path: pathlib.Path):
+    """device.prepack_weights changes the matmul weight layout, never the numbers."""
+    _save_random_model(*CONFIGS["llama_linear_rope_tied"], tmp_path)
+    info = read_model_info(tmp_path)
+    logits = {}
+    for prepack in (False, True):
+        model = load_model(tmp_path, torch.bfloat16, "cpu", prepack_weights=prepack)
+        assert (model.packed_lm_head is not None) == prepack
+        pool = KVCachePool(info.num_layers, num_pages=32, page_size=PAGE_SIZE,
+                           num_kv_heads=info.num_kv_heads, head_dim=info.head_dim,
+                           dtype=torch.bfloat16)
+        attn = TorchRefBackend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+        prefill = _step_logits(model, attn, [([3, 14, 15, 92, 65], 0, [4, 7]),
+                                             ([35, 89, 79], 0, [1])])
+        decode = _step_logits(model, attn, [([26], 5, [4, 7]), ([53], 3, [1])])
+        logits[prepack] = torch.cat([prefill, decode])
+    assert torch.equal(logits[False], logits[True])

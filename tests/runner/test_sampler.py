@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from toolkit.protocol import SamplingParams
+from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.sampler import sample
 
 LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
@@ -99,4 +100,31 @@ def test_seeded_rows_do_not_depend_on_the_batch():
     alone = sequence(1, other_seed=0)
     assert sequence(7, other_seed=1) == alone
     assert sequence(3, other_seed=2) == alone
+    assert len(set(alone)) > 1
+
+
+def test_seeded_row_with_every_extra_is_the_same_alone_and_in_a_batch_of_8():
+    seeded = SamplingParams(temperature=0.9, seed=99, top_k=6, top_p=0.95, min_p=0.01,
+                            top_a=0.05, tfs=0.99, typical_p=0.99, eta_cutoff=1.0,
+                            epsilon_cutoff=1.0, smoothing_factor=0.3, smoothing_curve=1.5,
+                            presence_penalty=0.2, frequency_penalty=0.1,
+                            repetition_penalty=1.1, logit_bias=((3, 0.5),))
+    others = [SamplingParams(temperature=t, top_k=k) for t, k in
+              [(0.0, -1), (1.0, 3), (0.7, -1), (1.3, 2), (0.5, -1), (1.0, -1), (2.0, 4)]]
+    history = TokenHistory([0, 1], [2])
+
+    def sequence(batch: list[SamplingParams], other_seed: int) -> list[int]:
+        torch.manual_seed(other_seed)
+        generator = torch.Generator().manual_seed(seeded.seed)
+        tokens = []
+        for _ in range(30):
+            logits = torch.randn(len(batch), 8)
+            logits[0] = LOGITS
+            generators = [generator] + [None] * (len(batch) - 1)
+            histories = [history] * len(batch)
+            tokens.append(int(sample(logits, batch, generators, histories)[0]))
+        return tokens
+
+    alone = sequence([seeded], other_seed=0)
+    assert sequence([seeded, *others], other_seed=5) == alone
     assert len(set(alone)) > 1

@@ -10,12 +10,16 @@ from blacksheep import Application, Request, Response
 from blacksheep.server.routing import Router
 from pydantic import ValidationError
 
+from toolkit.api.context import ServingContext
 from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError, status_phrase
+from toolkit.api.metrics import MetricsServing
 from toolkit.api.render import error_response
+from toolkit.api.security import auth_middleware, install_cors, load_middleware
 from toolkit.api.serving_chat import ChatServing
 from toolkit.api.serving_completions import CompletionServing
 from toolkit.api.serving_models import InfoServing
+from toolkit.api.serving_tokenize import TokenizeServing
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
@@ -32,28 +36,42 @@ def build_app(engine: EngineClient, server_config: ServerConfig) -> Application:
     """The OpenAI-compatible application serving ``engine``.
 
     ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
-    ``server_config`` is the ``ServerConfig`` (its ``log_level`` applies to ``toolkit.api``).
+    ``server_config`` is the ``ServerConfig``: log level, keys, CORS, served names, chat
+    template, response options and middlewares (TLS and root_path go to uvicorn, see
+    ``toolkit.api.server_options``). A bad chat template path or middleware import path
+    raises ValueError.
     """
     logger.setLevel(server_config.log_level.upper())
+    ctx = ServingContext.from_config(engine, server_config)
     router = Router()
     app = Application(router=router, show_error_details=False)
-    routes = _routes(engine)
+    routes = _routes(ctx)
     for method, path, handler in routes:
         router.add(method, path, _endpoint(handler))
     router.fallback = _fallback(routes)
+    install_cors(app, server_config)
+    authenticate = auth_middleware(server_config)
+    if authenticate is not None:
+        app.middlewares.append(authenticate)
+    app.middlewares.extend(load_middleware(path) for path in server_config.middleware)
     _install_error_handlers(app)
-    _install_lifecycle(app, engine)
+    _install_lifecycle(app, ctx)
     return app
 
 
-def _routes(engine: EngineClient) -> list[tuple[str, str, Handler]]:
-    chat = ChatServing(engine)
-    completions = CompletionServing(engine)
-    info = InfoServing(engine)
+def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
+    chat = ChatServing(ctx)
+    completions = CompletionServing(ctx)
+    info = InfoServing(ctx)
+    tokenize = TokenizeServing(ctx)
+    metrics = MetricsServing(ctx)
     return [
         ("GET", "/v1/models", info.models),
         ("POST", "/v1/chat/completions", chat.handle),
         ("POST", "/v1/completions", completions.handle),
+        ("POST", "/tokenize", tokenize.tokenize),
+        ("POST", "/detokenize", tokenize.detokenize),
+        ("GET", "/metrics", metrics.metrics),
         ("GET", "/health", info.health),
         ("GET", "/version", info.version),
     ]
@@ -112,13 +130,12 @@ def _install_error_handlers(app: Application) -> None:
         app.exceptions_handlers[status] = on_http_error
 
 
-def _install_lifecycle(app: Application, engine: EngineClient) -> None:
+def _install_lifecycle(app: Application, ctx: ServingContext) -> None:
     """Log the served model on start; the engine itself is started and stopped by its owner."""
 
     async def on_start(_app: Application) -> None:
-        logger.info(
-            "serving model %r (max_model_len=%d)", engine.model_name, engine.max_model_len
-        )
+        logger.info("serving model %r as %s (max_model_len=%d)", ctx.engine.model_name,
+                    list(ctx.model_names), ctx.engine.max_model_len)
 
     async def on_stop(_app: Application) -> None:
         logger.info("API server stopped")

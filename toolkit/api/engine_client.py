@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from toolkit.protocol import RequestOutput, SamplingParams
+from toolkit.tokenizer.chat_template import ChatRender
 
 
 class TokenizerClient(Protocol):
@@ -15,9 +16,12 @@ class TokenizerClient(Protocol):
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
-    def apply_chat_template(
-        self, messages: list[dict], add_generation_prompt: bool = True
-    ) -> list[int]: ...
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str: ...
+
+    def token_strings(self, token_ids: list[int]) -> list[str]: ...
+
+    def render_chat(self, messages: list[dict], options: ChatRender | None = None,
+                    chat_template: str | None = None) -> str: ...
 
 
 class EngineClient(Protocol):
@@ -27,7 +31,12 @@ class EngineClient(Protocol):
     max_model_len: int
     healthy: bool
     tokenizer: TokenizerClient
+    supports_priority: bool
+    metrics: Any
+
+    def stats(self) -> dict: ...
 
     def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+        priority: int = 0,
     ) -> AsyncIterator[RequestOutput]: ...

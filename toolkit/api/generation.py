@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError
-from toolkit.protocol import RequestOutput, SamplingParams
+from toolkit.protocol import RequestOutput, SamplingParams, TokenLogprobs
 
 logger = logging.getLogger(__name__)
 
@@ -27,26 +27,56 @@ class Job:
     """One generation: the choice ``index`` of a response and what the engine runs for it."""
 
     index: int
+    """Position among the request's generations (prompt * samples per prompt + sample)."""
     request_id: str
+    """The engine's id of this generation."""
     prompt_token_ids: list[int]
+    """The prompt, after the chat template and truncation."""
     params: SamplingParams
+    """How it is sampled."""
+    priority: int = 0
+    """Scheduling priority (lower first, priority policy only)."""
 
 
 @dataclass
 class ChoiceResult:
-    """A choice's text and counts, aggregated from its deltas."""
+    """A choice's text, tokens, logprobs and counts, aggregated from its deltas."""
 
     index: int
     text: str = ""
     finish_reason: str | None = None
     num_output_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    cumulative_logprob: float = 0.0
 
     def add(self, output: RequestOutput) -> None:
         """Fold one delta into the result."""
         self.text += output.new_text
         self.num_output_tokens = output.num_output_tokens
+        self.token_ids.extend(output.new_token_ids)
+        self.logprobs.extend(output.logprobs or ())
+        if output.prompt_logprobs is not None:
+            self.prompt_logprobs = output.prompt_logprobs
+        if output.cumulative_logprob is not None:
+            self.cumulative_logprob = output.cumulative_logprob
         if output.finished:
             self.finish_reason = output.finish_reason
+
+
+def best_choices(results: list[ChoiceResult], samples: int, n: int) -> list[ChoiceResult]:
+    """Of each prompt's ``samples`` results, the ``n`` with the highest cumulative logprob,
+    re-indexed as prompt * n + rank (the identity when samples == n)."""
+    chosen = []
+    for p in range(0, len(results), samples):
+        group = results[p:p + samples]
+        if samples > n:
+            group = sorted(group, key=lambda r: r.cumulative_logprob, reverse=True)[:n]
+        for rank, result in enumerate(group):
+            result.index = p // samples * n + rank
+            chosen.append(result)
+    return chosen
 
 
 def check_output(output: RequestOutput) -> None:
@@ -125,16 +155,20 @@ async def prefetched(stream: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 async def _pump(engine: EngineClient, job: Job, queue: asyncio.Queue) -> None:
-    """Forward one engine stream into the shared queue, then a done marker."""
-    stream = engine.generate(job.request_id, job.prompt_token_ids, job.params)
+    """Forward one engine stream into the shared queue, then a done marker (or the error,
+    including one raised when the stream is opened)."""
+    stream = None
     try:
+        stream = engine.generate(job.request_id, job.prompt_token_ids, job.params,
+                                 priority=job.priority)
         async for output in stream:
             queue.put_nowait((job.index, output))
         queue.put_nowait((job.index, _DONE))
     except Exception as exc:
         queue.put_nowait((job.index, exc))
     finally:
-        await stream.aclose()
+        if stream is not None:
+            await stream.aclose()
 
 
 async def _cancel(tasks: list[asyncio.Task]) -> None:

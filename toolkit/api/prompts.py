@@ -4,20 +4,29 @@ from __future__ import annotations
 
 from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.errors import APIError, unsupported
-from toolkit.api.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest
+from toolkit.api.protocol import ChatMessage, ChatOptions, CompletionRequest
+from toolkit.tokenizer.chat_template import ChatRender
 
 _TEMPLATE_ROLES = {"developer": "system"}
 
 
-def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatCompletionRequest) -> list[int]:
-    """Render the conversation with the model's chat template and tokenize it."""
-    messages = [_template_message(i, message) for i, message in enumerate(request.messages)]
+def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
+                    default_template: str | None = None) -> list[int]:
+    """Render the conversation with the request's, the server's or the model's chat
+    template (in a sandbox) and tokenize it."""
+    messages = [template_message(i, message) for i, message in enumerate(request.messages)]
+    options = ChatRender(
+        add_generation_prompt=request.add_generation_prompt,
+        continue_final_message=request.continue_final_message,
+        documents=request.documents,
+        template_kwargs=dict(request.chat_template_kwargs or {}),
+    )
     try:
-        return tokenizer.apply_chat_template(
-            messages, add_generation_prompt=request.add_generation_prompt
-        )
+        text = tokenizer.render_chat(messages, options, request.chat_template or default_template)
     except ValueError as exc:
-        raise APIError(str(exc), param="messages", code="invalid_messages") from None
+        param = "chat_template_kwargs" if "chat_template_kwargs" in str(exc) else "messages"
+        raise APIError(str(exc), param=param, code="invalid_messages") from None
+    return tokenizer.encode(text, add_special_tokens=request.add_special_tokens)
 
 
 def completion_prompt_ids(
@@ -27,12 +36,19 @@ def completion_prompt_ids(
     prompts = request.prompts()
     if not prompts:
         raise APIError("The prompt must not be empty", param="prompt", code="invalid_value")
-    return [_prompt_ids(tokenizer, i, prompt) for i, prompt in enumerate(prompts)]
+    return [_prompt_ids(tokenizer, i, prompt, request.add_special_tokens)
+            for i, prompt in enumerate(prompts)]
 
 
-def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int]) -> list[int]:
+def truncate_prompt(ids: list[int], keep: int | None) -> list[int]:
+    """The last ``keep`` tokens (all when None)."""
+    return ids if keep is None else ids[-keep:]
+
+
+def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int],
+                add_special_tokens: bool) -> list[int]:
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt, add_special_tokens=True)
+        ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:
         ids = prompt
         bad = [token for token in ids if token >= tokenizer.vocab_size]
@@ -52,22 +68,22 @@ def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int])
     return ids
 
 
-def _template_message(index: int, message: ChatMessage) -> dict[str, str]:
-    """A message as the chat template expects it: role and plain-text content."""
+def template_message(index: int, message: ChatMessage) -> dict[str, str]:
+    """A message as the chat template expects it: role, plain-text content, name."""
     if message.role == "tool":
         raise unsupported(f"messages[{index}].role", "The 'tool' role")
     if message.tool_calls:
         raise unsupported(f"messages[{index}].tool_calls")
     rendered = {
         "role": _TEMPLATE_ROLES.get(message.role, message.role),
-        "content": _message_text(index, message),
+        "content": message_text(index, message),
     }
     if message.name:
         rendered["name"] = message.name
     return rendered
 
 
-def _message_text(index: int, message: ChatMessage) -> str:
+def message_text(index: int, message: ChatMessage) -> str:
     """The message content as one string; text parts are joined with newlines."""
     content = message.content
     if content is None or isinstance(content, str):

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
+from toolkit.api.logprobs import ChatLogprobs, CompletionLogprobs
+
 
 def new_id(prefix: str) -> str:
     """A fresh response id such as ``chatcmpl-<uuid hex>``."""
@@ -39,7 +41,7 @@ class UsageInfo(BaseModel):
 class AssistantMessage(BaseModel):
     """The generated message of a chat choice."""
 
-    role: Literal["assistant"] = "assistant"
+    role: str = "assistant"
     content: str
 
 
@@ -48,7 +50,7 @@ class ChatCompletionChoice(BaseModel):
 
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
 
 
@@ -66,7 +68,7 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     """What a chat stream chunk adds to a choice; unset fields are left out of the JSON."""
 
-    role: Literal["assistant"] | None = None
+    role: str | None = None
     content: str | None = None
 
     @model_serializer(mode="wrap")
@@ -79,7 +81,7 @@ class ChatCompletionChunkChoice(BaseModel):
 
     index: int
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -99,7 +101,7 @@ class CompletionChoice(BaseModel):
 
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 

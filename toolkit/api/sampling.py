@@ -5,25 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from toolkit.api.errors import APIError, unsupported
-from toolkit.api.protocol import SamplingRequest
+from toolkit.api.errors import APIError
+from toolkit.api.protocol_sampling import SamplingRequest
 from toolkit.protocol import SamplingParams
 
 _LEADING_NAME = re.compile(r"^([a-z_]+)")
-_OPTIONAL_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed")
-
-
-def check_supported(request: SamplingRequest) -> None:
-    """Reject parameters that are in OpenAI's schema but not implemented here yet."""
-    names = request.unsupported_params()
-    if names:
-        raise unsupported(names[0])
-    if request.stream_options is not None and not request.stream:
-        raise APIError(
-            "stream_options is only allowed when stream is true",
-            param="stream_options",
-            code="invalid_value",
-        )
 
 
 def resolve_max_tokens(
@@ -58,18 +44,34 @@ def resolve_max_tokens(
 
 
 def build_sampling_params(request: SamplingRequest, max_tokens: int) -> SamplingParams:
-    """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter."""
+    """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter.
+
+    With best_of > n the sampled tokens' logprobs are always computed (the best choices
+    are picked by cumulative logprob); the response shows them only when asked.
+    """
     kwargs = {
         name: getattr(request, name)
-        for name in _OPTIONAL_FIELDS
+        for name in request.PASSED_THROUGH
         if getattr(request, name) is not None
     }
+    logprobs = request.num_logprobs()
+    if logprobs is None and request.num_samples > request.n:
+        logprobs = 0
+    echo_logprobs = getattr(request, "echo", False) and request.num_logprobs() is not None
     try:
         return SamplingParams(
             max_tokens=max_tokens,
             stop=request.stop_strings(),
             stop_token_ids=tuple(request.stop_token_ids or ()),
+            include_stop_str_in_output=request.include_stop_str_in_output,
             ignore_eos=request.ignore_eos,
+            logit_bias=tuple((int(t), float(b)) for t, b in (request.logit_bias or {}).items()),
+            allowed_token_ids=(tuple(request.allowed_token_ids)
+                               if request.allowed_token_ids is not None else None),
+            logprobs=logprobs,
+            prompt_logprobs=request.num_logprobs() if echo_logprobs else None,
+            skip_special_tokens=request.skip_special_tokens,
+            spaces_between_special_tokens=request.spaces_between_special_tokens,
             **kwargs,
         )
     except ValueError as exc:
@@ -91,4 +93,6 @@ def _param_of(message: str, request: SamplingRequest) -> str | None:
     name = match.group(1)
     if name == "max_tokens":
         return request.max_tokens_param
+    if name == "logprobs" and "top_logprobs" in type(request).model_fields:
+        return "top_logprobs"
     return name if name in type(request).model_fields else None

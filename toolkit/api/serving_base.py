@@ -1,40 +1,50 @@
 """The request flow shared by chat and text completions.
 
-body -> checks -> prompt ids -> one ``Job`` per (prompt, choice) -> the engine ->
-a JSON response, or a server-sent event stream.
+body -> checks -> prompt ids -> one ``Job`` per (prompt, sample) -> the engine ->
+best_of selection -> a JSON response, or a server-sent event stream.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
 from toolkit.api.body import parse_body
+from toolkit.api.context import ServingContext
 from toolkit.api.disconnect import unless_disconnected
-from toolkit.api.engine_client import EngineClient
 from toolkit.api.errors import APIError
-from toolkit.api.generation import ChoiceResult, Job, collect, merge_outputs, prefetched
-from toolkit.api.protocol import SamplingRequest
+from toolkit.api.generation import (
+    ChoiceResult,
+    Job,
+    best_choices,
+    collect,
+    merge_outputs,
+    prefetched,
+)
+from toolkit.api.logprobs import LogprobRenderer
+from toolkit.api.protocol_sampling import SamplingRequest
 from toolkit.api.render import json_response, sse_response
+from toolkit.api.request_log import log_request
 from toolkit.api.responses import UsageInfo, new_id, now
 from toolkit.api.sampling import (
     build_sampling_params,
-    check_supported,
     choice_params,
     resolve_max_tokens,
 )
+from toolkit.api.validation import check_request
 from toolkit.protocol import RequestOutput
 
 RequestT = TypeVar("RequestT", bound=SamplingRequest)
 
 
-def check_model(engine: EngineClient, model: str | None) -> None:
-    """404 unless ``model`` is the served model (or omitted)."""
-    if model is not None and model != engine.model_name:
+def check_model(ctx: ServingContext, model: str | None) -> None:
+    """404 unless ``model`` is one of the served names (or omitted)."""
+    if model is not None and model not in ctx.model_names:
         raise APIError(
             f"The model `{model}` does not exist.",
             status=404,
@@ -43,14 +53,34 @@ def check_model(engine: EngineClient, model: str | None) -> None:
         )
 
 
-def check_healthy(engine: EngineClient) -> None:
+def check_healthy(ctx: ServingContext) -> None:
     """503 when the engine loop is no longer running."""
-    if not engine.healthy:
+    if not ctx.engine.healthy:
         raise APIError(
             "The engine is not running; the server cannot generate.",
             status=503,
             code="engine_unavailable",
         )
+
+
+@dataclass
+class Turn(Generic[RequestT]):
+    """One HTTP request being answered: its body, id, prompts and per-choice stream state."""
+
+    body: RequestT
+    response_id: str
+    prompts: list[list[int]]
+    echo: list[str]
+    """Text prepended to each prompt's choices ("" when echo is off)."""
+    created: int = field(default_factory=now)
+    started: set[int] = field(default_factory=set)
+    """Choices whose first delta was streamed."""
+    text_offsets: dict[int, int] = field(default_factory=dict)
+    """Characters streamed so far per choice (completions logprobs offsets)."""
+
+    def echo_of(self, index: int) -> str:
+        """The echo text of choice ``index``."""
+        return self.echo[index // self.body.n]
 
 
 class OpenAIServing(ABC, Generic[RequestT]):
@@ -60,91 +90,94 @@ class OpenAIServing(ABC, Generic[RequestT]):
     id_prefix: str
     prompt_param: str
 
-    def __init__(self, engine: EngineClient) -> None:
-        self.engine = engine
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+        self.engine = ctx.engine
+        self.logprobs = LogprobRenderer(ctx.engine.tokenizer, ctx.return_tokens_as_token_ids)
 
     async def handle(self, request: Request) -> Response:
         """Serve one HTTP request end to end."""
         body = await parse_body(request, self.request_model)
-        check_model(self.engine, body.model)
-        check_supported(body)
-        check_healthy(self.engine)
+        check_model(self.ctx, body.model)
+        check_request(body, self.ctx)
+        check_healthy(self.ctx)
         prompts = self.prompt_ids(body)
-        response_id = new_id(self.id_prefix)
-        jobs = self.jobs(body, response_id, prompts)
+        turn = Turn(body, body.request_id or new_id(self.id_prefix), prompts,
+                    self.echo_texts(body, prompts))
+        jobs = self.jobs(turn)
+        log_request(self.ctx, turn.response_id, prompts, jobs[0].params)
         num_prompt_tokens = sum(len(ids) for ids in prompts)
         if body.stream:
             first = prefetched(merge_outputs(self.engine, jobs))
             stream = await unless_disconnected(request, first)
-            events = self.events(body, response_id, stream, num_prompt_tokens, len(jobs))
-            return sse_response(request, events)
+            return sse_response(request, self.events(turn, stream, num_prompt_tokens))
         results = await unless_disconnected(request, collect(self.engine, jobs))
         usage = UsageInfo.of(num_prompt_tokens, sum(r.num_output_tokens for r in results))
-        return json_response(self.response(body, response_id, results, usage))
+        chosen = best_choices(results, body.num_samples, body.n)
+        return json_response(self.response(turn, chosen, usage))
 
-    def jobs(self, body: RequestT, response_id: str, prompts: list[list[int]]) -> list[Job]:
-        """One job per (prompt, choice); choice index = prompt * n + choice."""
-        jobs = []
-        for p, prompt in enumerate(prompts):
+    def jobs(self, turn: Turn[RequestT]) -> list[Job]:
+        """One job per (prompt, sample); index = prompt * samples + sample."""
+        body, jobs = turn.body, []
+        for p, prompt in enumerate(turn.prompts):
             max_tokens = resolve_max_tokens(
                 body, len(prompt), self.engine.max_model_len, self.prompt_param
             )
             params = build_sampling_params(body, max_tokens)
-            for i, choice in enumerate(choice_params(params, body.n)):
-                index = p * body.n + i
-                jobs.append(Job(index, f"{response_id}-{index}", prompt, choice))
+            for i, choice in enumerate(choice_params(params, body.num_samples)):
+                index = p * body.num_samples + i
+                jobs.append(Job(index, f"{turn.response_id}-{index}", prompt, choice,
+                                body.priority))
         return jobs
 
     async def events(
         self,
-        body: RequestT,
-        response_id: str,
+        turn: Turn[RequestT],
         stream: AsyncIterator[tuple[int, RequestOutput]],
         num_prompt_tokens: int,
-        num_choices: int,
     ) -> AsyncIterator[str]:
         """The JSON of every stream chunk, ending with the usage chunk when asked for."""
-        created = now()
-        for chunk in self.opening_chunks(response_id, created, num_choices):
+        for chunk in self.opening_chunks(turn, len(turn.prompts) * turn.body.n):
             yield chunk.model_dump_json()
         output_tokens: dict[int, int] = {}
         try:
             async for index, output in stream:
                 output_tokens[index] = output.num_output_tokens
-                for chunk in self.delta_chunks(response_id, created, index, output):
+                for chunk in self.delta_chunks(turn, index, output):
                     yield chunk.model_dump_json()
+                turn.started.add(index)
         finally:
             await stream.aclose()
-        if body.include_usage:
+        if turn.body.include_usage:
             usage = UsageInfo.of(num_prompt_tokens, sum(output_tokens.values()))
-            yield self.usage_chunk(response_id, created, usage).model_dump_json()
+            yield self.usage_chunk(turn, usage).model_dump_json()
+
+    def echo_texts(self, body: RequestT, prompts: list[list[int]]) -> list[str]:
+        """Per prompt, the text echoed before its choices (none by default)."""
+        return [""] * len(prompts)
 
     @abstractmethod
     def prompt_ids(self, body: RequestT) -> list[list[int]]:
-        """Token ids of each prompt of the request."""
+        """Token ids of each prompt of the request (truncated as asked)."""
         ...
 
-    def opening_chunks(
-        self, response_id: str, created: int, num_choices: int
-    ) -> list[BaseModel]:
+    def opening_chunks(self, turn: Turn[RequestT], num_choices: int) -> list[BaseModel]:
         """The chunks sent before any generated text (none by default)."""
         return []
 
     @abstractmethod
-    def delta_chunks(
-        self, response_id: str, created: int, index: int, output: RequestOutput
-    ) -> list[BaseModel]:
+    def delta_chunks(self, turn: Turn[RequestT], index: int,
+                     output: RequestOutput) -> list[BaseModel]:
         """The chunks one engine delta turns into: text, then the finish reason."""
         ...
 
     @abstractmethod
-    def usage_chunk(self, response_id: str, created: int, usage: UsageInfo) -> BaseModel:
+    def usage_chunk(self, turn: Turn[RequestT], usage: UsageInfo) -> BaseModel:
         """The last chunk: no choices, only usage."""
         ...
 
     @abstractmethod
-    def response(
-        self, body: RequestT, response_id: str, results: list[ChoiceResult], usage: UsageInfo
-    ) -> BaseModel:
+    def response(self, turn: Turn[RequestT], results: list[ChoiceResult],
+                 usage: UsageInfo) -> BaseModel:
         """The non-streamed response body."""
         ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from toolkit.api.generation import ChoiceResult
-from toolkit.api.prompts import chat_prompt_ids
+from toolkit.api.prompts import chat_prompt_ids, message_text, truncate_prompt
 from toolkit.api.protocol import ChatCompletionRequest
 from toolkit.api.responses import (
     AssistantMessage,
@@ -13,14 +13,15 @@ from toolkit.api.responses import (
     ChatCompletionResponse,
     DeltaMessage,
     UsageInfo,
-    now,
 )
-from toolkit.api.serving_base import OpenAIServing
+from toolkit.api.serving_base import OpenAIServing, Turn
 from toolkit.protocol import RequestOutput
+
+ChatTurn = Turn[ChatCompletionRequest]
 
 
 class ChatServing(OpenAIServing[ChatCompletionRequest]):
-    """Chat completions: the conversation goes through the model's chat template."""
+    """Chat completions: the conversation goes through a sandboxed chat template."""
 
     request_model = ChatCompletionRequest
     id_prefix = "chatcmpl"
@@ -28,68 +29,68 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
 
     def prompt_ids(self, body: ChatCompletionRequest) -> list[list[int]]:
         """The rendered conversation: one prompt."""
-        return [chat_prompt_ids(self.engine.tokenizer, body)]
+        ids = chat_prompt_ids(self.engine.tokenizer, body, self.ctx.chat_template)
+        return [truncate_prompt(ids, body.truncate_prompt_tokens)]
 
-    def response(
-        self,
-        body: ChatCompletionRequest,
-        response_id: str,
-        results: list[ChoiceResult],
-        usage: UsageInfo,
-    ) -> ChatCompletionResponse:
-        """One assistant message per choice."""
+    def echo_texts(self, body: ChatCompletionRequest, prompts: list[list[int]]) -> list[str]:
+        """With echo, the last message's text when it has the response role."""
+        last = body.messages[-1]
+        if body.echo and last.role == self.ctx.response_role:
+            return [message_text(len(body.messages) - 1, last)]
+        return [""]
+
+    def response(self, turn: ChatTurn, results: list[ChoiceResult],
+                 usage: UsageInfo) -> ChatCompletionResponse:
+        """One message per choice, with logprobs when asked for."""
         choices = [
             ChatCompletionChoice(
                 index=result.index,
-                message=AssistantMessage(content=result.text),
+                message=AssistantMessage(role=self.ctx.response_role,
+                                         content=turn.echo_of(result.index) + result.text),
+                logprobs=(self.logprobs.chat(result.logprobs)
+                          if turn.body.num_logprobs() is not None else None),
                 finish_reason=result.finish_reason,
             )
             for result in results
         ]
         return ChatCompletionResponse(
-            id=response_id, created=now(), model=self.engine.model_name,
+            id=turn.response_id, created=turn.created, model=self.ctx.model_name,
             choices=choices, usage=usage,
         )
 
-    def opening_chunks(
-        self, response_id: str, created: int, num_choices: int
-    ) -> list[ChatCompletionChunk]:
-        """Each choice first announces the assistant role with empty content."""
-        opening = DeltaMessage(role="assistant", content="")
+    def opening_chunks(self, turn: ChatTurn, num_choices: int) -> list[ChatCompletionChunk]:
+        """Each choice first announces the role with empty content."""
+        opening = DeltaMessage(role=self.ctx.response_role, content="")
         return [
-            self._chunk(response_id, created, [ChatCompletionChunkChoice(index=i, delta=opening)])
+            self._chunk(turn, [ChatCompletionChunkChoice(index=i, delta=opening)])
             for i in range(num_choices)
         ]
 
-    def delta_chunks(
-        self, response_id: str, created: int, index: int, output: RequestOutput
-    ) -> list[ChatCompletionChunk]:
-        """A content delta (if any text came), then a finish chunk when the choice ends."""
+    def delta_chunks(self, turn: ChatTurn, index: int,
+                     output: RequestOutput) -> list[ChatCompletionChunk]:
+        """A content delta (echo first), then a finish chunk when the choice ends."""
         choices = []
-        if output.new_text:
-            choices.append(
-                ChatCompletionChunkChoice(index=index, delta=DeltaMessage(content=output.new_text))
-            )
+        text = output.new_text if index in turn.started else turn.echo_of(index) + output.new_text
+        logprobs = (self.logprobs.chat(output.logprobs)
+                    if output.logprobs else None)
+        if text or logprobs:
+            choices.append(ChatCompletionChunkChoice(
+                index=index, delta=DeltaMessage(content=text), logprobs=logprobs))
         if output.finished:
             choices.append(
                 ChatCompletionChunkChoice(
                     index=index, delta=DeltaMessage(), finish_reason=output.finish_reason
                 )
             )
-        return [self._chunk(response_id, created, [choice]) for choice in choices]
+        return [self._chunk(turn, [choice]) for choice in choices]
 
-    def usage_chunk(self, response_id: str, created: int, usage: UsageInfo) -> ChatCompletionChunk:
+    def usage_chunk(self, turn: ChatTurn, usage: UsageInfo) -> ChatCompletionChunk:
         """The usage-only chunk of ``stream_options.include_usage``."""
-        return self._chunk(response_id, created, [], usage)
+        return self._chunk(turn, [], usage)
 
-    def _chunk(
-        self,
-        response_id: str,
-        created: int,
-        choices: list[ChatCompletionChunkChoice],
-        usage: UsageInfo | None = None,
-    ) -> ChatCompletionChunk:
+    def _chunk(self, turn: ChatTurn, choices: list[ChatCompletionChunkChoice],
+               usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
-            id=response_id, created=created, model=self.engine.model_name,
+            id=turn.response_id, created=turn.created, model=self.ctx.model_name,
             choices=choices, usage=usage,
         )

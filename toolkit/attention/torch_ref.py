@@ -137,8 +137,10 @@ class TorchRefBackend(AttentionBackend):
                 v: torch.Tensor) -> torch.Tensor:
         cache = self.kv_pool.caches[layer_id]
         flat = cache.view(-1, self.num_kv_heads, self.head_dim)  # [num_pages * 2P, Hkv, D]
-        flat.index_copy_(0, self._write_k_rows, k.to(cache.dtype))
-        flat.index_copy_(0, self._write_v_rows, v.to(cache.dtype))
+        if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
+            k, v = k.to(cache.dtype), v.to(cache.dtype)
+        flat.index_copy_(0, self._write_k_rows, k)
+        flat.index_copy_(0, self._write_v_rows, v)
         if self._decode is not None and not self._prefills and self._decode.query_rows is None:
             return self._attend_decode(flat, q)
         out = torch.empty_like(q)  # [T, Hq, D]
@@ -164,9 +166,12 @@ class TorchRefBackend(AttentionBackend):
         keys = flat.index_select(0, plan.k_rows).view(shape).transpose(1, 2)  # [Bd, Hkv, L, D]
         values = flat.index_select(0, plan.v_rows).view(shape).transpose(1, 2)
         grouped_q = q.view(num_decodes, self.num_kv_heads, self.group_size, self.head_dim)
+        if q.dtype != keys.dtype:
+            grouped_q = grouped_q.to(keys.dtype)
         out = F.scaled_dot_product_attention(
-            grouped_q.to(keys.dtype), keys, values, attn_mask=plan.mask, scale=self.scale)
-        return out.reshape(num_decodes, self.num_qo_heads, self.head_dim).to(q.dtype)
+            grouped_q, keys, values, attn_mask=plan.mask, scale=self.scale)
+        out = out.reshape(num_decodes, self.num_qo_heads, self.head_dim)
+        return out if out.dtype == q.dtype else out.to(q.dtype)
 
     def _attend_prefill(self, flat: torch.Tensor, q: torch.Tensor,
                         plan: _PrefillPlan) -> torch.Tensor:

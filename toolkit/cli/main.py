@@ -58,14 +58,14 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
     import uvicorn
 
     from toolkit.api.app import build_app
+    from toolkit.api.server_options import uvicorn_options
     from toolkit.runtime import build_runtime
 
     _setup_logging(cfg.server.log_level)
     runtime = build_runtime(cfg)
     runtime.engine.start(on_fatal=lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
-        uvicorn.run(build_app(runtime.engine, cfg.server), host=cfg.server.host,
-                    port=cfg.server.port, log_level=cfg.server.log_level)
+        uvicorn.run(build_app(runtime.engine, cfg.server), **uvicorn_options(cfg.server))
     finally:
         runtime.engine.shutdown()
     if not runtime.engine.healthy:
@@ -91,6 +91,27 @@ def generate(prompt: str = typer.Argument(..., help="The user message."),
             sys.stdout.write(output.new_text)
             sys.stdout.flush()
     sys.stdout.write("\n")
+
+
+@app.command()
+@fails_cleanly
+def bench(overrides: list[str] | None = OVERRIDES,
+          multirun: bool = typer.Option(False, "-m", "--multirun",
+                                        help="Sweep every combination of KEY=a,b overrides.")
+          ) -> None:
+    """Benchmark the in-process engine or any OpenAI URL (bench.target=URL)."""
+    from toolkit.bench.cli import bench_command
+
+    bench_command(overrides or [], multirun)
+
+
+@app.command()
+@fails_cleanly
+def tune(overrides: list[str] | None = OVERRIDES) -> None:
+    """Sweep scheduler knobs (KEY=a,b) under bench.slo; write the best config as a recipe."""
+    from toolkit.bench.cli import tune_command
+
+    tune_command(overrides or [])
 
 
 @config_app.command("show")

@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 QUANT_METHODS = ("none",)
 SPECULATIVE_METHODS = ("none",)
+SCHEDULER_POLICIES = ("fcfs", "priority")
 
 
 def validate(cfg: ToolkitConfig) -> None:
@@ -29,6 +30,12 @@ def validate(cfg: ToolkitConfig) -> None:
     _choice("quant.method", cfg.quant.method, QUANT_METHODS)
     _choice("speculative.method", cfg.speculative.method, SPECULATIVE_METHODS)
     _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
+    _choice("scheduler.policy", cfg.scheduler.policy, SCHEDULER_POLICIES)
+    _at_least("server.max_logprobs", cfg.server.max_logprobs, 0)
+    if cfg.server.ssl_cert_reqs not in (0, 1, 2):
+        raise ConfigError(f"server.ssl_cert_reqs={cfg.server.ssl_cert_reqs} must be 0, 1 or 2")
+    if not cfg.server.response_role:
+        raise ConfigError("server.response_role must not be empty")
     _at_least("server.port", cfg.server.port, 0)
     if cfg.server.port > 65535:
         raise ConfigError(f"server.port={cfg.server.port} is not a TCP port (0..65535)")
@@ -47,6 +54,9 @@ def validate(cfg: ToolkitConfig) -> None:
         sampling_params(cfg)
     except ValueError as exc:
         raise ConfigError(f"sampling.{exc}") from None
+    from toolkit.bench.checks import validate_bench
+
+    validate_bench(cfg.bench)
 
 
 def sampling_params(cfg: ToolkitConfig):

@@ -26,6 +26,7 @@ class _Add:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,16 @@ class AsyncEngine:
             self._thread.join()
             self._thread = None
 
+    @property
+    def supports_priority(self) -> bool:
+        """True when the scheduler orders waiting requests by their priority."""
+        return self.core.scheduler.config.policy == "priority"
+
+    @property
+    def metrics(self):
+        """The engine's counters and latency histograms (``EngineMetrics``)."""
+        return self.core.metrics
+
     def stats(self) -> dict:
         scheduler = self.core.scheduler
         return {
@@ -72,7 +83,8 @@ class AsyncEngine:
         }
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
-                       params: SamplingParams) -> AsyncIterator[RequestOutput]:
+                       params: SamplingParams, priority: int = 0
+                       ) -> AsyncIterator[RequestOutput]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
         stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
@@ -80,7 +92,7 @@ class AsyncEngine:
         if not self.healthy:  # checked after registering: a dying loop fails registered streams
             self._streams.pop(request_id)
             raise RuntimeError("the engine is not running")
-        self._commands.put(_Add(request_id, list(prompt_token_ids), params))
+        self._commands.put(_Add(request_id, list(prompt_token_ids), params, priority))
         finished = False
         try:
             while not finished:
@@ -121,7 +133,8 @@ class AsyncEngine:
                 self.core.abort_request(command.request_id)
                 continue
             try:
-                self.core.add_request(command.request_id, command.prompt_token_ids, command.params)
+                self.core.add_request(command.request_id, command.prompt_token_ids,
+                                      command.params, command.priority)
             except ValueError as exc:
                 self._publish(RequestOutput(command.request_id, [], "", "abort", error=str(exc)))
 

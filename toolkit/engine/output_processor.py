@@ -1,10 +1,16 @@
-"""Sampled tokens -> text deltas, with stop strings found and cut."""
+"""Sampled tokens -> text deltas, with stop strings found and cut, and logprobs attached."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from toolkit.protocol import Request, RequestOutput, SamplingParams
+from toolkit.protocol import (
+    Request,
+    RequestOutput,
+    RunnerOutput,
+    SamplingParams,
+    TokenLogprobs,
+)
 from toolkit.tokenizer.detokenizer import IncrementalDetokenizer
 from toolkit.tokenizer.tokenizer import Tokenizer
 
@@ -16,6 +22,10 @@ class _TextState:
     text: str = ""
     num_sent_chars: int = 0
     num_sent_tokens: int = 0
+    pending_logprobs: list[TokenLogprobs] = field(default_factory=list)
+    cumulative_logprob: float = 0.0
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    prompt_logprobs_sent: bool = False
 
     @property
     def max_stop_len(self) -> int:
@@ -31,11 +41,29 @@ class OutputProcessor:
         self._states: dict[str, _TextState] = {}
 
     def add_request(self, request: Request) -> None:
-        detokenizer = IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids)
-        self._states[request.request_id] = _TextState(detokenizer, request.sampling_params)
+        params = request.sampling_params
+        detokenizer = IncrementalDetokenizer(
+            self.tokenizer, request.prompt_token_ids, params.skip_special_tokens,
+            params.spaces_between_special_tokens)
+        state = _TextState(detokenizer, params)
+        if params.prompt_logprobs is not None:
+            state.prompt_logprobs = [None] * request.num_prompt_tokens
+        self._states[request.request_id] = state
 
     def remove(self, request_id: str) -> None:
         self._states.pop(request_id, None)
+
+    def record(self, runner_output: RunnerOutput) -> None:
+        """Keep a step's logprobs until ``process`` sends them with their tokens."""
+        for request_id, entry in runner_output.logprobs.items():
+            state = self._states.get(request_id)
+            if state is not None:
+                state.pending_logprobs.append(entry)
+                state.cumulative_logprob += entry.logprob
+        for request_id, (first, entries) in runner_output.prompt_logprobs.items():
+            state = self._states.get(request_id)
+            if state is not None and state.prompt_logprobs is not None:
+                state.prompt_logprobs[first:first + len(entries)] = entries
 
     def process(self, request: Request) -> tuple[RequestOutput, bool]:
         """The delta for a request that just got a token; True when a stop string hit
@@ -45,7 +73,8 @@ class OutputProcessor:
         state.num_sent_tokens = request.num_output_tokens
         delta = state.detokenizer.step(new_token_ids)
         state.text += delta
-        stop_hit = self._cut_at_stop(state, len(delta))
+        stop_hit = (request.num_output_tokens >= state.params.min_tokens
+                    and self._cut_at_stop(state, len(delta)))
         finish_reason = "stop" if stop_hit else (
             request.status.value if request.finished else None)
         end = len(state.text)
@@ -57,15 +86,28 @@ class OutputProcessor:
             request_id=request.request_id, new_token_ids=new_token_ids, new_text=new_text,
             finish_reason=finish_reason, num_prompt_tokens=request.num_prompt_tokens,
             num_output_tokens=request.num_output_tokens)
+        self._attach_logprobs(state, output)
         return output, stop_hit
+
+    @staticmethod
+    def _attach_logprobs(state: _TextState, output: RequestOutput) -> None:
+        if state.params.logprobs is not None:
+            output.logprobs, state.pending_logprobs = state.pending_logprobs, []
+            output.cumulative_logprob = state.cumulative_logprob
+        if state.prompt_logprobs is not None and not state.prompt_logprobs_sent:
+            output.prompt_logprobs = state.prompt_logprobs
+            state.prompt_logprobs_sent = True
 
     @staticmethod
     def _cut_at_stop(state: _TextState, num_new_chars: int) -> bool:
         if not state.params.stop or num_new_chars == 0:
             return False
         search_from = max(0, len(state.text) - num_new_chars - state.max_stop_len + 1)
-        hits = [i for i in (state.text.find(s, search_from) for s in state.params.stop) if i >= 0]
+        hits = [(i, s) for s in state.params.stop
+                if (i := state.text.find(s, search_from)) >= 0]
         if not hits:
             return False
-        state.text = state.text[: min(hits)]
+        index, stop = min(hits)
+        keep = len(stop) if state.params.include_stop_str_in_output else 0
+        state.text = state.text[: index + keep]
         return True

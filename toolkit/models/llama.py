@@ -19,6 +19,7 @@ from torch import nn
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.layers.activation import silu_and_mul
+from toolkit.layers.linear import linear, pack_weight
 from toolkit.layers.rmsnorm import rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 
@@ -65,22 +66,33 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = _param((hidden,), dtype, device)
         self.gate_up_proj = _param((2 * intermediate, hidden), dtype, device)
         self.down_proj = _param((hidden, intermediate), dtype, device)
+        self.packed: dict[str, torch.Tensor | None] = {}
+        """oneDNN-packed copies of the projection weights (see ``pack_weights``)."""
+
+    def pack_weights(self) -> None:
+        """Make oneDNN-packed copies of the four projections (bf16 on CPU; else no-op)."""
+        self.packed = {name: pack_weight(getattr(self, name))
+                       for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 rotary: RotaryEmbedding, attn: AttentionBackend) -> torch.Tensor:
         """hidden: [T, hidden] -> [T, hidden]."""
         num_tokens = hidden.shape[0]
+        packed = self.packed
         x = rms_norm(hidden, self.input_layernorm, self.eps)
-        qkv = F.linear(x, self.qkv_proj, self.qkv_proj_bias)  # [T, (Hq + 2 Hkv) * D]
+        # [T, (Hq + 2 Hkv) * D]
+        qkv = linear(x, self.qkv_proj, self.qkv_proj_bias, packed.get("qkv_proj"))
         heads = qkv.view(num_tokens, -1, self.head_dim)  # [T, Hq + 2 Hkv, D]
         num_rotated = self.num_qo_heads + self.num_kv_heads
         qk = rotary.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
         q, k = qk.split((self.num_qo_heads, self.num_kv_heads), dim=1)
         v = heads[:, num_rotated:]  # [T, Hkv, D]
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
-        hidden = hidden + F.linear(attn_out.reshape(num_tokens, -1), self.o_proj, self.o_proj_bias)
+        hidden = hidden + linear(attn_out.reshape(num_tokens, -1), self.o_proj, self.o_proj_bias,
+                                 packed.get("o_proj"))
         x = rms_norm(hidden, self.post_attention_layernorm, self.eps)
-        mlp_out = F.linear(silu_and_mul(F.linear(x, self.gate_up_proj)), self.down_proj)
+        gate_up = linear(x, self.gate_up_proj, None, packed.get("gate_up_proj"))
+        mlp_out = linear(silu_and_mul(gate_up), self.down_proj, None, packed.get("down_proj"))
         return hidden + mlp_out
 
 
@@ -110,6 +122,23 @@ class LlamaForCausalLM(nn.Module):
         head_dim = self.layers[0].head_dim
         self.rotary = RotaryEmbedding(rope_parameters_from_hf_config(config), head_dim,
                                       config["max_position_embeddings"], dtype, device)
+        self.packed_lm_head: torch.Tensor | None = None
+
+    def pack_weights(self) -> None:
+        """Pre-pack every projection and the LM head for oneDNN (bit-identical results).
+
+        Applies to bfloat16 weights on the CPU and is a no-op otherwise. Call after
+        ``load_weights``; the packed copies are not parameters (load_weights drops them).
+        """
+        for layer in self.layers:
+            layer.pack_weights()
+        self.packed_lm_head = pack_weight(self.lm_head)
+
+    def unpack_weights(self) -> None:
+        """Drop the packed copies; matmuls go back to F.linear on the parameters."""
+        for layer in self.layers:
+            layer.packed = {}
+        self.packed_lm_head = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn: AttentionBackend) -> torch.Tensor:
@@ -122,11 +151,12 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] -> logits [N, vocab] float32."""
-        return F.linear(hidden, self.lm_head).float()
+        return linear(hidden, self.lm_head, None, self.packed_lm_head).float()
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors in, fusing q/k/v and gate/up; every parameter must be set."""
+        self.unpack_weights()  # stale after new weights; pack_weights() again afterwards
         expected = self._expected_names()
         seen: set[str] = set()
         for name, tensor in weights:

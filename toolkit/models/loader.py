@@ -107,8 +107,12 @@ def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Ten
 
 
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
-               device: torch.device | str) -> nn.Module:
-    """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in."""
+               device: torch.device | str, prepack_weights: bool = True) -> nn.Module:
+    """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
+
+    ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
+    applies (bfloat16 on CPU, see toolkit.layers.linear); a no-op elsewhere.
+    """
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     architectures = config.get("architectures") or []
@@ -121,4 +125,6 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     files = _safetensors_files(model_dir)
     model = model_cls(config, dtype=dtype, device=device)
     model.load_weights(iter_safetensors(files))
+    if prepack_weights and hasattr(model, "pack_weights"):
+        model.pack_weights()
     return model.eval()

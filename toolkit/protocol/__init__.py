@@ -2,7 +2,12 @@
 
 from toolkit.protocol.request import Request, RequestStatus
 from toolkit.protocol.sampling_params import SamplingParams
-from toolkit.protocol.outputs import RequestOutput, RunnerOutput, SchedulerOutput
+from toolkit.protocol.outputs import (
+    RequestOutput,
+    RunnerOutput,
+    SchedulerOutput,
+    TokenLogprobs,
+)
 
 __all__ = [
     "Request",
@@ -11,4 +16,5 @@ __all__ = [
     "RunnerOutput",
     "SamplingParams",
     "SchedulerOutput",
+    "TokenLogprobs",
 ]

@@ -40,11 +40,30 @@ class SchedulerOutput:
         return not self.scheduled
 
 
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """The log-probability of one chosen token and the most likely alternatives."""
+
+    token_id: int
+    """The sampled (or, for a prompt, the given) token."""
+    logprob: float
+    """Its log-probability under the model's raw distribution."""
+    rank: int
+    """1 + the number of tokens that were more likely."""
+    top: tuple[tuple[int, float], ...] = ()
+    """(token id, logprob) of the most likely tokens, best first."""
+
+
 @dataclass
 class RunnerOutput:
     """One sampled token per scheduled request that reached the end of its tokens."""
 
     sampled_token_ids: dict[str, int] = field(default_factory=dict)
+    logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)
+    """For requests that asked for logprobs: the sampled token's."""
+    prompt_logprobs: dict[str, tuple[int, list[TokenLogprobs]]] = field(default_factory=dict)
+    """For requests that asked for prompt logprobs: (index of the first prompt token
+    covered, the logprobs of that token and the ones after it in this chunk)."""
 
 
 @dataclass
@@ -60,6 +79,13 @@ class RequestOutput:
     num_output_tokens: int = 0
     error: str | None = None
     """Set when the request failed inside the engine; the API reports it."""
+    logprobs: list[TokenLogprobs] | None = None
+    """One entry per new token, when the request asked for logprobs."""
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    """On the first delta of a request that asked for them: one entry per prompt token
+    (None for the first, which nothing predicts)."""
+    cumulative_logprob: float | None = None
+    """Sum of the sampled tokens' logprobs so far, when the request asked for logprobs."""
 
     @property
     def finished(self) -> bool:

@@ -38,6 +38,8 @@ class Request:
     num_computed_tokens: int = 0
     block_ids: list[int] = field(default_factory=list)
     num_preemptions: int = 0
+    priority: int = 0
+    """Lower runs earlier under the priority scheduling policy."""
 
     @property
     def num_prompt_tokens(self) -> int:

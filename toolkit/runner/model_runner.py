@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.protocol import RunnerOutput, SchedulerOutput
+from toolkit.protocol import RunnerOutput, SchedulerOutput, TokenLogprobs
+from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.batch_builder import build_forward_batch
+from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.runner.logits_processors import TokenHistory
+from toolkit.runner.logprobs import token_logprobs
 from toolkit.runner.sampler import sample
 
 
@@ -27,14 +31,39 @@ class ModelRunner:
         batch = build_forward_batch(scheduled, self.page_size, self.device)
         self.attention.plan(batch)
         hidden = self.model(batch.input_ids, batch.positions, self.attention)  # [T, H]
+        output = RunnerOutput(prompt_logprobs=self._prompt_logprobs(scheduled, hidden, batch))
         sampling = [s.request for s in scheduled if s.samples]
         if not sampling:
-            return RunnerOutput()
+            return output
         logits = self.model.compute_logits(hidden[batch.logits_indices])  # [N, V] float32
         params = [r.sampling_params for r in sampling]
         generators = [self._generator(r.request_id, r.sampling_params.seed) for r in sampling]
-        token_ids = sample(logits, params, generators).tolist()
-        return RunnerOutput({r.request_id: t for r, t in zip(sampling, token_ids)})
+        histories = [TokenHistory(r.prompt_token_ids, r.output_token_ids) for r in sampling]
+        token_ids = sample(logits, params, generators, histories)
+        output.sampled_token_ids = dict(zip((r.request_id for r in sampling), token_ids.tolist()))
+        rows = [i for i, p in enumerate(params) if p.logprobs is not None]
+        if rows:
+            entries = token_logprobs(logits[rows], token_ids[rows],
+                                     [params[i].logprobs for i in rows])
+            output.logprobs = {sampling[i].request_id: e for i, e in zip(rows, entries)}
+        return output
+
+    def _prompt_logprobs(self, scheduled: list[ScheduledRequest], hidden: torch.Tensor,
+                         batch: ForwardBatch) -> dict[str, tuple[int, list[TokenLogprobs]]]:
+        """Logprobs of the prompt tokens each prefill chunk predicts (position p predicts
+        token p + 1), for requests that asked and have no output yet (so a recompute after
+        preemption is not reported twice)."""
+        result = {}
+        for item, start_row in zip(scheduled, batch.qo_indptr.tolist()):
+            request, first = item.request, item.start + 1
+            asked = request.sampling_params.prompt_logprobs
+            count = min(item.num_tokens, request.num_prompt_tokens - first)
+            if asked is None or request.num_output_tokens or count <= 0:
+                continue
+            logits = self.model.compute_logits(hidden[start_row:start_row + count])
+            targets = torch.tensor(request.prompt_token_ids[first:first + count])
+            result[request.request_id] = (first, token_logprobs(logits, targets, [asked] * count))
+        return result
 
     def release(self, request_id: str) -> None:
         """Forget a finished request's generator."""

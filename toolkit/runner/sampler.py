@@ -1,23 +1,68 @@
-"""Batched sampling on tensors: temperature, top-k, top-p, min-p, greedy, per-request seeds.
+"""Batched sampling on tensors. THE ORDER of every logits transform is defined here.
 
-Unseeded rows are drawn together with one multinomial call. A seeded request draws from its
-own generator, so its tokens depend only on its own logits and seed, never on the batch.
+Stage 1, logits processors (they can change the greedy choice), in this order:
+    1. allowed_token_ids   only the listed tokens stay
+    2. min_tokens          EOS (unless ignore_eos) and stop_token_ids masked until reached
+    3. logit_bias          additive bias per token id
+    4. penalties           repetition (prompt + output), then frequency and presence (output)
+Greedy rows (temperature 0) take the argmax here.
+
+Stage 2, distribution shaping for sampled rows (Aphrodite's default order):
+    5. temperature
+    6. top_k, then top_p on what remains
+    7. top_a               keep p >= top_a * p_max^2
+    8. min_p               keep p >= min_p * p_max
+    9. tfs                 tail-free sampling
+   10. eta_cutoff
+   11. epsilon_cutoff
+   12. typical_p
+   13. smoothing_factor / smoothing_curve (quadratic sampling)
+Then one multinomial draw for unseeded rows, and one draw per seeded row from its own
+generator, so a seeded request's tokens depend only on its own logits and seed, never on
+the batch. Logprobs are computed elsewhere (``logprobs.py``) from the raw logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
 from toolkit.protocol import SamplingParams
+from toolkit.runner import truncation
+from toolkit.runner.logits_processors import (
+    TokenHistory,
+    apply_allowed_token_ids,
+    apply_logit_bias,
+    apply_min_tokens,
+    apply_penalties,
+)
+
+RowTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_SHAPING: tuple[tuple[str, float, RowTransform], ...] = (
+    ("top_a", 0.0, truncation.apply_top_a),
+    ("min_p", 0.0, truncation.apply_min_p),
+    ("tfs", 1.0, truncation.apply_tfs),
+    ("eta_cutoff", 0.0, truncation.apply_eta_cutoff),
+    ("epsilon_cutoff", 0.0, truncation.apply_epsilon_cutoff),
+    ("typical_p", 1.0, truncation.apply_typical_p),
+)
+"""Steps 7-12: (SamplingParams field, neutral value, transform), in order."""
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None]) -> torch.Tensor:
-    """logits [N, V] float32 -> token ids [N] int64; params, generators: one per row."""
+def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
+           generators: Sequence[torch.Generator | None],
+           histories: Sequence[TokenHistory] | None = None) -> torch.Tensor:
+    """logits [N, V] float32 -> token ids [N] int64; params, generators, histories: one
+    per row (no histories: every row starts from empty prompt and output)."""
+    if histories is None:
+        histories = [TokenHistory((), ())] * len(params)
+    logits = process_logits(logits, params, histories)
     greedy_ids = logits.argmax(dim=-1)
     if all(p.greedy for p in params):
         return greedy_ids
-    probs = _filtered_probs(logits, params)
+    probs = shaped_probs(logits, params)
     sampled_ids = torch.multinomial(probs, 1).squeeze(1)
     for i, generator in enumerate(generators):
         if generator is not None and not params[i].greedy:
@@ -26,32 +71,35 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
     return torch.where(is_greedy, greedy_ids, sampled_ids)
 
 
-def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
-    """[N, V] probabilities after temperature, top-k, top-p and min-p."""
-    device = logits.device
-    temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in params],
-                               device=device)
-    logits = logits / temperature.unsqueeze(1)
-    top_k = [p.top_k if p.top_k > 0 else logits.shape[1] for p in params]
+def process_logits(logits: torch.Tensor, params: Sequence[SamplingParams],
+                   histories: Sequence[TokenHistory]) -> torch.Tensor:
+    """Steps 1-4 (new tensor; ``logits`` is left as it was)."""
+    logits = apply_allowed_token_ids(logits, params)
+    logits = apply_min_tokens(logits, params, histories)
+    logits = apply_logit_bias(logits, params)
+    return apply_penalties(logits, params, histories)
+
+
+def shaped_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Steps 5-13: [N, V] probabilities to draw from."""
+    vocab = logits.shape[1]
+    logits = truncation.apply_temperature(
+        logits, _values(logits, [1.0 if p.greedy else p.temperature for p in params]))
+    top_k = [p.top_k if p.top_k > 0 else vocab for p in params]
     top_p = [p.top_p for p in params]
-    if any(k < logits.shape[1] for k in top_k) or any(p < 1.0 for p in top_p):
-        logits = _top_k_top_p(logits, torch.tensor(top_k, device=device),
-                              torch.tensor(top_p, device=device))
-    probs = logits.softmax(dim=-1)
-    min_p = [p.min_p for p in params]
-    if any(m > 0.0 for m in min_p):
-        threshold = torch.tensor(min_p, device=device).unsqueeze(1) * probs.amax(-1, keepdim=True)
-        probs = probs.masked_fill(probs < threshold, 0.0)
-    return probs
+    if any(k < vocab for k in top_k) or any(p < 1.0 for p in top_p):
+        logits = truncation.apply_top_k_top_p(logits, _values(logits, top_k, torch.int64),
+                                              _values(logits, top_p))
+    for name, neutral, transform in _SHAPING:
+        values = [getattr(p, name) for p in params]
+        if any(v != neutral for v in values):
+            logits = transform(logits, _values(logits, values))
+    factors = [p.smoothing_factor for p in params]
+    if any(f > 0.0 for f in factors):
+        logits = truncation.apply_quadratic(
+            logits, _values(logits, factors), _values(logits, [p.smoothing_curve for p in params]))
+    return logits.softmax(dim=-1)
 
 
-def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Mask to -inf every token outside each row's top-k set, then outside the top-p set
-    of what remains (top-k first, as vLLM does)."""
-    sorted_logits, sorted_ids = logits.sort(dim=-1, descending=True)
-    ranks = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0)
-    sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), float("-inf"))
-    sorted_probs = sorted_logits.softmax(dim=-1)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p.unsqueeze(1), float("-inf"))
-    return torch.empty_like(logits).scatter_(1, sorted_ids, sorted_logits)
+def _values(logits: torch.Tensor, values: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=logits.device)

@@ -33,7 +33,17 @@ class Scheduler:
 
     def add_request(self, request: Request) -> None:
         self.requests[request.request_id] = request
-        self.waiting.append(request)
+        if self.config.policy == "priority":
+            self._insert_by_priority(request)
+        else:
+            self.waiting.append(request)
+
+    def _insert_by_priority(self, request: Request) -> None:
+        """Keep waiting requests ordered by (priority, arrival): lower priority runs first."""
+        key = (request.priority, request.arrival_time)
+        index = next((i for i, r in enumerate(self.waiting)
+                      if (r.priority, r.arrival_time) > key), len(self.waiting))
+        self.waiting.insert(index, request)
 
     def finish_request(self, request_id: str, status: RequestStatus) -> Request | None:
         """Retire a request (abort, stop string) and free its pages; None if unknown."""
@@ -127,9 +137,7 @@ class Scheduler:
 
     def _stop_status(self, request: Request, token: int) -> RequestStatus | None:
         params = request.sampling_params
-        if not params.ignore_eos and token in params.eos_token_ids:
-            return RequestStatus.FINISHED_STOPPED
-        if token in params.stop_token_ids:
+        if request.num_output_tokens >= params.min_tokens and token in params.stop_ids:
             return RequestStatus.FINISHED_STOPPED
         if request.num_output_tokens >= params.max_tokens:
             return RequestStatus.FINISHED_LENGTH

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from toolkit.tokenizer.chat_template import ChatRender, render_chat
+
 
 class Tokenizer:
     """Encode, decode and render chat templates for one model directory."""
@@ -21,8 +23,15 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.hf.encode(text, add_special_tokens=add_special_tokens)
 
-    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
-        return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens)
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True,
+               spaces_between_special_tokens: bool = True) -> str:
+        """Text of ``token_ids`` (spaces_between_special_tokens only affects slow tokenizers)."""
+        return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens,
+                              spaces_between_special_tokens=spaces_between_special_tokens)
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each token decoded on its own, special tokens included (for logprobs)."""
+        return self.hf.batch_decode([[t] for t in token_ids], skip_special_tokens=False)
 
     def convert_ids_to_tokens(self, token_ids: list[int]) -> list[str]:
         return self.hf.convert_ids_to_tokens(token_ids)
@@ -34,16 +43,21 @@ class Tokenizer:
     def all_special_ids(self) -> set[int]:
         return set(self.hf.all_special_ids)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-        """Render messages with the model's chat template and tokenize the result.
-
-        Raises ValueError when the model has no template or the template fails.
-        """
-        if not self.hf.chat_template:
+    def render_chat(self, messages: list[dict], options: ChatRender | None = None,
+                    chat_template: str | None = None) -> str:
+        """The conversation as text, through ``chat_template`` or the model's template, in
+        a sandbox. Raises ValueError when there is no template or it fails."""
+        source = chat_template or self.hf.chat_template
+        if not source:
             raise ValueError("this model has no chat template; use /v1/completions")
-        try:
-            text = self.hf.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except Exception as exc:  # jinja2 errors of every kind
-            raise ValueError(f"chat template failed: {exc}") from exc
-        return self.encode(text, add_special_tokens=False)
+        special = {"bos_token": self.hf.bos_token or "", "eos_token": self.hf.eos_token or ""}
+        return render_chat(source, messages, options or ChatRender(), special)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            options: ChatRender | None = None,
+                            chat_template: str | None = None) -> list[int]:
+        """Render messages (see ``render_chat``) and tokenize the result without adding
+        special tokens (the template writes them)."""
+        options = options or ChatRender(add_generation_prompt=add_generation_prompt)
+        return self.encode(self.render_chat(messages, options, chat_template),
+                           add_special_tokens=False)

@@ -1,0 +1,49 @@
+"""oneDNN-packed linear weights: bit-identical to F.linear, applied only where they pay."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from toolkit.layers.linear import PACKED_MAX_TOKENS, can_pack, linear, pack_weight
+
+needs_onednn = pytest.mark.skipif(not can_pack(torch.empty(2, 2, dtype=torch.bfloat16)),
+                                  reason="this torch build has no oneDNN linear packing")
+
+
+@needs_onednn
+@pytest.mark.parametrize("num_tokens", [0, 1, 3, 16, 70])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_packed_bf16_linear_is_bit_identical(num_tokens: int, with_bias: bool):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator).bfloat16()
+    bias = torch.randn(96, generator=generator).bfloat16() if with_bias else None
+    x = torch.randn(num_tokens, 64, generator=generator).bfloat16()
+    packed = pack_weight(weight)
+    assert packed is not None
+    out = linear(x, weight, bias, packed)
+    assert out.shape == (num_tokens, 96) and out.dtype == torch.bfloat16
+    assert torch.equal(out, F.linear(x, weight, bias))
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(960, 576), (576, 576), (3072, 576), (576, 1536)])
+def test_packed_matches_f_linear_for_every_decode_batch_size(shape: tuple[int, int]):
+    """SmolLM2's projection shapes, every row count that takes the packed path."""
+    generator = torch.Generator().manual_seed(0)
+    weight = (torch.randn(shape, generator=generator) / 20).bfloat16()
+    packed = pack_weight(weight)
+    mismatched = []
+    for num_tokens in range(1, PACKED_MAX_TOKENS + 2):
+        x = torch.randn(num_tokens, shape[1], generator=generator).bfloat16()
+        if not torch.equal(linear(x, weight, None, packed), F.linear(x, weight)):
+            mismatched.append(num_tokens)
+    assert mismatched == []
+
+
+def test_float32_and_non_cpu_weights_are_not_packed():
+    assert pack_weight(torch.randn(8, 4)) is None  # float32 stays on F.linear (the oracle)
+    assert pack_weight(torch.randn(8, dtype=torch.bfloat16)) is None  # not a matrix
+    x, weight = torch.randn(3, 4), torch.randn(8, 4)
+    assert torch.equal(linear(x, weight), F.linear(x, weight))

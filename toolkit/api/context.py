@@ -1,0 +1,67 @@
+"""What every endpoint needs: the engine plus the server options that shape responses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolkit.api.engine_client import EngineClient
+
+if TYPE_CHECKING:
+    from toolkit.config.schema import ServerConfig
+
+_TEMPLATE_MARKERS = ("{{", "{%")
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """The engine and the resolved server options, shared by the endpoint classes."""
+
+    engine: EngineClient
+    """The started engine."""
+    model_names: tuple[str, ...]
+    """Names accepted in requests; the first is reported."""
+    chat_template: str | None = None
+    """Default chat template source (None: the model's own)."""
+    response_role: str = "assistant"
+    """Role of generated chat messages."""
+    max_logprobs: int = 20
+    """Most logprob alternatives a request may ask for."""
+    return_tokens_as_token_ids: bool = False
+    """Logprob tokens as ``token_id:<id>``."""
+    log_requests: bool = True
+    """Log each request's prompt and parameters."""
+    max_log_len: int | None = None
+    """Most prompt characters / ids written to the request log."""
+
+    @property
+    def model_name(self) -> str:
+        """The reported model name."""
+        return self.model_names[0]
+
+    @classmethod
+    def from_config(cls, engine: EngineClient, config: ServerConfig) -> ServingContext:
+        """Resolve aliases and the chat template; a bad template path is a ValueError."""
+        return cls(
+            engine=engine,
+            model_names=tuple(config.served_model_name) or (engine.model_name,),
+            chat_template=load_chat_template(config.chat_template),
+            response_role=config.response_role,
+            max_logprobs=config.max_logprobs,
+            return_tokens_as_token_ids=config.return_tokens_as_token_ids,
+            log_requests=not config.disable_log_requests,
+            max_log_len=config.max_log_len,
+        )
+
+
+def load_chat_template(value: str | None) -> str | None:
+    """A template file's text, an inline template as is, or None."""
+    if value is None:
+        return None
+    if any(marker in value for marker in _TEMPLATE_MARKERS):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"server.chat_template: {value!r} is neither a file nor a template")
+    return path.read_text()

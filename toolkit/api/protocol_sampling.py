@@ -1,0 +1,117 @@
+"""The request fields chat and text completions share: sampling, stopping, scheduling.
+
+Ranges are checked where the value is used (``SamplingParams`` and ``api/sampling.py``) so
+that every bad value is a 400 naming its parameter.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, NonNegativeInt
+
+
+class StreamOptions(BaseModel):
+    """Options for a streamed response."""
+
+    include_usage: bool = Field(
+        False, description="Send a last chunk with empty choices and the request's token usage."
+    )
+
+
+class SamplingRequest(BaseModel):
+    """Fields shared by chat and text completions (OpenAI, vLLM and Aphrodite)."""
+
+    model: str | None = Field(None, description="A served model name; defaults to the first.")
+    temperature: float | None = Field(None, description="0 is greedy. Default 1.")
+    top_p: float | None = Field(None, description="Nucleus probability mass (0, 1]. Default 1.")
+    n: int = Field(1, ge=1, description="How many choices to return for each prompt.")
+    best_of: int | None = Field(
+        None, description="Samples drawn per prompt (>= n); the n with the highest "
+        "cumulative logprob are returned.",
+    )
+    stream: bool = Field(False, description="Stream deltas as server-sent events.")
+    stream_options: StreamOptions | None = Field(
+        None, description="Options for streaming; only allowed with stream=true."
+    )
+    stop: str | list[str] | None = Field(None, description="Strings that end generation.")
+    include_stop_str_in_output: bool = Field(
+        False, description="Keep the stop string that ended generation in the text."
+    )
+    stop_token_ids: list[NonNegativeInt] | None = Field(
+        None, description="Token ids that end generation, besides the model's EOS ids."
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past EOS (benchmarks).")
+    min_tokens: int | None = Field(
+        None, description="Tokens to generate before EOS or a stop can end generation."
+    )
+    seed: int | None = Field(None, description="Reproducible sampling; choice i uses seed + i.")
+    user: str | None = Field(None, description="End-user id; accepted and ignored.")
+    presence_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
+    frequency_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
+    repetition_penalty: float | None = Field(None, description="(0, 2]; default 1 (off).")
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) -> bias in [-100, 100]."
+    )
+    allowed_token_ids: list[NonNegativeInt] | None = Field(
+        None, description="Only these token ids may be sampled."
+    )
+    top_k: int | None = Field(None, description="Keep the k most likely tokens; -1 keeps all.")
+    min_p: float | None = Field(None, description="Drop tokens below min_p * p_max; [0, 1].")
+    top_a: float | None = Field(None, description="Drop tokens below top_a * p_max^2; [0, 1].")
+    tfs: float | None = Field(None, description="Tail-free sampling (0, 1]; 1 is off.")
+    typical_p: float | None = Field(None, description="Locally typical sampling (0, 1].")
+    eta_cutoff: float | None = Field(None, description="Eta sampling, units of 1e-4; 0 is off.")
+    epsilon_cutoff: float | None = Field(
+        None, description="Epsilon sampling, units of 1e-4; 0 is off."
+    )
+    smoothing_factor: float | None = Field(
+        None, description="Quadratic sampling strength (>= 0); 0 is off."
+    )
+    smoothing_curve: float | None = Field(None, description="Quadratic sampling curve (>= 1).")
+    skip_special_tokens: bool = Field(True, description="Leave special tokens out of the text.")
+    spaces_between_special_tokens: bool = Field(
+        True, description="Spaces around special tokens (slow tokenizers only)."
+    )
+    truncate_prompt_tokens: int | None = Field(
+        None, description="Keep only the last k prompt tokens (k >= 1)."
+    )
+    use_beam_search: bool = Field(False, description="Not supported.")
+    length_penalty: float = Field(1.0, description="Beam search only; must stay 1.")
+    early_stopping: bool = Field(False, description="Beam search only; must stay false.")
+    priority: int = Field(
+        0, description="Lower runs earlier; needs the priority scheduling policy."
+    )
+    request_id: str | None = Field(
+        None, min_length=1, description="Used as the response id instead of a fresh one."
+    )
+
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = ("use_beam_search",)
+    """Fields rejected when truthy (non-empty, non-zero, true)."""
+
+    PASSED_THROUGH: ClassVar[tuple[str, ...]] = (
+        "temperature", "top_p", "top_k", "min_p", "top_a", "tfs", "typical_p", "eta_cutoff",
+        "epsilon_cutoff", "smoothing_factor", "smoothing_curve", "presence_penalty",
+        "frequency_penalty", "repetition_penalty", "min_tokens", "seed",
+    )
+    """Fields copied into SamplingParams under the same name when set."""
+
+    def unsupported_params(self) -> list[str]:
+        """Names of the fields set to values this server cannot honour."""
+        return [name for name in self.UNSUPPORTED if getattr(self, name)]
+
+    @property
+    def include_usage(self) -> bool:
+        """True when a streamed response must end with a usage chunk."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def num_samples(self) -> int:
+        """Generations per prompt: best_of, else n."""
+        return self.best_of if self.best_of is not None else self.n
+
+    def stop_strings(self) -> tuple[str, ...]:
+        """``stop`` as a tuple of strings."""
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)

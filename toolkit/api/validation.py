@@ -1,0 +1,91 @@
+"""Request checks that need more than one field or the server's state; each failure is a
+400 naming the parameter (pydantic and SamplingParams check the plain ranges)."""
+
+from __future__ import annotations
+
+from toolkit.api.context import ServingContext
+from toolkit.api.errors import APIError, unsupported
+from toolkit.api.protocol import ChatCompletionRequest
+from toolkit.api.protocol_sampling import SamplingRequest
+
+CHAT_TOP_LOGPROBS_MAX = 20
+"""OpenAI's documented upper bound of top_logprobs."""
+
+
+def invalid(param: str, message: str) -> APIError:
+    """A 400 ``invalid_value`` naming ``param``."""
+    return APIError(message, param=param, code="invalid_value")
+
+
+def check_request(request: SamplingRequest, ctx: ServingContext) -> None:
+    """Every cross-field and server-dependent rule, in the order a client would fix them."""
+    names = request.unsupported_params()
+    if names:
+        raise unsupported(names[0])
+    if request.stream_options is not None and not request.stream:
+        raise invalid("stream_options", "stream_options is only allowed when stream is true")
+    _check_beam_options(request)
+    _check_best_of(request)
+    _check_logprobs(request, ctx.max_logprobs)
+    _check_token_ids(request, ctx.engine.tokenizer.vocab_size)
+    if request.priority != 0 and not ctx.engine.supports_priority:
+        raise invalid("priority", "priority is only supported with the priority scheduling "
+                      "policy (scheduler.policy=priority)")
+    if request.truncate_prompt_tokens is not None and request.truncate_prompt_tokens < 1:
+        raise invalid("truncate_prompt_tokens", "truncate_prompt_tokens must be >= 1")
+    if isinstance(request, ChatCompletionRequest):
+        _check_chat(request)
+
+
+def _check_beam_options(request: SamplingRequest) -> None:
+    if request.length_penalty != 1.0:
+        raise invalid("length_penalty", "length_penalty only applies to beam search, which "
+                      "is not supported; leave it at 1")
+    if request.early_stopping:
+        raise invalid("early_stopping", "early_stopping only applies to beam search, which "
+                      "is not supported")
+
+
+def _check_best_of(request: SamplingRequest) -> None:
+    if request.best_of is None:
+        return
+    if request.best_of < request.n:
+        raise invalid("best_of", f"best_of must be >= n ({request.n}), got {request.best_of}")
+    if request.stream and request.best_of > request.n:
+        raise invalid("best_of", "best_of > n cannot be streamed")
+
+
+def _check_logprobs(request: SamplingRequest, max_logprobs: int) -> None:
+    if isinstance(request, ChatCompletionRequest):
+        if request.top_logprobs is not None:
+            if not 0 <= request.top_logprobs <= CHAT_TOP_LOGPROBS_MAX:
+                raise invalid("top_logprobs", "top_logprobs must be in [0, 20]")
+            if request.top_logprobs and not request.logprobs:
+                raise invalid("top_logprobs", "top_logprobs needs logprobs=true")
+        param = "top_logprobs"
+    else:
+        param = "logprobs"
+    asked = request.num_logprobs()
+    if asked is not None and asked < 0:
+        raise invalid(param, f"{param} must be >= 0")
+    if asked is not None and asked > max_logprobs:
+        raise invalid(param, f"{param}={asked} is more than this server's max_logprobs "
+                      f"({max_logprobs})")
+
+
+def _check_token_ids(request: SamplingRequest, vocab_size: int) -> None:
+    for token in (request.logit_bias or {}):
+        if not token.lstrip("-").isdigit() or not 0 <= int(token) < vocab_size:
+            raise invalid("logit_bias", f"logit_bias key {token!r} is not a token id in "
+                          f"[0, {vocab_size})")
+    for param in ("allowed_token_ids", "stop_token_ids"):
+        bad = [t for t in getattr(request, param) or () if t >= vocab_size]
+        if bad:
+            raise invalid(param, f"token id {bad[0]} is out of range for a vocabulary of "
+                          f"{vocab_size} tokens")
+
+
+def _check_chat(request: ChatCompletionRequest) -> None:
+    if request.continue_final_message and request.add_generation_prompt:
+        raise invalid("continue_final_message", "continue_final_message and "
+                      "add_generation_prompt cannot both be true")

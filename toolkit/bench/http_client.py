@@ -1,0 +1,98 @@
+"""Sends benchmark requests to any OpenAI-compatible server over streaming HTTP.
+
+Text prompts go to /completions, chats to /chat/completions, both with `stream: true` and
+`stream_options.include_usage`; token counts come from the usage chunk when the server
+sends one, else one token per content chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from toolkit.bench.records import RequestRecord
+from toolkit.bench.workload import BenchRequest
+
+
+class HttpClient:
+    """One pooled httpx client for a whole run; `create` asks /models for the model id
+    when none is given."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, model: str,
+                 temperature: float, ignore_eos: bool) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.temperature = temperature
+        self.ignore_eos = ignore_eos
+
+    @classmethod
+    async def create(cls, base_url: str, model: str | None, timeout_s: float,
+                     temperature: float, ignore_eos: bool) -> HttpClient:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        client = httpx.AsyncClient(timeout=timeout_s, limits=limits)
+        if model is None:
+            model = await _first_model(client, base_url.rstrip("/"))
+        return cls(client, base_url, model, temperature, ignore_eos)
+
+    async def send(self, request: BenchRequest, record: RequestRecord) -> None:
+        """Stream one request to the end, filling `record`; raise on an HTTP or stream error."""
+        path, body = self._body(request)
+        usage = None
+        async with self.client.stream("POST", self.base_url + path, json=body) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace")[:200]
+                raise RuntimeError(f"HTTP {response.status_code}: {detail}")
+            async for line in response.aiter_lines():
+                chunk = _parse_event(line)
+                if chunk is None:
+                    continue
+                usage = chunk.get("usage") or usage
+                if _chunk_text(chunk):
+                    record.chunk_times.append(time.perf_counter())
+        if usage:
+            record.num_prompt_tokens = usage.get("prompt_tokens", 0)
+            record.num_output_tokens = usage.get("completion_tokens", 0)
+        else:
+            record.num_output_tokens = len(record.chunk_times)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def _body(self, request: BenchRequest) -> tuple[str, dict]:
+        body = {"model": self.model, "max_tokens": request.max_tokens, "stream": True,
+                "stream_options": {"include_usage": True}, "temperature": self.temperature}
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        if request.is_chat:
+            return "/chat/completions", {**body, "messages": list(request.messages)}
+        return "/completions", {**body, "prompt": request.prompt}
+
+
+async def _first_model(client: httpx.AsyncClient, base_url: str) -> str:
+    response = await client.get(f"{base_url}/models")
+    response.raise_for_status()
+    return response.json()["data"][0]["id"]
+
+
+def _parse_event(line: str) -> dict | None:
+    """The JSON of a `data:` line; None for other lines and for [DONE]."""
+    if not line.startswith("data:"):
+        return None
+    data = line[len("data:"):].strip()
+    if data == "[DONE]":
+        return None
+    chunk = json.loads(data)
+    if "error" in chunk:
+        raise RuntimeError(f"stream error: {chunk['error']}")
+    return chunk
+
+
+def _chunk_text(chunk: dict) -> str:
+    """The generated text of a chunk: `text` (completions) or `delta.content` (chat)."""
+    text = ""
+    for choice in chunk.get("choices") or []:
+        text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+    return text

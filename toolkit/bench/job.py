@@ -1,0 +1,86 @@
+"""One benchmark job: build the workload, drive the target, write results.json and the
+composed config into the job's directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from toolkit.bench.loadgen import BenchClient, run_load
+from toolkit.bench.metrics import compute_metrics
+from toolkit.bench.records import RequestRecord
+from toolkit.bench.runtimes import RuntimePool
+from toolkit.bench.workload import BenchRequest, build_workload
+from toolkit.config.schema import ToolkitConfig
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class JobResult:
+    """What a job measured, as written to its results.json."""
+
+    name: str
+    overrides: list[str]
+    axes: dict[str, str]
+    """The swept keys of this job and their values."""
+    target: str
+    metrics: dict[str, float | int]
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "overrides": self.overrides, "axes": self.axes,
+                "target": self.target, "metrics": self.metrics,
+                "records": [r.to_dict() for r in self.records]}
+
+
+def run_job(cfg: ToolkitConfig, job_dir: Path, name: str, overrides: list[str],
+            axes: dict[str, str], pool: RuntimePool) -> JobResult:
+    """Run cfg.bench against cfg.bench.target and write the job's files."""
+    requests = build_workload(cfg.bench)
+    if cfg.bench.target == "engine":
+        records, duration_s = _run_on_engine(cfg, requests, name, pool)
+    else:
+        records, duration_s = asyncio.run(_run_on_url(cfg, requests, name))
+    metrics = compute_metrics(records, duration_s, cfg.bench.slo)
+    result = JobResult(name, overrides, axes, cfg.bench.target, metrics, records)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / RESULTS_FILE).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    (job_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return result
+
+
+def _run_on_engine(cfg: ToolkitConfig, requests: list[BenchRequest], name: str,
+                   pool: RuntimePool) -> tuple[list[RequestRecord], float]:
+    from toolkit.bench.engine_client import EngineClient
+
+    runtime = pool.get(cfg)
+    runtime.engine.start()
+    try:
+        client = EngineClient(runtime.engine, cfg.bench.temperature, cfg.bench.ignore_eos)
+        return asyncio.run(_drive(client, requests, cfg, name))
+    finally:
+        runtime.engine.shutdown()
+
+
+async def _run_on_url(cfg: ToolkitConfig, requests: list[BenchRequest],
+                      name: str) -> tuple[list[RequestRecord], float]:
+    from toolkit.bench.http_client import HttpClient
+
+    bench = cfg.bench
+    client = await HttpClient.create(bench.target, bench.model, bench.timeout_s,
+                                     bench.temperature, bench.ignore_eos)
+    return await _drive(client, requests, cfg, name)
+
+
+async def _drive(client: BenchClient, requests: list[BenchRequest], cfg: ToolkitConfig,
+                 name: str) -> tuple[list[RequestRecord], float]:
+    try:
+        return await run_load(client, requests, cfg.bench, name)
+    finally:
+        await client.close()

@@ -1,0 +1,71 @@
+"""Engine counters and latency histograms, updated by the engine thread once per step.
+
+Pure Python; the API renders ``snapshot()`` in Prometheus' text format. Readers in other
+threads may see a step half-applied, which is fine for monitoring.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds of the time-to-first-token histogram, in seconds."""
+ITL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds of the inter-token latency histogram, in seconds."""
+
+
+@dataclass
+class Histogram:
+    """Cumulative-bucket histogram as Prometheus defines it (``le`` buckets, sum, count)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.bounds, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations <= bound) per bucket, +Inf excluded."""
+        result, running = [], 0
+        for bound, count in zip(self.bounds, self.counts):
+            running += count
+            result.append((bound, running))
+        return result
+
+
+@dataclass
+class EngineMetrics:
+    """Token counters and TTFT / ITL histograms."""
+
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    finished_requests: dict[str, int] = field(default_factory=dict)
+    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
+    itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS_S))
+    _last_token_time: dict[str, float] = field(default_factory=dict)
+
+    def on_token(self, request_id: str, arrival_time: float, num_prompt_tokens: int,
+                 num_new_tokens: int, now: float) -> None:
+        """A request received ``num_new_tokens`` tokens at ``now`` (monotonic seconds)."""
+        last = self._last_token_time.get(request_id)
+        if last is None:
+            self.prompt_tokens += num_prompt_tokens
+            self.ttft.observe(now - arrival_time)
+        else:
+            self.itl.observe(now - last)
+        self._last_token_time[request_id] = now
+        self.generation_tokens += num_new_tokens
+
+    def on_finish(self, request_id: str, reason: str) -> None:
+        self._last_token_time.pop(request_id, None)
+        self.finished_requests[reason] = self.finished_requests.get(reason, 0) + 1
