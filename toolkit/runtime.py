@@ -74,8 +74,18 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
         kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
     runner = ModelRunner(model, attention, resolved.block_size, device)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
-    core, engine = _wire_engine(cfg, resolved, runner, tokenizer)
+    guided = _guided_compiler(tokenizer, info.vocab_size, info.eos_token_ids)
+    core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
+
+
+def _guided_compiler(tokenizer: Tokenizer, vocab_size: int, eos_token_ids: tuple[int, ...]):
+    """The model's grammar compiler (bitmask width = the logits' width, not the tokenizer's
+    length)."""
+    from toolkit.guided.compiler import GuidedCompiler
+
+    return GuidedCompiler(tokenizer.hf, vocab_size, eos_token_ids,
+                          max_threads=max(1, min(8, torch.get_num_threads())))
 
 
 def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
@@ -85,15 +95,18 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
     NOTE: only `scheduler.*` and groups that build no objects (server, sampling, bench) may
     differ from runtime.config; the old engine must be idle.
     """
-    core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer)
+    core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer,
+                                runtime.core.guided)
     return replace(runtime, config=cfg, core=core, engine=engine)
 
 
 def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunner,
-                 tokenizer: Tokenizer) -> tuple[EngineCore, AsyncEngine]:
-    """The scheduler, engine core and AsyncEngine around a built runner."""
+                 tokenizer: Tokenizer, guided=None) -> tuple[EngineCore, AsyncEngine]:
+    """The scheduler, engine core and AsyncEngine around a built runner; ``guided``: the
+    GuidedCompiler of guided requests."""
     block_manager = BlockManager(resolved.num_blocks, resolved.block_size)
     scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids)
+    core.guided = guided
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len)
     return core, engine

@@ -103,14 +103,9 @@ async def test_prompt_plus_max_tokens_over_context_is_400(api, engine):
 
 
 @pytest.mark.parametrize("path, body, param", [
-    (CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-    (CHAT, chat(tool_choice="required"), "tool_choice"),
-    (CHAT, chat(response_format={"type": "json_object"}), "response_format"),
     (CHAT, chat(messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
      "messages[0].content[0].type"),
-    (CHAT, chat(messages=[{"role": "tool", "content": "42", "tool_call_id": "c1"}]),
-     "messages[0].role"),
     (CHAT, chat(use_beam_search=True), "use_beam_search"),
     (COMPLETIONS, completion(use_beam_search=True), "use_beam_search"),
     (COMPLETIONS, completion(suffix="end"), "suffix"),

@@ -7,19 +7,24 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from blacksheep import Application, Request, Response
+from blacksheep.exceptions import MessageAborted
 from blacksheep.server.routing import Router
 from pydantic import ValidationError
 
+import toolkit
+from toolkit.api.body_limit import body_limit_middleware
 from toolkit.api.context import ServingContext
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.errors import APIError, status_phrase
+from toolkit.api.errors import APIError, retry_after, status_phrase
 from toolkit.api.metrics import MetricsServing
+from toolkit.api.openapi import OpenAPIServing
 from toolkit.api.render import error_response
 from toolkit.api.security import auth_middleware, install_cors, load_middleware
 from toolkit.api.serving_chat import ChatServing
 from toolkit.api.serving_completions import CompletionServing
 from toolkit.api.serving_models import InfoServing
 from toolkit.api.serving_tokenize import TokenizeServing
+from toolkit.api.shutdown import ShutdownGate, drain_middleware
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
@@ -32,14 +37,16 @@ _HTTP_STATUSES = (400, 401, 403, 404, 405, 408, 413, 415, 422, 500)
 """Statuses BlackSheep may raise on its own; all are answered in OpenAI's shape."""
 
 
-def build_app(engine: EngineClient, server_config: ServerConfig) -> Application:
+def build_app(engine: EngineClient, server_config: ServerConfig,
+              gate: ShutdownGate | None = None) -> Application:
     """The OpenAI-compatible application serving ``engine``.
 
     ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
     ``server_config`` is the ``ServerConfig``: log level, keys, CORS, served names, chat
-    template, response options and middlewares (TLS and root_path go to uvicorn, see
-    ``toolkit.api.server_options``). A bad chat template path or middleware import path
-    raises ValueError.
+    template, response options, limits and middlewares (TLS and root_path go to uvicorn,
+    see ``toolkit.api.server_options``); ``gate`` refuses new requests once the server
+    starts draining (the caller sets it on SIGTERM). A bad chat template path or middleware
+    import path raises ValueError.
     """
     logger.setLevel(server_config.log_level.upper())
     ctx = ServingContext.from_config(engine, server_config)
@@ -50,13 +57,18 @@ def build_app(engine: EngineClient, server_config: ServerConfig) -> Application:
         router.add(method, path, _endpoint(handler))
     router.fallback = _fallback(routes)
     install_cors(app, server_config)
-    authenticate = auth_middleware(server_config)
-    if authenticate is not None:
-        app.middlewares.append(authenticate)
-    app.middlewares.extend(load_middleware(path) for path in server_config.middleware)
-    _install_error_handlers(app)
+    _install_middlewares(app, server_config, gate or ShutdownGate())
+    _install_error_handlers(app, server_config)
     _install_lifecycle(app, ctx)
     return app
+
+
+def _install_middlewares(app: Application, config: ServerConfig, gate: ShutdownGate) -> None:
+    """In order: refuse while draining, authenticate, bound the body, then the user's."""
+    builtin = [drain_middleware(gate, config.retry_after_s), auth_middleware(config),
+               body_limit_middleware(config.max_request_body_bytes)]
+    app.middlewares.extend(m for m in builtin if m is not None)
+    app.middlewares.extend(load_middleware(path) for path in config.middleware)
 
 
 def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
@@ -65,6 +77,7 @@ def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
     info = InfoServing(ctx)
     tokenize = TokenizeServing(ctx)
     metrics = MetricsServing(ctx)
+    openapi = OpenAPIServing(toolkit.__version__)
     return [
         ("GET", "/v1/models", info.models),
         ("POST", "/v1/chat/completions", chat.handle),
@@ -74,6 +87,7 @@ def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
         ("GET", "/metrics", metrics.metrics),
         ("GET", "/health", info.health),
         ("GET", "/version", info.version),
+        ("GET", "/openapi.json", openapi.openapi),
     ]
 
 
@@ -107,13 +121,14 @@ def _fallback(routes: list[tuple[str, str, Handler]]) -> Handler:
     return not_found
 
 
-def _install_error_handlers(app: Application) -> None:
+def _install_error_handlers(app: Application, server_config: ServerConfig) -> None:
     """Every error leaves the server as ``{"error": {...}}``; no tracebacks, no HTML."""
 
     async def on_api_error(_app: Application, request: Request, exc: APIError) -> Response:
         if exc.status >= 500:
             logger.error("%s %s -> %d: %s", request.method, request.path, exc.status, exc)
-        return error_response(exc)
+        return error_response(exc, retry_after(server_config.retry_after_s)
+                              if exc.status == 503 else None)
 
     async def on_http_error(_app: Application, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", 500)
@@ -124,7 +139,14 @@ def _install_error_handlers(app: Application) -> None:
         logger.error("%s %s failed", request.method, request.path, exc_info=exc)
         return error_response(APIError("Internal server error", status=500))
 
+    async def on_client_gone(_app: Application, request: Request, exc: Exception) -> Response:
+        logger.info("%s %s: the client left before sending its body", request.method,
+                    request.path)
+        return error_response(APIError("The client closed the request", status=499,
+                                       code="client_closed"))
+
     app.exceptions_handlers[APIError] = on_api_error
+    app.exceptions_handlers[MessageAborted] = on_client_gone
     app.exceptions_handlers[ValidationError] = on_internal_error
     for status in _HTTP_STATUSES:
         app.exceptions_handlers[status] = on_http_error

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.api.engine_client import EngineClient
+from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
@@ -34,6 +35,14 @@ class ServingContext:
     """Log each request's prompt and parameters."""
     max_log_len: int | None = None
     """Most prompt characters / ids written to the request log."""
+    tool_parser: ToolParser = get_tool_parser("hermes")
+    """Reads tool calls from outputs under tool_choice=auto."""
+    tool_template: str | None = None
+    """Template for requests with tools when the chosen one ignores them (None: shipped)."""
+    reasoning: bool = False
+    """Split ``<think>`` reasoning into reasoning_content."""
+    request_timeout: float | None = None
+    """Seconds a generation request may take; None: no deadline."""
 
     @property
     def model_name(self) -> str:
@@ -52,6 +61,10 @@ class ServingContext:
             return_tokens_as_token_ids=config.return_tokens_as_token_ids,
             log_requests=not config.disable_log_requests,
             max_log_len=config.max_log_len,
+            tool_parser=get_tool_parser(config.chat.tool_parser),
+            tool_template=load_chat_template(config.chat.tool_chat_template),
+            reasoning=config.chat.reasoning,
+            request_timeout=config.request_timeout,
         )
 
 

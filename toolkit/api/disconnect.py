@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -24,10 +25,18 @@ async def client_gone(request: Request) -> bool:
         return False
 
 
-async def wait_disconnected(request: Request, interval: float = POLL_INTERVAL_S) -> None:
-    """Return once the client has disconnected (never, where that cannot be told)."""
-    while not await client_gone(request):
-        await asyncio.sleep(interval)
+async def wait_disconnected(request: Request, stop: asyncio.Event,
+                            interval: float = POLL_INTERVAL_S) -> None:
+    """Return once the client has disconnected or ``stop`` is set.
+
+    Stopping takes ``stop``, not cancellation: BlackSheep's ``is_disconnected`` swallows a
+    cancellation that lands while it runs, so a cancelled poller could poll on forever.
+    """
+    while not stop.is_set():
+        if await client_gone(request):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -36,12 +45,13 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     Cancelling a generation closes its engine streams, which aborts the requests there.
     Raises ``APIError`` (499, client closed request) in that case; nobody reads it.
     """
+    stop = asyncio.Event()
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_disconnected(request))
+    watcher = asyncio.ensure_future(wait_disconnected(request, stop))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        stop.set()
         if not task.done():
             task.cancel()
         await asyncio.gather(task, watcher, return_exceptions=True)

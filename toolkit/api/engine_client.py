@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from toolkit.protocol import RequestOutput, SamplingParams
+from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
 from toolkit.tokenizer.chat_template import ChatRender
 
 
@@ -13,6 +13,7 @@ class TokenizerClient(Protocol):
     """The tokenizer calls the API makes."""
 
     vocab_size: int
+    chat_template: str | None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
@@ -35,6 +36,10 @@ class EngineClient(Protocol):
     metrics: Any
 
     def stats(self) -> dict: ...
+
+    async def validate_guided(self, spec: GuidedSpec) -> None:
+        """Compile ``spec`` off the event loop; a ValueError with ``param`` when invalid."""
+        ...
 
     def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from pydantic import ValidationError
 
 from toolkit.api.responses import ErrorInfo, ErrorResponse
+from toolkit.protocol.errors import EngineOverloadedError
 
 ERROR_TYPES: dict[int, str] = {
     400: "BadRequestError",
@@ -72,6 +73,20 @@ def error_body(
     """Build an OpenAI error body for ``status``."""
     info = ErrorInfo(message=message, type=error_type(status), param=param, code=code)
     return ErrorResponse(error=info).model_dump()
+
+
+def retry_after(seconds: int) -> list[tuple[bytes, bytes]]:
+    """The ``Retry-After`` header every 503 carries."""
+    return [(b"Retry-After", str(seconds).encode())]
+
+
+def engine_failure(exc: BaseException) -> APIError:
+    """The error for an exception raised by the engine for one request: 503 when it was
+    refused for overload, else 500."""
+    if isinstance(exc, EngineOverloadedError):
+        return APIError(str(exc), status=503, code="server_overloaded")
+    return APIError("The engine failed to generate a response", status=500,
+                    code="engine_error")
 
 
 def status_phrase(status: int) -> str:

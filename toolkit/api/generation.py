@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.errors import APIError
+from toolkit.api.errors import APIError, engine_failure
 from toolkit.protocol import RequestOutput, SamplingParams, TokenLogprobs
 
 logger = logging.getLogger(__name__)
@@ -106,9 +106,10 @@ async def merge_outputs(
             if item is _DONE:
                 remaining -= 1
             elif isinstance(item, BaseException):
-                logger.error("generation failed in the engine", exc_info=item)
-                raise APIError("The engine failed to generate a response", status=500,
-                               code="engine_error")
+                error = engine_failure(item)
+                if error.status == 500:
+                    logger.error("generation failed in the engine", exc_info=item)
+                raise error
             else:
                 check_output(item)
                 yield index, item

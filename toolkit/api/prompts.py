@@ -2,31 +2,59 @@
 
 from __future__ import annotations
 
+import json
+
 from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.errors import APIError, unsupported
 from toolkit.api.protocol import ChatMessage, ChatOptions, CompletionRequest
-from toolkit.tokenizer.chat_template import ChatRender
+from toolkit.tokenizer.chat_template import ChatRender, shipped_template, supports_tools
 
 _TEMPLATE_ROLES = {"developer": "system"}
 
+DEFAULT_TOOL_TEMPLATE = "chatml_hermes_tools"
+"""The shipped template used when tools meet a template that ignores them."""
+
 
 def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
-                    default_template: str | None = None) -> list[int]:
+                    default_template: str | None = None,
+                    tool_template: str | None = None) -> list[int]:
     """Render the conversation with the request's, the server's or the model's chat
-    template (in a sandbox) and tokenize it."""
+    template (in a sandbox) and tokenize it. With tools (or tool messages) and a template
+    that ignores them, ``tool_template`` (else the shipped ChatML one) renders instead."""
     messages = [template_message(i, message) for i, message in enumerate(request.messages)]
+    tools = rendered_tools(request)
     options = ChatRender(
         add_generation_prompt=request.add_generation_prompt,
         continue_final_message=request.continue_final_message,
         documents=request.documents,
         template_kwargs=dict(request.chat_template_kwargs or {}),
+        tools=tools,
     )
+    template = request.chat_template or default_template
+    if tools or any(m.role == "tool" or m.tool_calls for m in request.messages):
+        template = _tool_capable(tokenizer, template, tool_template)
     try:
-        text = tokenizer.render_chat(messages, options, request.chat_template or default_template)
+        text = tokenizer.render_chat(messages, options, template)
     except ValueError as exc:
         param = "chat_template_kwargs" if "chat_template_kwargs" in str(exc) else "messages"
         raise APIError(str(exc), param=param, code="invalid_messages") from None
     return tokenizer.encode(text, add_special_tokens=request.add_special_tokens)
+
+
+def rendered_tools(request: ChatOptions) -> list[dict] | None:
+    """The tools the template shows the model: none when tool_choice is none."""
+    tools = getattr(request, "tools", None)
+    if not tools or getattr(request, "tool_choice", None) == "none":
+        return None
+    return [tool.model_dump(exclude_none=True) for tool in tools]
+
+
+def _tool_capable(tokenizer: TokenizerClient, template: str | None,
+                  tool_template: str | None) -> str:
+    source = template or getattr(tokenizer, "chat_template", None) or ""
+    if supports_tools(source):
+        return source
+    return tool_template or shipped_template(DEFAULT_TOOL_TEMPLATE)
 
 
 def completion_prompt_ids(
@@ -68,19 +96,36 @@ def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int],
     return ids
 
 
-def template_message(index: int, message: ChatMessage) -> dict[str, str]:
-    """A message as the chat template expects it: role, plain-text content, name."""
-    if message.role == "tool":
-        raise unsupported(f"messages[{index}].role", "The 'tool' role")
-    if message.tool_calls:
-        raise unsupported(f"messages[{index}].tool_calls")
-    rendered = {
+def template_message(index: int, message: ChatMessage) -> dict:
+    """A message as the chat template expects it: role, plain-text content, name, and
+    the tool calls (arguments decoded when they are JSON) or the answered call id."""
+    rendered: dict = {
         "role": _TEMPLATE_ROLES.get(message.role, message.role),
         "content": message_text(index, message),
     }
     if message.name:
         rendered["name"] = message.name
+    if message.tool_calls:
+        rendered["tool_calls"] = [_template_call(index, j, call)
+                                  for j, call in enumerate(message.tool_calls)]
+    if message.tool_call_id:
+        rendered["tool_call_id"] = message.tool_call_id
     return rendered
+
+
+def _template_call(index: int, j: int, call: dict) -> dict:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise APIError("A tool call needs function.name", code="invalid_value",
+                       param=f"messages[{index}].tool_calls[{j}].function")
+    arguments = function.get("arguments", "{}")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            pass
+    return {"id": call.get("id"), "type": "function",
+            "function": {"name": function["name"], "arguments": arguments}}
 
 
 def message_text(index: int, message: ChatMessage) -> str:

@@ -12,15 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, NonNegativeInt
 
 from toolkit.api.protocol_sampling import SamplingRequest
-
-
-class ResponseFormat(BaseModel):
-    """Output format; only ``text`` is supported."""
-
-    type: Literal["text", "json_object", "json_schema"] = Field(
-        "text", description="text, json_object or json_schema."
-    )
-    json_schema: dict[str, Any] | None = Field(None, description="The schema for json_schema.")
+from toolkit.api.protocol_tools import ToolChoice, ToolDefinition
 
 
 class ContentPart(BaseModel):
@@ -41,7 +33,10 @@ class ChatMessage(BaseModel):
     )
     name: str | None = Field(None, description="An optional name for the participant.")
     tool_calls: list[dict[str, Any]] | None = Field(
-        None, description="Tool calls of an assistant message (not supported)."
+        None, description="Tool calls of an assistant message."
+    )
+    tool_call_id: str | None = Field(
+        None, description="The call a tool message answers."
     )
 
 
@@ -89,14 +84,18 @@ class ChatCompletionRequest(ChatOptions, SamplingRequest):
         False, description="Prepend the last message's content when its role is the "
         "response role.",
     )
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported.")
-    tool_choice: str | dict[str, Any] | None = Field(None, description="Only 'none'.")
-    parallel_tool_calls: bool | None = Field(None, description="Ignored without tools.")
+    tools: list[ToolDefinition] | None = Field(
+        None, description="Functions the model may call."
+    )
+    tool_choice: ToolChoice | None = Field(
+        None, description="none, auto (default with tools), required, or "
+        "{'type': 'function', 'function': {'name': ...}}.",
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Allow more than one tool call (default true)."
+    )
     functions: list[dict[str, Any]] | None = Field(None, description="Not supported.")
     function_call: str | dict[str, Any] | None = Field(None, description="Not supported.")
-    response_format: ResponseFormat | None = Field(
-        None, description="Only {'type': 'text'} is supported."
-    )
     modalities: list[str] | None = Field(None, description="Only ['text'] is supported.")
     audio: dict[str, Any] | None = Field(None, description="Not supported.")
     prediction: dict[str, Any] | None = Field(None, description="Not supported.")
@@ -104,7 +103,6 @@ class ChatCompletionRequest(ChatOptions, SamplingRequest):
 
     UNSUPPORTED: ClassVar[tuple[str, ...]] = (
         *SamplingRequest.UNSUPPORTED,
-        "tools",
         "functions",
         "function_call",
         "audio",
@@ -115,10 +113,6 @@ class ChatCompletionRequest(ChatOptions, SamplingRequest):
     def unsupported_params(self) -> list[str]:
         """Names of the fields set to values this server cannot honour."""
         names = super().unsupported_params()
-        if self.tool_choice not in (None, "none"):
-            names.append("tool_choice")
-        if self.response_format is not None and self.response_format.type != "text":
-            names.append("response_format")
         if self.modalities not in (None, ["text"]):
             names.append("modalities")
         return names

@@ -6,7 +6,7 @@ that every bad value is a 400 naming its parameter.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
@@ -19,7 +19,57 @@ class StreamOptions(BaseModel):
     )
 
 
-class SamplingRequest(BaseModel):
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: a named schema."""
+
+    name: str = Field("response", description="The schema's name.")
+    description: str | None = Field(None, description="What the response is for.")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="The JSON schema the output must match."
+    )
+    strict: bool | None = Field(
+        None, description="Exact adherence; outputs always match the schema here."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's output format: text, json_object (any JSON object) or json_schema."""
+
+    type: Literal["text", "json_object", "json_schema"] = Field(
+        "text", description="text, json_object or json_schema."
+    )
+    json_schema: JsonSchemaFormat | None = Field(
+        None, description="The schema, for type json_schema."
+    )
+
+
+class GuidedRequest(BaseModel):
+    """Structured outputs: vLLM's and Aphrodite's guided_* extras and OpenAI's
+    response_format. At most one constraint per request."""
+
+    guided_json: str | dict[str, Any] | None = Field(
+        None, description="A JSON schema (object or JSON text) the output must match."
+    )
+    guided_regex: str | None = Field(None, description="A regex the output must match.")
+    guided_choice: list[str] | None = Field(
+        None, description="The output is exactly one of these strings."
+    )
+    guided_grammar: str | None = Field(
+        None, description="An EBNF (GBNF) grammar with a `root` rule, or a Lark grammar."
+    )
+    guided_whitespace_pattern: str | None = Field(
+        None, description="JSON only: allow flexible whitespace between JSON tokens "
+        "(spaces, newlines, tabs); unset means compact single-space separators.",
+    )
+    guided_decoding_backend: str | None = Field(
+        None, description="Only xgrammar is available."
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="{'type': 'text' | 'json_object' | 'json_schema'}."
+    )
+
+
+class SamplingRequest(GuidedRequest):
     """Fields shared by chat and text completions (OpenAI, vLLM and Aphrodite)."""
 
     model: str | None = Field(None, description="A served model name; defaults to the first.")

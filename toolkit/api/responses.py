@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_serializer
 
 from toolkit.api.logprobs import ChatLogprobs, CompletionLogprobs
+from toolkit.api.protocol_tools import ToolCall, ToolCallDelta
 
 
 def new_id(prefix: str) -> str:
@@ -42,7 +43,18 @@ class AssistantMessage(BaseModel):
     """The generated message of a chat choice."""
 
     role: str = "assistant"
-    content: str
+    content: str | None
+    """The answer; None when the message only calls tools."""
+    reasoning_content: str | None = None
+    """The model's reasoning (server.chat.reasoning); left out of the JSON when None."""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("reasoning_content") is None:
+            data.pop("reasoning_content", None)
+        return data
 
 
 class ChatCompletionChoice(BaseModel):
@@ -70,10 +82,21 @@ class DeltaMessage(BaseModel):
 
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {key: value for key, value in handler(self).items() if value is not None}
+        return _without_none(handler(self))
+
+
+def _without_none(value: Any) -> Any:
+    """``value`` with None entries removed from every dict in it."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 class ChatCompletionChunkChoice(BaseModel):

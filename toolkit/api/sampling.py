@@ -7,7 +7,7 @@ import re
 
 from toolkit.api.errors import APIError
 from toolkit.api.protocol_sampling import SamplingRequest
-from toolkit.protocol import SamplingParams
+from toolkit.protocol import GuidedSpec, SamplingParams
 
 _LEADING_NAME = re.compile(r"^([a-z_]+)")
 
@@ -43,8 +43,10 @@ def resolve_max_tokens(
     return requested
 
 
-def build_sampling_params(request: SamplingRequest, max_tokens: int) -> SamplingParams:
+def build_sampling_params(request: SamplingRequest, max_tokens: int,
+                          guided: GuidedSpec | None = None) -> SamplingParams:
     """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter.
+    ``guided``: the output constraint (already validated by the engine).
 
     With best_of > n the sampled tokens' logprobs are always computed (the best choices
     are picked by cumulative logprob); the response shows them only when asked.
@@ -72,6 +74,7 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int) -> Sampling
             prompt_logprobs=request.num_logprobs() if echo_logprobs else None,
             skip_special_tokens=request.skip_special_tokens,
             spaces_between_special_tokens=request.spaces_between_special_tokens,
+            guided=guided,
             **kwargs,
         )
     except ValueError as exc:

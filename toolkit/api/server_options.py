@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
-    """Host, port, log level, TLS and root path for uvicorn."""
+    """Host, port, log level, TLS, root path and the shutdown grace for uvicorn."""
     return {
         "host": config.host,
         "port": config.port,
@@ -19,4 +19,5 @@ def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
         "ssl_certfile": config.ssl_certfile,
         "ssl_ca_certs": config.ssl_ca_certs,
         "ssl_cert_reqs": config.ssl_cert_reqs,
+        "timeout_graceful_shutdown": config.shutdown_timeout,
     }

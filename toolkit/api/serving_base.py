@@ -9,15 +9,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
 from toolkit.api.body import parse_body
 from toolkit.api.context import ServingContext
+from toolkit.api.deadline import Deadline
 from toolkit.api.disconnect import unless_disconnected
 from toolkit.api.errors import APIError
+from toolkit.api.guided import guided_spec
 from toolkit.api.generation import (
     ChoiceResult,
     Job,
@@ -37,7 +39,7 @@ from toolkit.api.sampling import (
     resolve_max_tokens,
 )
 from toolkit.api.validation import check_request
-from toolkit.protocol import RequestOutput
+from toolkit.protocol import GuidedSpec, RequestOutput
 
 RequestT = TypeVar("RequestT", bound=SamplingRequest)
 
@@ -63,6 +65,12 @@ def check_healthy(ctx: ServingContext) -> None:
         )
 
 
+def check_prompts(prompts: list[list[int]], param: str) -> None:
+    """400 when a prompt has no tokens (an empty string, or a template rendering nothing)."""
+    if any(not ids for ids in prompts):
+        raise APIError("The prompt has no tokens", param=param, code="invalid_value")
+
+
 @dataclass
 class Turn(Generic[RequestT]):
     """One HTTP request being answered: its body, id, prompts and per-choice stream state."""
@@ -77,6 +85,10 @@ class Turn(Generic[RequestT]):
     """Choices whose first delta was streamed."""
     text_offsets: dict[int, int] = field(default_factory=dict)
     """Characters streamed so far per choice (completions logprobs offsets)."""
+    guided: GuidedSpec | None = None
+    """The output constraint every choice is sampled under."""
+    streams: dict[int, Any] = field(default_factory=dict)
+    """Per-choice stream state an endpoint keeps (chat: tool-call and reasoning parsing)."""
 
     def echo_of(self, index: int) -> str:
         """The echo text of choice ``index``."""
@@ -97,21 +109,23 @@ class OpenAIServing(ABC, Generic[RequestT]):
 
     async def handle(self, request: Request) -> Response:
         """Serve one HTTP request end to end."""
+        deadline = Deadline.after(self.ctx.request_timeout)
         body = await parse_body(request, self.request_model)
         check_model(self.ctx, body.model)
         check_request(body, self.ctx)
         check_healthy(self.ctx)
         prompts = self.prompt_ids(body)
+        check_prompts(prompts, self.prompt_param)
         turn = Turn(body, body.request_id or new_id(self.id_prefix), prompts,
-                    self.echo_texts(body, prompts))
+                    self.echo_texts(body, prompts), guided=await self.guided_spec(body))
         jobs = self.jobs(turn)
         log_request(self.ctx, turn.response_id, prompts, jobs[0].params)
         num_prompt_tokens = sum(len(ids) for ids in prompts)
         if body.stream:
-            first = prefetched(merge_outputs(self.engine, jobs))
+            first = prefetched(deadline.stream(merge_outputs(self.engine, jobs)))
             stream = await unless_disconnected(request, first)
             return sse_response(request, self.events(turn, stream, num_prompt_tokens))
-        results = await unless_disconnected(request, collect(self.engine, jobs))
+        results = await unless_disconnected(request, deadline.run(collect(self.engine, jobs)))
         usage = UsageInfo.of(num_prompt_tokens, sum(r.num_output_tokens for r in results))
         chosen = best_choices(results, body.num_samples, body.n)
         return json_response(self.response(turn, chosen, usage))
@@ -123,7 +137,7 @@ class OpenAIServing(ABC, Generic[RequestT]):
             max_tokens = resolve_max_tokens(
                 body, len(prompt), self.engine.max_model_len, self.prompt_param
             )
-            params = build_sampling_params(body, max_tokens)
+            params = build_sampling_params(body, max_tokens, turn.guided)
             for i, choice in enumerate(choice_params(params, body.num_samples)):
                 index = p * body.num_samples + i
                 jobs.append(Job(index, f"{turn.response_id}-{index}", prompt, choice,
@@ -151,6 +165,23 @@ class OpenAIServing(ABC, Generic[RequestT]):
         if turn.body.include_usage:
             usage = UsageInfo.of(num_prompt_tokens, sum(output_tokens.values()))
             yield self.usage_chunk(turn, usage).model_dump_json()
+
+    async def guided_spec(self, body: RequestT) -> GuidedSpec | None:
+        """The request's output constraint, compiled once in the engine (off the event
+        loop) so that an invalid schema, regex or grammar is a 400 naming its field."""
+        spec = self.output_constraint(body)
+        if spec is None:
+            return None
+        try:
+            await self.engine.validate_guided(spec)
+        except ValueError as exc:
+            raise APIError(str(exc), param=getattr(exc, "param", spec.param),
+                           code="invalid_value") from None
+        return spec
+
+    def output_constraint(self, body: RequestT) -> GuidedSpec | None:
+        """The guided_* / response_format constraint (endpoints add their own)."""
+        return guided_spec(body)
 
     def echo_texts(self, body: RequestT, prompts: list[list[int]]) -> list[str]:
         """Per prompt, the text echoed before its choices (none by default)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from toolkit.api.chat_output import ChoiceStream, finish_reason, split_message
 from toolkit.api.generation import ChoiceResult
+from toolkit.api.guided import guided_spec, invalid
 from toolkit.api.prompts import chat_prompt_ids, message_text, truncate_prompt
 from toolkit.api.protocol import ChatCompletionRequest
 from toolkit.api.responses import (
@@ -15,7 +17,8 @@ from toolkit.api.responses import (
     UsageInfo,
 )
 from toolkit.api.serving_base import OpenAIServing, Turn
-from toolkit.protocol import RequestOutput
+from toolkit.api.tools import tool_mode, tool_spec
+from toolkit.protocol import GuidedSpec, RequestOutput
 
 ChatTurn = Turn[ChatCompletionRequest]
 
@@ -29,8 +32,19 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
 
     def prompt_ids(self, body: ChatCompletionRequest) -> list[list[int]]:
         """The rendered conversation: one prompt."""
-        ids = chat_prompt_ids(self.engine.tokenizer, body, self.ctx.chat_template)
+        ids = chat_prompt_ids(self.engine.tokenizer, body, self.ctx.chat_template,
+                              self.ctx.tool_template)
         return [truncate_prompt(ids, body.truncate_prompt_tokens)]
+
+    def output_constraint(self, body: ChatCompletionRequest) -> GuidedSpec | None:
+        """guided_* / response_format, or the grammar of a named or required tool choice
+        (not both)."""
+        spec = guided_spec(body)
+        forced = tool_spec(body, tool_mode(body))
+        if spec is not None and forced is not None:
+            raise invalid("tool_choice", f"tool_choice={body.tool_choice!r} cannot be "
+                          f"combined with {spec.param}")
+        return forced or spec
 
     def echo_texts(self, body: ChatCompletionRequest, prompts: list[list[int]]) -> list[str]:
         """With echo, the last message's text when it has the response role."""
@@ -41,18 +55,24 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
 
     def response(self, turn: ChatTurn, results: list[ChoiceResult],
                  usage: UsageInfo) -> ChatCompletionResponse:
-        """One message per choice, with logprobs when asked for."""
-        choices = [
-            ChatCompletionChoice(
-                index=result.index,
-                message=AssistantMessage(role=self.ctx.response_role,
-                                         content=turn.echo_of(result.index) + result.text),
+        """One message per choice (reasoning and tool calls split out), with logprobs
+        when asked for."""
+        mode = tool_mode(turn.body)
+        choices = []
+        for result in results:
+            parts = split_message(result.text, mode, self.ctx.tool_parser, self.ctx.reasoning)
+            content = parts.content
+            if content is not None or not parts.calls:
+                content = turn.echo_of(result.index) + (content or "")
+            message = AssistantMessage(role=self.ctx.response_role, content=content,
+                                       reasoning_content=parts.reasoning,
+                                       tool_calls=parts.calls)
+            choices.append(ChatCompletionChoice(
+                index=result.index, message=message,
                 logprobs=(self.logprobs.chat(result.logprobs)
                           if turn.body.num_logprobs() is not None else None),
-                finish_reason=result.finish_reason,
-            )
-            for result in results
-        ]
+                finish_reason=finish_reason(result.finish_reason, bool(parts.calls)),
+            ))
         return ChatCompletionResponse(
             id=turn.response_id, created=turn.created, model=self.ctx.model_name,
             choices=choices, usage=usage,
@@ -68,19 +88,26 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
 
     def delta_chunks(self, turn: ChatTurn, index: int,
                      output: RequestOutput) -> list[ChatCompletionChunk]:
-        """A content delta (echo first), then a finish chunk when the choice ends."""
-        choices = []
-        text = output.new_text if index in turn.started else turn.echo_of(index) + output.new_text
-        logprobs = (self.logprobs.chat(output.logprobs)
-                    if output.logprobs else None)
-        if text or logprobs:
-            choices.append(ChatCompletionChunkChoice(
-                index=index, delta=DeltaMessage(content=text), logprobs=logprobs))
+        """Content, reasoning or tool-call deltas (echo first), then a finish chunk when
+        the choice ends."""
+        stream = turn.streams.get(index)
+        if stream is None:
+            stream = turn.streams[index] = ChoiceStream(
+                tool_mode(turn.body), self.ctx.tool_parser, self.ctx.reasoning)
+        echo = "" if index in turn.started else turn.echo_of(index)
+        deltas = stream.feed(output.new_text, output.finished)
+        if echo:
+            deltas.insert(0, DeltaMessage(content=echo))
+        logprobs = self.logprobs.chat(output.logprobs) if output.logprobs else None
+        if logprobs and not deltas:
+            deltas.append(DeltaMessage(content=""))
+        choices = [ChatCompletionChunkChoice(index=index, delta=delta,
+                                             logprobs=logprobs if i == 0 else None)
+                   for i, delta in enumerate(deltas)]
         if output.finished:
+            reason = finish_reason(output.finish_reason, stream.num_calls > 0)
             choices.append(
-                ChatCompletionChunkChoice(
-                    index=index, delta=DeltaMessage(), finish_reason=output.finish_reason
-                )
+                ChatCompletionChunkChoice(index=index, delta=DeltaMessage(), finish_reason=reason)
             )
         return [self._chunk(turn, [choice]) for choice in choices]
 

@@ -35,6 +35,7 @@ def check_request(request: SamplingRequest, ctx: ServingContext) -> None:
         raise invalid("truncate_prompt_tokens", "truncate_prompt_tokens must be >= 1")
     if isinstance(request, ChatCompletionRequest):
         _check_chat(request)
+    _check_guided(request)
 
 
 def _check_beam_options(request: SamplingRequest) -> None:
@@ -83,6 +84,23 @@ def _check_token_ids(request: SamplingRequest, vocab_size: int) -> None:
         if bad:
             raise invalid(param, f"token id {bad[0]} is out of range for a vocabulary of "
                           f"{vocab_size} tokens")
+
+
+def _check_guided(request: SamplingRequest) -> None:
+    """A grammar may allow only EOS next; min_tokens or allowed_token_ids could then leave
+    no token at all, so they do not combine with structured output."""
+    guided = [name for name in ("guided_json", "guided_regex", "guided_choice",
+                                "guided_grammar") if getattr(request, name) is not None]
+    if request.response_format is not None and request.response_format.type != "text":
+        guided.append("response_format")
+    if isinstance(request, ChatCompletionRequest) and request.tools and (
+            request.tool_choice not in (None, "none", "auto")):
+        guided.append("tool_choice")
+    if not guided:
+        return
+    for name in ("min_tokens", "allowed_token_ids"):
+        if getattr(request, name):
+            raise invalid(name, f"{name} cannot be combined with {guided[0]}")
 
 
 def _check_chat(request: ChatCompletionRequest) -> None:

@@ -55,22 +55,25 @@ def fails_cleanly(command: Callable) -> Callable:
 def serve(overrides: list[str] | None = OVERRIDES) -> None:
     """Compose the config, load the model and serve the OpenAI API."""
     cfg = compose_config(overrides or [])
-    import uvicorn
-
     from toolkit.api.app import build_app
-    from toolkit.api.server_options import uvicorn_options
+    from toolkit.api.shutdown import ShutdownGate
+    from toolkit.cli.server import serve_until_signalled
     from toolkit.runtime import build_runtime
 
     _setup_logging(cfg.server.log_level)
     runtime = build_runtime(cfg)
     runtime.engine.start(on_fatal=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    gate = ShutdownGate()
     try:
-        uvicorn.run(build_app(runtime.engine, cfg.server), **uvicorn_options(cfg.server))
+        started = serve_until_signalled(build_app(runtime.engine, cfg.server, gate),
+                                        cfg.server, gate)
     finally:
         runtime.engine.shutdown()
     if not runtime.engine.healthy:
         typer.echo("error: the engine loop died; see the log above", err=True)
         raise typer.Exit(1)
+    if not started:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -41,6 +41,7 @@ def validate(cfg: ToolkitConfig) -> None:
         raise ConfigError(f"server.port={cfg.server.port} is not a TCP port (0..65535)")
     _at_least("scheduler.max_num_seqs", cfg.scheduler.max_num_seqs, 1)
     _at_least("scheduler.max_num_batched_tokens", cfg.scheduler.max_num_batched_tokens, 1)
+    _check_admission(cfg)
     _at_least("cache.block_size", cfg.cache.block_size, 1)
     if cfg.cache.num_blocks is not None:
         _at_least("cache.num_blocks", cfg.cache.num_blocks, 1)
@@ -57,6 +58,19 @@ def validate(cfg: ToolkitConfig) -> None:
     from toolkit.bench.checks import validate_bench
 
     validate_bench(cfg.bench)
+
+
+def _check_admission(cfg: ToolkitConfig) -> None:
+    """Queue bound, body limit, deadline and shutdown grace: positive where set."""
+    if cfg.scheduler.max_waiting is not None:
+        _at_least("scheduler.max_waiting", cfg.scheduler.max_waiting, 1)
+    if cfg.server.max_request_body_bytes is not None:
+        _at_least("server.max_request_body_bytes", cfg.server.max_request_body_bytes, 1)
+    if cfg.server.request_timeout is not None and cfg.server.request_timeout <= 0:
+        raise ConfigError(f"server.request_timeout={cfg.server.request_timeout} must be > 0")
+    if cfg.server.shutdown_timeout < 0:
+        raise ConfigError(f"server.shutdown_timeout={cfg.server.shutdown_timeout} must be >= 0")
+    _at_least("server.retry_after_s", cfg.server.retry_after_s, 0)
 
 
 def sampling_params(cfg: ToolkitConfig):

@@ -47,6 +47,9 @@ class SchedulerConfig:
     policy: str = "fcfs"
     """Admission order of waiting requests: fcfs (arrival order) or priority (a request's
     `priority`, lower first, then arrival)."""
+    max_waiting: int | None = 1024
+    """Most requests waiting to be scheduled; a request beyond it is refused (the API
+    answers 503 with Retry-After). null: unbounded."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,22 @@ class SpeculativeConfig:
 
     method: str = "none"
     """Proposer, by name; none disables speculation."""
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """Tool calling and reasoning content in chat completions."""
+
+    tool_parser: str = "hermes"
+    """How tool calls are read from the output under tool_choice=auto: hermes
+    (`<tool_call>{...}</tool_call>`), mistral (`[TOOL_CALLS] [...]`) or llama3_json."""
+    tool_chat_template: str | None = None
+    """Template used when a request brings tools (or tool messages) and the model's
+    template ignores them: a file path or inline Jinja; null uses the shipped ChatML
+    template with Hermes-style tools."""
+    reasoning: bool = False
+    """Move `<think>...</think>` at the start of the output into message.reasoning_content
+    (delta.reasoning_content when streaming)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,19 @@ class ServerConfig:
     middleware: list[str] = field(default_factory=list)
     """Import paths (`package.module:name`) of BlackSheep middlewares `async (request,
     handler) -> response`, applied in order; a class is instantiated without arguments."""
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    """Tool calling and reasoning content."""
+    max_request_body_bytes: int | None = 8_388_608
+    """Largest request body accepted, in bytes; a larger one is answered 413. null: no
+    limit."""
+    request_timeout: float | None = None
+    """Seconds a generation request may take from arrival to its last token; past it the
+    request is aborted (408, or an error event when streaming). null: no deadline."""
+    shutdown_timeout: float = 30.0
+    """Seconds SIGTERM waits for in-flight requests to finish (new ones get 503) before
+    cancelling them and exiting."""
+    retry_after_s: int = 1
+    """The Retry-After (seconds) sent with a 503 when the waiting queue is full."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.engine.core import EngineCore
-from toolkit.protocol import RequestOutput, SamplingParams
+from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
+from toolkit.protocol.errors import EngineOverloadedError
 from toolkit.tokenizer.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ class _Add:
     prompt_token_ids: list[int]
     params: SamplingParams
     priority: int = 0
+    grammar: Any = None
+    """The compiled grammar of a guided request."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class AsyncEngine:
         self.healthy = True
         self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        """Each generating request's event loop and the queue its deltas (or the exception
+        that refused it) are put on."""
         self._thread: threading.Thread | None = None
         self._on_fatal: Callable[[], None] | None = None
 
@@ -80,23 +86,41 @@ class AsyncEngine:
             "num_waiting": len(scheduler.waiting),
             "kv_cache_usage": scheduler.block_manager.usage,
             "healthy": self.healthy,
+            "num_streams": len(self._streams),
+            **{f"num_states_{k}": v for k, v in self.core.num_request_states().items()},
         }
+
+    async def validate_guided(self, spec: GuidedSpec) -> None:
+        """Compile ``spec`` in a worker thread (warming the grammar cache); raises
+        ``GuidedSpecError`` (a ValueError with ``param``) when it does not compile."""
+        await self._compile(spec)
+
+    async def _compile(self, spec: GuidedSpec | None) -> Any:
+        if spec is None:
+            return None
+        if self.core.guided is None:
+            raise ValueError("guided decoding is not available in this engine")
+        return await asyncio.to_thread(self.core.guided.compile, spec)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
                        params: SamplingParams, priority: int = 0
                        ) -> AsyncIterator[RequestOutput]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
-        stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        grammar = await self._compile(params.guided)
+        stream: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
         if not self.healthy:  # checked after registering: a dying loop fails registered streams
             self._streams.pop(request_id)
             raise RuntimeError("the engine is not running")
-        self._commands.put(_Add(request_id, list(prompt_token_ids), params, priority))
+        self._commands.put(_Add(request_id, list(prompt_token_ids), params, priority, grammar))
         finished = False
         try:
             while not finished:
                 output = await stream.get()
+                if isinstance(output, Exception):
+                    finished = True
+                    raise output
                 finished = output.finished
                 yield output
         finally:
@@ -132,18 +156,31 @@ class AsyncEngine:
             if isinstance(command, _Abort):
                 self.core.abort_request(command.request_id)
                 continue
-            try:
-                self.core.add_request(command.request_id, command.prompt_token_ids,
-                                      command.params, command.priority)
-            except ValueError as exc:
-                self._publish(RequestOutput(command.request_id, [], "", "abort", error=str(exc)))
+            self._add(command)
+
+    def _add(self, command: _Add) -> None:
+        """Admit one request; a refusal or a failure reaches only that request's stream."""
+        try:
+            self.core.add_request(command.request_id, command.prompt_token_ids,
+                                  command.params, command.priority, command.grammar)
+        except EngineOverloadedError as exc:
+            self._send(command.request_id, exc)
+        except ValueError as exc:
+            self._publish(RequestOutput(command.request_id, [], "", "abort", error=str(exc)))
+        except Exception:
+            logger.exception("admitting request %s failed", command.request_id)
+            self._publish(RequestOutput(command.request_id, [], "", "abort",
+                                        error="admitting the request failed"))
 
     def _publish(self, output: RequestOutput) -> None:
-        target = self._streams.get(output.request_id)
+        self._send(output.request_id, output)
+
+    def _send(self, request_id: str, item: RequestOutput | Exception) -> None:
+        target = self._streams.get(request_id)
         if target is not None:
             loop, stream = target
             try:
-                loop.call_soon_threadsafe(stream.put_nowait, output)
+                loop.call_soon_threadsafe(stream.put_nowait, item)
             except RuntimeError:  # the consumer's loop is closed: nobody is listening
                 pass
 

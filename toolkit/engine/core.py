@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from toolkit.engine.metrics import EngineMetrics
 from toolkit.engine.output_processor import OutputProcessor
 from toolkit.protocol import Request, RequestOutput, RequestStatus, SamplingParams
 from toolkit.runner.model_runner import ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from toolkit.guided.compiler import GuidedCompiler
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +30,33 @@ class EngineCore:
         self.output_processor = output_processor
         self.eos_token_ids = eos_token_ids
         self.metrics = EngineMetrics()
+        self.guided: GuidedCompiler | None = None
+        """Compiles guided requests' grammars (set by build_runtime)."""
 
     @property
     def has_unfinished(self) -> bool:
         return self.scheduler.num_unfinished > 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
-                    params: SamplingParams, priority: int = 0) -> None:
+                    params: SamplingParams, priority: int = 0, grammar: Any = None) -> None:
+        """Queue a request. A guided one (``params.guided``) uses ``grammar``, compiled
+        beforehand off this thread (AsyncEngine does); without it, it is compiled here."""
         if request_id in self.scheduler.requests:
             raise ValueError(f"request id {request_id!r} is already running")
+        if not prompt_token_ids:
+            raise ValueError("the prompt has no tokens")
         params = replace(params, eos_token_ids=self.eos_token_ids)
         request = Request(request_id, list(prompt_token_ids), params, time.monotonic(),
                           priority=priority)
-        self.output_processor.add_request(request)
         self.scheduler.add_request(request)
+        try:
+            if params.guided is not None:
+                self._add_grammar(request_id, params, grammar)
+            self.output_processor.add_request(request)
+        except Exception:
+            self.scheduler.finish_request(request_id, RequestStatus.FINISHED_ABORTED)
+            self._release(request_id)
+            raise
 
     def abort_request(self, request_id: str) -> None:
         """Drop a request wherever it is and free its pages (no output)."""
@@ -55,19 +72,54 @@ class EngineCore:
         runner_output = self.runner.execute(scheduler_output)
         advanced = self.scheduler.update(scheduler_output, runner_output)
         self.output_processor.record(runner_output)
+        for request_id in runner_output.grammar_finished:
+            self.scheduler.finish_request(request_id, RequestStatus.FINISHED_STOPPED)
         now = time.monotonic()
         outputs = []
         for request in advanced:
-            output, stop_hit = self.output_processor.process(request)
-            self.metrics.on_token(request.request_id, request.arrival_time,
-                                  request.num_prompt_tokens, len(output.new_token_ids), now)
-            if stop_hit:
-                self.scheduler.finish_request(request.request_id, RequestStatus.FINISHED_STOPPED)
-            if output.finished:
-                self._release(request.request_id)
-                self.metrics.on_finish(request.request_id, output.finish_reason)
-            outputs.append(output)
+            try:
+                outputs.append(self._process(request, now))
+            except Exception:
+                outputs.append(self._fail(request.request_id))
         return outputs
+
+    def _process(self, request: Request, now: float) -> RequestOutput:
+        """A request's delta; finishes it on a stop string and releases it when done."""
+        output, stop_hit = self.output_processor.process(request)
+        self.metrics.on_token(request.request_id, request.arrival_time,
+                              request.num_prompt_tokens, len(output.new_token_ids), now)
+        if stop_hit:
+            self.scheduler.finish_request(request.request_id, RequestStatus.FINISHED_STOPPED)
+        if output.finished:
+            self._release(request.request_id)
+            self.metrics.on_finish(request.request_id, output.finish_reason)
+        return output
+
+    def _fail(self, request_id: str) -> RequestOutput:
+        """Abort one request whose output could not be processed; the others go on."""
+        logger.exception("processing the output of request %s failed; aborting it", request_id)
+        self.scheduler.finish_request(request_id, RequestStatus.FINISHED_ABORTED)
+        self._release(request_id)
+        self.metrics.on_finish(request_id, "error")
+        return RequestOutput(request_id, [], "", "abort",
+                             error="processing this request's output failed")
+
+    def num_request_states(self) -> dict[str, int]:
+        """Per-request state still held by the scheduler, the output processor and the
+        runner (seed generators, grammar matchers); all zero once every request has
+        finished or been aborted."""
+        return {
+            "scheduler": len(self.scheduler.requests),
+            "output_processor": len(self.output_processor),
+            "runner": self.runner.num_request_states,
+        }
+
+    def _add_grammar(self, request_id: str, params: SamplingParams, grammar: Any) -> None:
+        if grammar is None:
+            if self.guided is None:
+                raise ValueError("guided decoding is not available in this engine")
+            grammar = self.guided.compile(params.guided)
+        self.runner.add_grammar(request_id, grammar, params.stop_ids)
 
     def _release(self, request_id: str) -> None:
         self.output_processor.remove(request_id)

@@ -50,6 +50,10 @@ class OutputProcessor:
             state.prompt_logprobs = [None] * request.num_prompt_tokens
         self._states[request.request_id] = state
 
+    def __len__(self) -> int:
+        """Requests whose text state is held."""
+        return len(self._states)
+
     def remove(self, request_id: str) -> None:
         self._states.pop(request_id, None)
 

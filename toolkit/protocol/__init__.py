@@ -1,5 +1,6 @@
 """Boundary dataclasses shared by the API, the engine and the runner (no torch, no HTTP)."""
 
+from toolkit.protocol.guided import GuidedSpec
 from toolkit.protocol.request import Request, RequestStatus
 from toolkit.protocol.sampling_params import SamplingParams
 from toolkit.protocol.outputs import (
@@ -10,6 +11,7 @@ from toolkit.protocol.outputs import (
 )
 
 __all__ = [
+    "GuidedSpec",
     "Request",
     "RequestOutput",
     "RequestStatus",

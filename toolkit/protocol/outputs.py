@@ -64,6 +64,9 @@ class RunnerOutput:
     prompt_logprobs: dict[str, tuple[int, list[TokenLogprobs]]] = field(default_factory=dict)
     """For requests that asked for prompt logprobs: (index of the first prompt token
     covered, the logprobs of that token and the ones after it in this chunk)."""
+    grammar_finished: set[str] = field(default_factory=set)
+    """Guided requests whose grammar terminated (or rejected the sampled token) this step;
+    the engine finishes them with reason "stop"."""
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from toolkit.protocol.guided import GuidedSpec
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -72,6 +74,9 @@ class SamplingParams:
     """Leave special tokens out of the text."""
     spaces_between_special_tokens: bool = True
     """Put spaces around special tokens in the text (when they are kept)."""
+    guided: GuidedSpec | None = None
+    """Structured output: the text must match this grammar (applied as a token bitmask
+    before every other logits processor)."""
     eos_token_ids: tuple[int, ...] = field(default=(), compare=False)
     """Filled by the engine from the model's generation config."""
 

@@ -8,11 +8,14 @@ scatter/index operations on the whole batch, never with a Python loop over token
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from toolkit.protocol import SamplingParams
+
+if TYPE_CHECKING:
+    from toolkit.guided.matchers import GrammarMask
 
 NEG_INF = float("-inf")
 
@@ -22,6 +25,17 @@ class TokenHistory(NamedTuple):
 
     prompt: Sequence[int]
     output: Sequence[int]
+
+
+def apply_grammar(logits: torch.Tensor, mask: GrammarMask | None) -> torch.Tensor:
+    """Guided rows keep only the tokens their grammar allows next (xgrammar's bitmask)."""
+    if mask is None:
+        return logits
+    from toolkit.guided.matchers import apply_grammar_mask
+
+    logits = logits.clone()
+    apply_grammar_mask(logits, mask)
+    return logits
 
 
 def apply_allowed_token_ids(logits: torch.Tensor,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from toolkit.attention.base import AttentionBackend
@@ -12,6 +14,9 @@ from toolkit.runner.forward_batch import ForwardBatch
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.logprobs import token_logprobs
 from toolkit.runner.sampler import sample
+
+if TYPE_CHECKING:
+    from toolkit.guided.matchers import GrammarMatchers
 
 
 class ModelRunner:
@@ -24,6 +29,7 @@ class ModelRunner:
         self.page_size = page_size
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
+        self._grammars: GrammarMatchers | None = None
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
@@ -39,8 +45,12 @@ class ModelRunner:
         params = [r.sampling_params for r in sampling]
         generators = [self._generator(r.request_id, r.sampling_params.seed) for r in sampling]
         histories = [TokenHistory(r.prompt_token_ids, r.output_token_ids) for r in sampling]
-        token_ids = sample(logits, params, generators, histories)
-        output.sampled_token_ids = dict(zip((r.request_id for r in sampling), token_ids.tolist()))
+        ids = [r.request_id for r in sampling]
+        grammar = self._grammars.fill(ids, logits.shape[1]) if self._grammars else None
+        token_ids = sample(logits, params, generators, histories, grammar)
+        output.sampled_token_ids = dict(zip(ids, token_ids.tolist()))
+        if self._grammars:
+            output.grammar_finished = self._grammars.accept(output.sampled_token_ids)
         rows = [i for i, p in enumerate(params) if p.logprobs is not None]
         if rows:
             entries = token_logprobs(logits[rows], token_ids[rows],
@@ -65,9 +75,24 @@ class ModelRunner:
             result[request.request_id] = (first, token_logprobs(logits, targets, [asked] * count))
         return result
 
+    def add_grammar(self, request_id: str, grammar, stop_token_ids: tuple[int, ...]) -> None:
+        """Guide ``request_id``'s sampling by ``grammar`` (an xgrammar CompiledGrammar)."""
+        if self._grammars is None:
+            from toolkit.guided.matchers import GrammarMatchers
+
+            self._grammars = GrammarMatchers()
+        self._grammars.add(request_id, grammar, stop_token_ids)
+
     def release(self, request_id: str) -> None:
-        """Forget a finished request's generator."""
+        """Forget a finished request's generator and grammar matcher."""
         self._generators.pop(request_id, None)
+        if self._grammars is not None:
+            self._grammars.release(request_id)
+
+    @property
+    def num_request_states(self) -> int:
+        """Seed generators and grammar matchers still held; 0 when no request is in flight."""
+        return len(self._generators) + (len(self._grammars) if self._grammars else 0)
 
     def _generator(self, request_id: str, seed: int | None) -> torch.Generator | None:
         if seed is None:

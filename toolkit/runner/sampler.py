@@ -1,6 +1,10 @@
 """Batched sampling on tensors. THE ORDER of every logits transform is defined here.
 
 Stage 1, logits processors (they can change the greedy choice), in this order:
+    0. grammar             guided rows: tokens the request's grammar forbids next get -inf
+                           (xgrammar's token bitmask, filled for the whole batch; first, so
+                           nothing after it can make a forbidden token win, and it does not
+                           depend on any other processor)
     1. allowed_token_ids   only the listed tokens stay
     2. min_tokens          EOS (unless ignore_eos) and stop_token_ids masked until reached
     3. logit_bias          additive bias per token id
@@ -17,6 +21,7 @@ Stage 2, distribution shaping for sampled rows (Aphrodite's default order):
    11. epsilon_cutoff
    12. typical_p
    13. smoothing_factor / smoothing_curve (quadratic sampling)
+-inf only ever grows, so a token the grammar forbids is never drawn.
 Then one multinomial draw for unseeded rows, and one draw per seeded row from its own
 generator, so a seeded request's tokens depend only on its own logits and seed, never on
 the batch. Logprobs are computed elsewhere (``logprobs.py``) from the raw logits.
@@ -25,6 +30,7 @@ the batch. Logprobs are computed elsewhere (``logprobs.py``) from the raw logits
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,10 +39,14 @@ from toolkit.runner import truncation
 from toolkit.runner.logits_processors import (
     TokenHistory,
     apply_allowed_token_ids,
+    apply_grammar,
     apply_logit_bias,
     apply_min_tokens,
     apply_penalties,
 )
+
+if TYPE_CHECKING:
+    from toolkit.guided.matchers import GrammarMask
 
 RowTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,12 +63,14 @@ _SHAPING: tuple[tuple[str, float, RowTransform], ...] = (
 
 def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
            generators: Sequence[torch.Generator | None],
-           histories: Sequence[TokenHistory] | None = None) -> torch.Tensor:
+           histories: Sequence[TokenHistory] | None = None,
+           grammar: GrammarMask | None = None) -> torch.Tensor:
     """logits [N, V] float32 -> token ids [N] int64; params, generators, histories: one
-    per row (no histories: every row starts from empty prompt and output)."""
+    per row (no histories: every row starts from empty prompt and output); ``grammar``:
+    the step's bitmask of the guided rows. ``logits`` itself is not changed."""
     if histories is None:
         histories = [TokenHistory((), ())] * len(params)
-    logits = process_logits(logits, params, histories)
+    logits = process_logits(logits, params, histories, grammar)
     greedy_ids = logits.argmax(dim=-1)
     if all(p.greedy for p in params):
         return greedy_ids
@@ -72,8 +84,10 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
 
 
 def process_logits(logits: torch.Tensor, params: Sequence[SamplingParams],
-                   histories: Sequence[TokenHistory]) -> torch.Tensor:
-    """Steps 1-4 (new tensor; ``logits`` is left as it was)."""
+                   histories: Sequence[TokenHistory],
+                   grammar: GrammarMask | None = None) -> torch.Tensor:
+    """Steps 0-4 (new tensor; ``logits`` is left as it was)."""
+    logits = apply_grammar(logits, grammar)
     logits = apply_allowed_token_ids(logits, params)
     logits = apply_min_tokens(logits, params, histories)
     logits = apply_logit_bias(logits, params)

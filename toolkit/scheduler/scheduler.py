@@ -12,6 +12,7 @@ from collections import deque
 from toolkit.config.schema import SchedulerConfig
 from toolkit.kv.block_manager import BlockManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SchedulerOutput
+from toolkit.protocol.errors import EngineOverloadedError
 from toolkit.protocol.outputs import ScheduledRequest
 
 
@@ -32,6 +33,12 @@ class Scheduler:
         return len(self.requests)
 
     def add_request(self, request: Request) -> None:
+        """Queue a new request; EngineOverloadedError when max_waiting are already waiting
+        (preempted requests return to the queue regardless)."""
+        limit = self.config.max_waiting
+        if limit is not None and len(self.waiting) >= limit:
+            raise EngineOverloadedError(
+                f"the server is overloaded: {limit} requests are already waiting; retry later")
         self.requests[request.request_id] = request
         if self.config.policy == "priority":
             self._insert_by_priority(request)

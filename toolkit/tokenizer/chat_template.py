@@ -8,6 +8,7 @@ internals, no mutation of the passed objects), compiled templates are cached by 
 from __future__ import annotations
 
 import functools
+import importlib.resources
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,19 @@ class ChatRender:
     """Retrieval documents for templates that take them (RAG)."""
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra variables for the template."""
+    tools: list[dict[str, Any]] | None = None
+    """Tool definitions (OpenAI's ``tools``), for templates that render them."""
+
+
+def shipped_template(name: str) -> str:
+    """A template shipped with toolkit (``toolkit/tokenizer/templates/<name>.jinja``)."""
+    folder = importlib.resources.files("toolkit.tokenizer") / "templates"
+    return (folder / f"{name}.jinja").read_text()
+
+
+def supports_tools(source: str) -> bool:
+    """True when a template reads the ``tools`` variable."""
+    return "tools" in source
 
 
 def _raise(message: str) -> None:
@@ -67,9 +81,9 @@ def render_chat(source: str, messages: list[dict[str, Any]], options: ChatRender
     try:
         text = compile_template(source).render(
             **options.template_kwargs, **special_tokens, messages=messages,
-            documents=options.documents,
+            documents=options.documents, tools=options.tools,
             add_generation_prompt=options.add_generation_prompt)
-    except jinja2.TemplateError as exc:
+    except Exception as exc:  # the template's own errors (1 // 0 included) are the caller's
         raise ValueError(f"chat template failed: {exc}") from exc
     if options.continue_final_message:
         text = _open_final_message(text, messages)

@@ -17,6 +17,11 @@ class Tokenizer:
         self.eos_token_ids = eos_token_ids
 
     @property
+    def chat_template(self) -> str | None:
+        """The model's own chat template source, if it has one."""
+        return self.hf.chat_template
+
+    @property
     def vocab_size(self) -> int:
         return len(self.hf)
 

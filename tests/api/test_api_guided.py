@@ -1,0 +1,94 @@
+"""Structured outputs over HTTP: guided_* extras, response_format, their 400s, reasoning."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from api_client import assert_error, open_client
+
+from toolkit.config.schema import ChatConfig, ServerConfig
+
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
+                                           "n": {"type": "integer", "minimum": 0,
+                                                 "maximum": 9}},
+          "required": ["city", "n"]}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("extra", [
+    {"guided_json": SCHEMA},
+    {"guided_json": json.dumps(SCHEMA), "guided_decoding_backend": "xgrammar"},
+    {"response_format": {"type": "json_schema",
+                         "json_schema": {"name": "c", "schema": SCHEMA, "strict": True}}},
+])
+async def test_chat_json_schema(api, chat_body, extra):
+    reply = await api.post(CHAT, chat_body(max_tokens=40, temperature=1.0, seed=5, **extra))
+    assert reply.status == 200, reply.text
+    choice = reply.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), SCHEMA)
+
+
+async def test_json_object_choice_regex_grammar(api, chat_body):
+    bodies = [
+        chat_body(max_tokens=60, temperature=1.0, seed=2,
+                  response_format={"type": "json_object"}),
+        chat_body(max_tokens=10, guided_choice=["alpha", "beta"], temperature=1.0),
+        chat_body(max_tokens=10, guided_regex=r"[0-9]{3}-[a-z]{2}", temperature=1.0),
+        chat_body(max_tokens=10, guided_grammar='root ::= "yes" | "no"', temperature=1.0),
+    ]
+    texts = []
+    for body in bodies:
+        reply = await api.post(CHAT, body)
+        assert reply.status == 200, reply.text
+        texts.append(reply.json()["choices"][0]["message"]["content"])
+    assert isinstance(json.loads(texts[0]), dict)
+    assert texts[1] in ("alpha", "beta")
+    assert len(texts[2]) == 6 and texts[2][3] == "-"
+    assert texts[3] in ("yes", "no")
+
+
+async def test_completions_stream_guided_regex(api):
+    body = {"prompt": "My phone number is", "max_tokens": 12, "temperature": 1.0,
+            "guided_regex": r"\d{3}-\d{4}", "stream": True}
+    reply = await api.post(COMPLETIONS, body)
+    text = "".join(c["choices"][0]["text"] for c in reply.chunks() if c["choices"])
+    assert len(text) == 8 and text[3] == "-" and text.replace("-", "").isdigit()
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"guided_json": {"type": "nonsense"}}, "guided_json"),
+    ({"guided_json": "{not json"}, "guided_json"),
+    ({"guided_regex": "[a-"}, "guided_regex"),
+    ({"guided_grammar": 'root ::= "a" |'}, "guided_grammar"),
+    ({"guided_choice": []}, "guided_choice"),
+    ({"guided_decoding_backend": "outlines", "guided_regex": "a"}, "guided_decoding_backend"),
+    ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_choice"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"guided_regex": "a+", "min_tokens": 2}, "min_tokens"),
+    ({"guided_whitespace_pattern": "[ ]*", "guided_regex": "a"}, "guided_whitespace_pattern"),
+])
+async def test_bad_constraint_is_400(api, chat_body, extra, param):
+    error = assert_error(await api.post(CHAT, chat_body(**extra)), 400, param=param)
+    if param == "guided_decoding_backend":
+        assert "xgrammar" in error["message"]
+
+
+async def test_reasoning_content_split(engine):
+    app, api = await open_client(engine, ServerConfig(chat=ChatConfig(reasoning=True)))
+    regex = r"<think>[a-z]{2,6}</think>[a-z]{2,6}"
+    body = {"messages": [{"role": "user", "content": "Think, then answer."}],
+            "max_tokens": 40, "temperature": 1.0, "guided_regex": regex}
+    message = (await api.post(CHAT, body)).json()["choices"][0]["message"]
+    assert message.get("reasoning_content", "").isalpha(), message
+    assert message["content"].isalpha(), message
+    chunks = (await api.post(CHAT, {**body, "stream": True})).chunks()
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    thought = "".join(d.get("reasoning_content", "") for d in deltas)
+    answer = "".join(d.get("content", "") for d in deltas)
+    assert thought.isalpha() and answer.isalpha(), deltas
+    await app.stop()

@@ -1,0 +1,131 @@
+"""Tool calling end to end with the official openai client: named, required, auto."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+from api_client import MODEL
+
+pytestmark = pytest.mark.slow
+
+WEATHER = {"type": "object",
+           "properties": {"city": {"type": "string", "maxLength": 12},
+                          "unit": {"enum": ["celsius", "fahrenheit"]}},
+           "required": ["city", "unit"]}
+TIME = {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET", "PST"]}},
+        "required": ["zone"]}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                      "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "description": "Time now",
+                                      "parameters": TIME}},
+]
+SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture
+async def client(base_url):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+    yield client
+    await client.close()
+
+
+def _check_calls(calls, names=tuple(SCHEMAS)):
+    assert calls
+    for call in calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert call.function.name in names
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+async def test_named_tool_choice(client):
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    reply = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice=choice, max_tokens=40,
+        temperature=1.0, seed=1)
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert len(message.tool_calls) == 1
+    _check_calls(message.tool_calls, ("get_weather",))
+
+
+async def test_required_tool_choice(client):
+    reply = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=60,
+        temperature=1.0, seed=2, parallel_tool_calls=False)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert len(reply.choices[0].message.tool_calls) == 1
+    _check_calls(reply.choices[0].message.tool_calls)
+
+
+async def test_auto_hermes_parses_calls(client):
+    """auto: the hermes parser reads <tool_call> blocks; a regex makes the model emit one."""
+    regex = (r'Let me check\.\n<tool_call>\n\{"name": "get_weather", "arguments": '
+             r'\{"city": "(Paris|Rome)", "unit": "celsius"\}\}\n</tool_call>')
+    reply = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=60, temperature=1.0,
+        extra_body={"guided_regex": regex})
+    message = reply.choices[0].message
+    assert message.content == "Let me check."
+    assert reply.choices[0].finish_reason == "tool_calls"
+    _check_calls(message.tool_calls, ("get_weather",))
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=60, temperature=1.0,
+        stream=True, extra_body={"guided_regex": regex})
+    content, calls, reasons = "", {}, []
+    async for chunk in stream:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            for delta in choice.delta.tool_calls or ():
+                entry = calls.setdefault(delta.index, {"name": "", "arguments": ""})
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+            reasons.append(choice.finish_reason)
+    assert content.strip() == "Let me check." and reasons[-1] == "tool_calls"
+    assert calls[0]["name"] == "get_weather"
+    jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER)
+
+
+async def test_named_tool_call_streams_arguments(client):
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice=choice, max_tokens=30,
+        temperature=1.0, stream=True)
+    name, arguments, ids, reason = "", "", set(), None
+    async for chunk in stream:
+        for c in chunk.choices:
+            for delta in c.delta.tool_calls or ():
+                assert delta.index == 0
+                ids.add(delta.id) if delta.id else None
+                name += delta.function.name or ""
+                arguments += delta.function.arguments or ""
+            reason = c.finish_reason or reason
+    assert name == "get_time" and len(ids) == 1 and reason == "tool_calls"
+    jsonschema.validate(json.loads(arguments), TIME)
+
+
+async def test_tool_history_renders_through_the_template(client):
+    history = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
+    ]
+    reply = await client.chat.completions.create(
+        model=MODEL, messages=history, tools=TOOLS, tool_choice="none", max_tokens=8,
+        temperature=0)
+    assert reply.choices[0].message.content
+    assert not reply.choices[0].message.tool_calls
+
+
+async def test_named_tool_must_exist(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=4,
+            tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert caught.value.body["param"] == "tool_choice"

@@ -1,0 +1,61 @@
+"""Fixtures for the reliability tests: the real engine behind a real uvicorn, with limits."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import replace
+
+import httpx
+import pytest
+import uvicorn
+
+from toolkit.api.app import build_app
+from toolkit.api.shutdown import ShutdownGate
+from toolkit.config.schema import ServerConfig
+
+
+@pytest.fixture
+def scheduler_limits(engine):
+    """Tighten the session engine's scheduler (``max_num_seqs``, ``max_waiting``) for one
+    test; the original config is restored afterwards. Only used while the engine is idle."""
+    scheduler = engine.core.scheduler
+    original = scheduler.config
+
+    def apply(**fields) -> None:
+        scheduler.config = replace(original, **fields)
+
+    yield apply
+    scheduler.config = original
+
+
+@pytest.fixture
+async def serve(engine):
+    """``await serve(**server_fields)`` -> (base URL, gate): the app over the real engine
+    behind uvicorn on a loopback port. Every server is stopped at teardown."""
+    servers = []
+
+    async def start(**fields) -> tuple[str, ShutdownGate]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        gate = ShutdownGate()
+        app = build_app(engine, ServerConfig(**fields), gate)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        servers.append((server, task, sock))
+        while not server.started:
+            await asyncio.sleep(0.02)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}", gate
+
+    yield start
+    for server, task, sock in servers:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def http():
+    """An httpx client with generous timeouts (the CPU model is slow under load)."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
+        yield client

@@ -1,0 +1,8 @@
+"""Errors the engine raises across the boundary, for the API to map onto HTTP statuses."""
+
+from __future__ import annotations
+
+
+class EngineOverloadedError(RuntimeError):
+    """The waiting queue is full (``scheduler.max_waiting``); the request was not admitted
+    and may be retried later."""
