@@ -67,7 +67,8 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
     )
     logger.info("resolved config: %s", asdict(resolved))
 
-    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights)
+    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
+                       allow_pickle=cfg.model.allow_pickle)
     kv_pool = KVCachePool(info.num_layers, resolved.num_blocks, resolved.block_size,
                           info.num_kv_heads, info.head_dim, dtype, device)
     attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(

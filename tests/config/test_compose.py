@@ -55,7 +55,7 @@ def test_model_configs_name_their_source(name, source):
 @pytest.mark.parametrize("override, message", [
     ("model=nope", "unknown model 'nope'; valid choices: llama3, llama3.1, mistral, qwen2, smollm2"),
     ("recipe=nope", "unknown recipe 'nope'; valid choices: "),
-    ("model.foo=1", "unknown key 'model.foo'; valid keys under model: dtype, max_model_len"),
+    ("model.foo=1", "unknown key 'model.foo'; valid keys under model: allow_pickle, dtype"),
     ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache"),
     ("server.port=abc", "server.port=abc"),
     ("model.dtype=int8", "model.dtype='int8' is not valid; valid choices: bfloat16, float16"),

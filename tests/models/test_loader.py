@@ -63,8 +63,18 @@ def test_unsupported_architecture_lists_supported_ones(tmp_path):
 def test_refuses_non_safetensors_weights(tmp_path):
     _write(tmp_path, TINY)
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="only safetensors.*model.allow_pickle=true"):
+        load_model(tmp_path, torch.float32, "cpu")
+
+
+def test_pickle_checkpoints_load_only_when_allowed(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    weights = _tiny_weights()
+    torch.save(weights, tmp_path / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="only safetensors"):
         load_model(tmp_path, torch.float32, "cpu")
+    model = load_model(tmp_path, torch.float32, "cpu", allow_pickle=True)
+    assert torch.equal(model.embed_tokens, weights["model.embed_tokens.weight"])
 
 
 def test_missing_and_unexpected_weights_are_named():

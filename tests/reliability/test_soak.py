@@ -1,4 +1,4 @@
-"""A bounded soak on loopback: mixed chat/completions, stream/non-stream requests, a third
+"""A bounded soak on loopback: mixed chat/completions, stream/non-stream, some guided requests, a third
 cancelled at random points (queued, in prefill, mid-stream); every request completes or is
 cleanly cancelled, and the engine returns to idle (no pages, streams or per-request state).
 
@@ -26,11 +26,14 @@ from reliability_helpers import (
 NUM_REQUESTS = int(os.environ.get("TOOLKIT_SOAK_REQUESTS", "150"))
 CONCURRENCY = 24
 CANCEL_FRACTION = 1 / 3
+GUIDED_FRACTION = 1 / 5
 
 
 def _body(rng: random.Random, i: int, stream: bool) -> tuple[str, dict]:
     fields = {"max_tokens": rng.randint(1, 24), "stream": stream,
               "temperature": rng.choice([0, 0.8]), "seed": rng.choice([None, i])}
+    if rng.random() < GUIDED_FRACTION:
+        fields["guided_choice"] = ["yes", "no", "maybe later"]
     if rng.random() < 0.5:
         return CHAT, chat(f"Story {i}: tell me about number {i}.", **fields)
     return COMPLETIONS, {"model": MODEL, "prompt": f"Number {i} is", **fields}

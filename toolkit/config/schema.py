@@ -24,6 +24,9 @@ class ModelConfig:
     """Weight and activation dtype: bfloat16, float16 or float32."""
     max_model_len: int | None = None
     """Context length (prompt + output); null takes the checkpoint's max_position_embeddings."""
+    allow_pickle: bool = False
+    """Also load PyTorch pickle checkpoints (*.bin) when a model has no safetensors, through
+    torch.load(weights_only=True). Off by default: enable only for checkpoints you trust."""
 
 
 @dataclass(frozen=True)

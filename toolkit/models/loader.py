@@ -88,14 +88,29 @@ def read_model_info(model_dir: pathlib.Path | str) -> ModelInfo:
     )
 
 
-def _safetensors_files(model_dir: pathlib.Path) -> list[pathlib.Path]:
+def _weight_files(model_dir: pathlib.Path, allow_pickle: bool) -> list[pathlib.Path]:
+    """*.safetensors; PyTorch pickle checkpoints (*.bin) only when explicitly allowed."""
     files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        others = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(
-            p.name for p in model_dir.glob("*.pt*"))
-        hint = f" (found {', '.join(others)}: only safetensors are loaded)" if others else ""
-        raise ModelLoadError(f"no *.safetensors weights in {model_dir}{hint}")
-    return files
+    pickles = sorted(model_dir.glob("*.bin")) + sorted(model_dir.glob("*.pt*"))
+    if files:
+        return files
+    if pickles and allow_pickle:
+        return pickles
+    hint = ""
+    if pickles:
+        hint = (f" (found {', '.join(p.name for p in pickles)}: only safetensors are loaded; "
+                "model.allow_pickle=true loads pickle checkpoints you trust)")
+    raise ModelLoadError(f"no *.safetensors weights in {model_dir}{hint}")
+
+
+def iter_weights(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) from safetensors files, or from pickle checkpoints read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only, no code)."""
+    if files[0].suffix == ".safetensors":
+        yield from iter_safetensors(files)
+        return
+    for path in files:
+        yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
 
 
 def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -107,11 +122,13 @@ def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Ten
 
 
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
-               device: torch.device | str, prepack_weights: bool = True) -> nn.Module:
+               device: torch.device | str, prepack_weights: bool = True,
+               allow_pickle: bool = False) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
     applies (bfloat16 on CPU, see toolkit.layers.linear); a no-op elsewhere.
+    ``allow_pickle``: fall back to *.bin pickle checkpoints when there are no safetensors.
     """
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
@@ -122,9 +139,9 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
             f"supported: {', '.join(MODEL_ARCHITECTURES.names())}"
         )
     model_cls = MODEL_ARCHITECTURES.get(architectures[0])()
-    files = _safetensors_files(model_dir)
+    files = _weight_files(model_dir, allow_pickle)
     model = model_cls(config, dtype=dtype, device=device)
-    model.load_weights(iter_safetensors(files))
+    model.load_weights(iter_weights(files))
     if prepack_weights and hasattr(model, "pack_weights"):
         model.pack_weights()
     return model.eval()

@@ -24,7 +24,7 @@ def cache_root() -> pathlib.Path:
 def _checked_model_dir(directory: pathlib.Path, what: str) -> pathlib.Path:
     if not (directory / "config.json").is_file():
         raise ModelSourceError(f"{what} {directory} is not a model directory (no config.json)")
-    if not any(directory.glob("*.safetensors")):
+    if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
         raise ModelSourceError(f"{what} {directory} has no *.safetensors weights")
     return directory
 
