@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from paged_batch import build_forward_batch
+
 from toolkit.attention.registry import ATTENTION_BACKENDS
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.runner.forward_batch import ForwardBatch
@@ -15,27 +17,8 @@ NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8
 
 def _page_table_batch(requests: list[tuple[int, int, list[int]]]) -> ForwardBatch:
     """requests: (seq_len after the step, new tokens, page ids) -> the step's metadata."""
-    qo_indptr, kv_indptr, kv_indices, last_lens, slots = [0], [0], [], [], []
-    for seq_len, qo_len, pages in requests:
-        num_pages = -(-seq_len // PAGE_SIZE)
-        qo_indptr.append(qo_indptr[-1] + qo_len)
-        kv_indptr.append(kv_indptr[-1] + num_pages)
-        kv_indices += pages[:num_pages]
-        last_lens.append(seq_len - (num_pages - 1) * PAGE_SIZE)
-        slots += [pages[p // PAGE_SIZE] * PAGE_SIZE + p % PAGE_SIZE
-                  for p in range(seq_len - qo_len, seq_len)]
-    num_tokens = qo_indptr[-1]
-    return ForwardBatch(
-        input_ids=torch.zeros(num_tokens, dtype=torch.int64),
-        positions=torch.zeros(num_tokens, dtype=torch.int64),
-        qo_indptr=torch.tensor(qo_indptr, dtype=torch.int32),
-        kv_indptr=torch.tensor(kv_indptr, dtype=torch.int32),
-        kv_indices=torch.tensor(kv_indices, dtype=torch.int32),
-        kv_last_page_len=torch.tensor(last_lens, dtype=torch.int32),
-        slot_mapping=torch.tensor(slots, dtype=torch.int64),
-        logits_indices=torch.tensor([i - 1 for i in qo_indptr[1:]], dtype=torch.int64),
-        page_size=PAGE_SIZE,
-    )
+    return build_forward_batch([([0] * qo_len, seq_len - qo_len, pages)
+                                for seq_len, qo_len, pages in requests], PAGE_SIZE)
 
 
 def _dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
