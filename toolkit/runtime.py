@@ -107,7 +107,7 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
     GuidedCompiler of guided requests."""
     block_manager = BlockManager(resolved.num_blocks, resolved.block_size)
     scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
-    core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids)
-    core.guided = guided
+    core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
+                      guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len)
     return core, engine

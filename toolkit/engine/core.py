@@ -24,14 +24,15 @@ class EngineCore:
     thread drives it (AsyncEngine's loop, a benchmark, a test)."""
 
     def __init__(self, scheduler: Scheduler, runner: ModelRunner,
-                 output_processor: OutputProcessor, eos_token_ids: tuple[int, ...]) -> None:
+                 output_processor: OutputProcessor, eos_token_ids: tuple[int, ...],
+                 guided: GuidedCompiler | None = None) -> None:
         self.scheduler = scheduler
         self.runner = runner
         self.output_processor = output_processor
         self.eos_token_ids = eos_token_ids
         self.metrics = EngineMetrics()
-        self.guided: GuidedCompiler | None = None
-        """Compiles guided requests' grammars (set by build_runtime)."""
+        self.guided = guided
+        """Compiles guided requests' grammars; None rejects guided requests."""
 
     @property
     def has_unfinished(self) -> bool:
