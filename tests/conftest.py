@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Before any kernel module is imported: Triton kernels run in the interpreter on CPU.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
+
+# Before any kernel module is imported: without CUDA, Triton kernels run in the interpreter
+# (on a GPU machine they compile; TRITON_INTERPRET=1 forces the interpreter there too).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # The SmolLM2 GGUF is converted once into the repository's ignored .cache/ and reused.
 os.environ.setdefault("TOOLKIT_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache"))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
 
 ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
 

@@ -12,6 +12,7 @@ from toolkit.config.resolve import (
     ResolvedConfig,
     resolve_attention,
     resolve_device,
+    resolve_kv_cache_dtype,
     resolve_max_model_len,
     resolve_num_blocks,
 )
@@ -19,6 +20,7 @@ from toolkit.config.schema import ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
+from toolkit.kv import memory_planner
 from toolkit.kv.block_manager import BlockManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.runner.model_runner import ModelRunner
@@ -53,60 +55,122 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.sliding_window)
+    kv_cache_dtype = resolve_kv_cache_dtype(cfg)
+    kv_dtype = getattr(torch, kv_cache_dtype)
     bytes_per_block = KVCachePool.bytes_per_page(
-        info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, dtype)
+        info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, kv_dtype)
+    memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
+    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
+                       allow_pickle=cfg.model.allow_pickle, quant=cfg.quant)
+    attention_backend = resolve_attention(cfg, device)
+    gpu_plan = None
+    if memory_at_start is not None and cfg.cache.num_blocks is None:
+        gpu_plan = _profile_gpu_memory(cfg, model, info, attention_backend, kv_dtype,
+                                       max_model_len, memory_at_start)
+    gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
+    num_blocks = resolve_num_blocks(cfg, bytes_per_block, max_model_len, gpu_kv_bytes)
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
-        attention_backend=resolve_attention(cfg, device),
+        attention_backend=attention_backend,
         max_model_len=max_model_len,
-        num_blocks=resolve_num_blocks(cfg, bytes_per_block, max_model_len),
+        num_blocks=num_blocks,
         block_size=cfg.cache.block_size,
         num_threads=torch.get_num_threads() if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_cache_gib=num_blocks * bytes_per_block / (1 << 30),
+        gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
     )
     logger.info("resolved config: %s", asdict(resolved))
 
-    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
-                       allow_pickle=cfg.model.allow_pickle)
     kv_pool = KVCachePool(info.num_layers, resolved.num_blocks, resolved.block_size,
-                          info.num_kv_heads, info.head_dim, dtype, device)
+                          info.num_kv_heads, info.head_dim, kv_dtype, device)
     attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(
         kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
-    runner = ModelRunner(model, attention, resolved.block_size, device)
+    runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg))
+    proposer = _proposer(cfg, resolved, info.vocab_size)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
-    guided = _guided_compiler(tokenizer, info.vocab_size, info.eos_token_ids)
-    core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided)
+    guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
+    core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided, proposer)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
 
 
-def _guided_compiler(tokenizer: Tokenizer, vocab_size: int, eos_token_ids: tuple[int, ...]):
+def _acceptance(cfg: ToolkitConfig):
+    """How sampled requests' drafts are verified (speculative.acceptance_method)."""
+    from toolkit.speculative.acceptance import ACCEPTANCE_METHODS
+
+    spec = cfg.speculative
+    return ACCEPTANCE_METHODS.get(spec.acceptance_method)(spec.posterior_threshold,
+                                                           spec.posterior_alpha)
+
+
+def _proposer(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
+    """The speculative proposer (None for speculative=none); a draft model is loaded here."""
+    from toolkit.speculative.registry import ProposerContext, build_proposer
+
+    context = ProposerContext(resolved.device, resolved.attention_backend, resolved.num_blocks,
+                              resolved.block_size, vocab_size, cfg.device.prepack_weights)
+    return build_proposer(cfg.speculative, context)
+
+
+def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,
+                        kv_dtype: torch.dtype, max_model_len: int,
+                        start: memory_planner.MemorySnapshot) -> memory_planner.GpuMemoryProfile:
+    """The memory planner's profile run: the worst step the scheduler can emit."""
+    from toolkit.attention.registry import ATTENTION_BACKENDS
+
+    backend = ATTENTION_BACKENDS.get(attention_backend)
+    pool_shape = {"num_layers": info.num_layers, "page_size": cfg.cache.block_size,
+                  "num_kv_heads": info.num_kv_heads, "head_dim": info.head_dim,
+                  "dtype": kv_dtype}
+    num_tokens = min(cfg.scheduler.max_num_batched_tokens, max_model_len)
+    return memory_planner.profile_gpu_memory(
+        model, lambda pool: backend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim),
+        start, pool_shape, num_tokens, min(cfg.scheduler.max_num_seqs, num_tokens), "cuda")
+
+
+def _guided_compiler(cfg: ToolkitConfig, tokenizer: Tokenizer, vocab_size: int,
+                     eos_token_ids: tuple[int, ...]):
     """The model's grammar compiler (bitmask width = the logits' width, not the tokenizer's
-    length)."""
+    length), its compiles time-limited by server.guided."""
     from toolkit.guided.compiler import GuidedCompiler
 
+    guided = cfg.server.guided
     return GuidedCompiler(tokenizer.hf, vocab_size, eos_token_ids,
-                          max_threads=max(1, min(8, torch.get_num_threads())))
+                          max_threads=max(1, min(8, torch.get_num_threads())),
+                          compile_timeout_s=guided.compile_timeout_s,
+                          max_compile_workers=guided.max_compile_workers)
 
 
 def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
     """A runtime for `cfg` around `runtime`'s loaded model, KV pool and runner, with a new
     scheduler, engine core and AsyncEngine (benchmark sweeps over scheduler knobs).
 
-    NOTE: only `scheduler.*` and groups that build no objects (server, sampling, bench) may
-    differ from runtime.config; the old engine must be idle.
+    NOTE: only `scheduler.*`, `cache.enable_prefix_caching`, `speculative.*` other than
+    the draft model, and groups that build no objects (server, sampling, bench) may differ
+    from runtime.config; the old engine must be idle.
     """
+    proposer = runtime.core.scheduler.proposer
+    if cfg.speculative != runtime.config.speculative:
+        if cfg.speculative.method == "draft":
+            raise ValueError("rebuild_engine cannot change the draft model; build a runtime")
+        proposer = _proposer(cfg, runtime.resolved, 0)
+        runtime.core.runner.acceptance = _acceptance(cfg)
     core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer,
-                                runtime.core.guided)
+                                runtime.core.guided, proposer)
     return replace(runtime, config=cfg, core=core, engine=engine)
 
 
 def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunner,
-                 tokenizer: Tokenizer, guided=None) -> tuple[EngineCore, AsyncEngine]:
+                 tokenizer: Tokenizer, guided=None,
+                 proposer=None) -> tuple[EngineCore, AsyncEngine]:
     """The scheduler, engine core and AsyncEngine around a built runner; ``guided``: the
-    GuidedCompiler of guided requests."""
-    block_manager = BlockManager(resolved.num_blocks, resolved.block_size)
-    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
+    GuidedCompiler of guided requests; ``proposer``: the speculative proposer or None."""
+    block_manager = BlockManager(resolved.num_blocks, resolved.block_size,
+                                 cfg.cache.enable_prefix_caching)
+    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len, proposer,
+                          cfg.speculative)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len)

@@ -106,8 +106,6 @@ async def test_prompt_plus_max_tokens_over_context_is_400(api, engine):
     (CHAT, chat(messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
      "messages[0].content[0].type"),
-    (CHAT, chat(use_beam_search=True), "use_beam_search"),
-    (COMPLETIONS, completion(use_beam_search=True), "use_beam_search"),
     (COMPLETIONS, completion(suffix="end"), "suffix"),
 ])
 async def test_unimplemented_parameter_is_rejected(api, path, body, param):

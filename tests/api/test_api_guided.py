@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 import jsonschema
 import pytest
 from api_client import assert_error, open_client
 
 from toolkit.config.schema import ChatConfig, ServerConfig
+from toolkit.guided.compiler import GuidedCompiler
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
@@ -76,6 +79,53 @@ async def test_bad_constraint_is_400(api, chat_body, extra, param):
     error = assert_error(await api.post(CHAT, chat_body(**extra)), 400, param=param)
     if param == "guided_decoding_backend":
         assert "xgrammar" in error["message"]
+
+
+@pytest.mark.parametrize("extra, param, named", [
+    ({"guided_whitespace_pattern": r"\s*", "guided_json": SCHEMA}, "guided_whitespace_pattern",
+     "not JSON whitespace"),
+    ({"guided_json": {"type": "array", "uniqueItems": True}}, "guided_json", "'uniqueItems'"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "d", "schema": {
+        "type": "string", "format": "date", "maxLength": 10}}}}, "response_format.json_schema",
+     "'maxLength'"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"n": {"type": "number", "multipleOf": 0.5}}}}}],
+      "tool_choice": "required"}, "tools", "'multipleOf'"),
+])
+async def test_constraint_not_enforced_exactly_is_400(api, chat_body, extra, param, named):
+    error = assert_error(await api.post(CHAT, chat_body(**extra)), 400, param=param)
+    assert named in error["message"], error
+
+
+async def test_whitespace_pattern_over_http(api, chat_body):
+    schema = {"name": "c", "schema": SCHEMA}
+    body = chat_body(max_tokens=60, temperature=1.0, seed=3, guided_whitespace_pattern="\n?",
+                     response_format={"type": "json_schema", "json_schema": schema})
+    reply = await api.post(CHAT, body)
+    assert reply.status == 200, reply.text
+    content = reply.json()["choices"][0]["message"]["content"]
+    assert " " not in re.sub(r'"(?:[^"\\]|\\.)*"', "", content), content
+    jsonschema.validate(json.loads(content), SCHEMA)
+
+
+async def test_compile_time_limit_is_400_and_spares_other_requests(runtime, engine, api,
+                                                                   chat_body, monkeypatch):
+    guided = runtime.core.guided
+    strict = GuidedCompiler(runtime.tokenizer.hf, guided.vocab_size,
+                            tuple(guided.info.stop_token_ids), max_threads=1,
+                            compile_timeout_s=0.5, warm=False)
+    monkeypatch.setattr(engine.core, "guided", strict)
+    try:
+        slow = api.post(CHAT, chat_body(guided_regex=r"(.{0,1000}x){0,8}", max_tokens=4))
+        plain = api.post(CHAT, chat_body(max_tokens=6, stream=True))
+        choice = api.post(CHAT, chat_body(guided_choice=["alpha", "beta"], max_tokens=4))
+        slow, plain, choice = await asyncio.gather(slow, plain, choice)
+        assert_error(slow, 400, param="guided_regex")
+        assert "did not compile within 0.5 s" in slow.json()["error"]["message"]
+        assert plain.chunks()[-1]["choices"][0]["finish_reason"] == "length"
+        assert choice.json()["choices"][0]["message"]["content"] in ("alpha", "beta")
+    finally:
+        strict.close()
 
 
 async def test_reasoning_content_split(engine):

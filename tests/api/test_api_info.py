@@ -46,7 +46,7 @@ async def test_version(api):
 
 async def test_unknown_route_is_openai_404(api):
     assert_error(await api.get("/v1/nope"), 404, type_="NotFoundError", code="not_found")
-    assert_error(await api.post("/v1/embeddings", {"input": "x"}), 404, type_="NotFoundError")
+    assert_error(await api.post("/v1/audio/speech", {"input": "x"}), 404, type_="NotFoundError")
 
 
 async def test_wrong_method_is_openai_405(api):

@@ -78,6 +78,16 @@ async def test_best_of_returns_the_highest_cumulative_logprob(api):
     assert best[0]["text"] == max(totals, key=totals.get)
 
 
+async def test_best_of_returns_the_n_best_of_its_samples_in_order(api):
+    body = completion(temperature=1.0, seed=3, max_tokens=4, ignore_eos=True, logprobs=0)
+    samples = (await api.post(COMPLETIONS, {**body, "n": 4})).json()["choices"]
+    totals = sorted((sum(c["logprobs"]["token_logprobs"]) for c in samples), reverse=True)
+    best = (await api.post(COMPLETIONS, {**body, "n": 2, "best_of": 4})).json()["choices"]
+    assert [c["index"] for c in best] == [0, 1]
+    got = [sum(c["logprobs"]["token_logprobs"]) for c in best]
+    assert got == pytest.approx(totals[:2])
+
+
 async def test_best_of_without_logprobs_hides_them(api):
     reply = (await api.post(COMPLETIONS, completion(temperature=1.0, best_of=3, n=2))).json()
     assert [c["index"] for c in reply["choices"]] == [0, 1]

@@ -76,18 +76,54 @@ async def test_auto_hermes_parses_calls(client):
     stream = await client.chat.completions.create(
         model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=60, temperature=1.0,
         stream=True, extra_body={"guided_regex": regex})
-    content, calls, reasons = "", {}, []
+    content, calls, reason = await _collect(stream)
+    assert content.strip() == "Let me check." and reason == "tool_calls"
+    assert list(calls) == [0]
+    name, arguments = _streamed_call(calls[0])
+    assert name == "get_weather"
+    jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+async def test_required_tool_choice_streams_calls_token_by_token(client):
+    """Each call's first delta carries index, id, type and name; argument fragments follow
+    and join to the arguments of the same (greedy) request answered whole."""
+    request = {"model": MODEL, "messages": MESSAGES, "tools": TOOLS,
+               "tool_choice": "required", "max_tokens": 80, "temperature": 0,
+               "parallel_tool_calls": False}
+    whole = (await client.chat.completions.create(**request)).choices[0].message.tool_calls
+    content, calls, reason = await _collect(
+        await client.chat.completions.create(**request, stream=True))
+    assert content == "" and reason == "tool_calls"
+    assert list(calls) == list(range(len(whole))) and whole
+    for index, call in enumerate(whole):
+        name, arguments = _streamed_call(calls[index])
+        assert name == call.function.name
+        assert json.loads(arguments) == json.loads(call.function.arguments)
+        jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+async def _collect(stream) -> tuple[str, dict[int, list], str | None]:
+    """Content, the tool-call deltas by index, and the last finish_reason of a stream."""
+    content, calls, reason = "", {}, None
     async for chunk in stream:
         for choice in chunk.choices:
             content += choice.delta.content or ""
             for delta in choice.delta.tool_calls or ():
-                entry = calls.setdefault(delta.index, {"name": "", "arguments": ""})
-                entry["name"] += delta.function.name or ""
-                entry["arguments"] += delta.function.arguments or ""
-            reasons.append(choice.finish_reason)
-    assert content.strip() == "Let me check." and reasons[-1] == "tool_calls"
-    assert calls[0]["name"] == "get_weather"
-    jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER)
+                calls.setdefault(delta.index, []).append(delta)
+            reason = choice.finish_reason or reason
+    return content, calls, reason
+
+
+def _streamed_call(deltas: list) -> tuple[str, str]:
+    """Name and joined arguments of one call's deltas, checking OpenAI's shape: the first
+    delta has id, type and name; more than one later delta, with arguments only."""
+    first, rest = deltas[0], deltas[1:]
+    assert first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert len(rest) > 1
+    for delta in rest:
+        assert delta.id is None and delta.type is None and delta.function.name is None
+        assert delta.function.arguments
+    return first.function.name, "".join(d.function.arguments or "" for d in deltas)
 
 
 async def test_named_tool_call_streams_arguments(client):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from paged_batch import build_forward_batch
 
 from toolkit.attention.registry import ATTENTION_BACKENDS
-from toolkit.kv.cache_pool import KVCachePool
+from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 from toolkit.runner.forward_batch import ForwardBatch
 
 PAGE_SIZE = 4
@@ -33,11 +32,12 @@ def _dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.einsum("hqs,shd->qhd", scores.softmax(-1), v.double()).float()
 
 
-def _run_and_compare(requests: list[tuple[int, int, list[int]]]) -> None:
+def _run_and_compare(requests: list[tuple[int, int, list[int]]],
+                     cache_dtype: torch.dtype = torch.float32, tolerance: float = 1e-5) -> None:
     """Prefill each request's cached prefix, then run one step and compare to dense."""
     torch.manual_seed(0)
     pool = KVCachePool(num_layers=2, num_pages=32, page_size=PAGE_SIZE,
-                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.float32)
+                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=cache_dtype)
     backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
     full_k = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
     full_v = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
@@ -55,7 +55,7 @@ def _run_and_compare(requests: list[tuple[int, int, list[int]]]) -> None:
                           torch.cat([k[s - n:] for k, (s, n, _) in zip(full_k, requests)]),
                           torch.cat([v[s - n:] for v, (s, n, _) in zip(full_v, requests)]))
     expected = torch.cat([_dense_attention(q, k, v) for q, k, v in zip(queries, full_k, full_v)])
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
 
 
 def test_decode_batch_of_different_lengths_on_scattered_pages():
@@ -94,6 +94,43 @@ def test_bfloat16_cache_matches_within_bf16_tolerance():
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), _dense_attention(q.float(), k.float(), v.float()),
                                atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("requests", [
+    [(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])],
+    [(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21])],
+])
+def test_fp8_cache_stays_close_to_dense_attention(requests):
+    """fp8 K/V (per token and head scales) vs exact attention: within fp8 rounding."""
+    _run_and_compare(requests, torch.float8_e4m3fn, tolerance=6e-2)
+
+
+def test_fp8_cache_attends_over_the_dequantized_values():
+    """A bfloat16 model on an fp8 cache: the output is exact attention over the K/V that
+    quantize/dequantize gives back (to bf16 rounding), and within fp8 error of exact
+    attention over the original K/V."""
+    torch.manual_seed(3)
+    requests, spans = [(12, 12, [4, 1, 6]), (9, 9, [2, 7, 0])], ((0, 12), (12, 21))
+    q = torch.randn(21, NUM_QO_HEADS, HEAD_DIM, dtype=torch.bfloat16)
+    k = torch.randn(21, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16) * 2
+    v = torch.randn(21, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
+    pool = KVCachePool(num_layers=1, num_pages=8, page_size=PAGE_SIZE,
+                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.float8_e4m3fn)
+    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    backend.plan(_page_table_batch(requests))
+    out = backend.forward(0, q, k, v).float()
+    assert pool.caches[0].dtype == torch.float8_e4m3fn
+    k8, v8 = (dequantize_kv(*quantize_kv(x), torch.float32) for x in (k, v))
+
+    def dense(keys, values):
+        return torch.cat([_dense_attention(q[a:b].float(), keys[a:b].float(), values[a:b].float())
+                          for a, b in spans])
+
+    def relative_error(expected):
+        return ((out - expected).norm() / expected.norm()).item()
+
+    assert relative_error(dense(k8, v8)) < 5e-3
+    assert relative_error(dense(k, v)) < 4e-2
 
 
 def test_unknown_backend_lists_valid_names():

@@ -27,7 +27,7 @@ def free_port() -> int:
 def server_url():
     port = free_port()
     command = [sys.executable, "-m", "toolkit", "serve", f"server.port={port}",
-               "model.max_model_len=2048", "cache.memory_gib=0.25", "server.log_level=warning"]
+               "model.max_model_len=2048", "cache.cpu_kv_cache_gb=0.25", "server.log_level=warning"]
     process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -29,9 +29,9 @@ def test_sliding_window_caps_the_context():
 
 
 def test_num_blocks_from_memory_and_the_one_request_rule():
-    cfg = compose_config(["cache.memory_gib=1", "cache.block_size=16"])
+    cfg = compose_config(["cache.cpu_kv_cache_gb=1", "cache.block_size=16"])
     assert resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=2048) == 1024
-    with pytest.raises(ConfigError, match="cache.memory_gib=1.0 gives 1024 pages"):
+    with pytest.raises(ConfigError, match="cache.cpu_kv_cache_gb=1.0 gives 1024 pages"):
         resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=1024 * 16 + 1)
     exact = compose_config(["cache.num_blocks=4", "cache.block_size=16"])
     assert resolve_num_blocks(exact, bytes_per_block=1, max_model_len=64) == 4

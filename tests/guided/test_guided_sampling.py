@@ -37,7 +37,7 @@ def test_bitmask_wins_over_logit_bias_and_leaves_logits_alone(compiler, runtime)
     assert tokens[0].item() == banned and tokens[2].item() == banned
     first = runtime.tokenizer.decode([tokens[1].item()])
     assert "yes".startswith(first) or "no".startswith(first)
-    assert not matchers.accept({"g": tokens[1].item()})
+    assert not matchers.accept({"g": [tokens[1].item()]})
 
 
 def test_compiler_names_the_param_and_caches(compiler):

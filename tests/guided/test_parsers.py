@@ -17,8 +17,8 @@ HERMES = get_tool_parser("hermes")
 @pytest.mark.parametrize("name, text, content, calls", [
     ("hermes", 'Sure.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>',
      "Sure.", [("f", {"a": 1})]),
-    ("hermes", '<tool_call>{"name": "f", "arguments": {}}</tool_call>\n'
-     '<tool_call>{"name": "g", "arguments": {"b": "x"}}</tool_call>', "",
+    ("hermes", ('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n'
+     '<tool_call>{"name": "g", "arguments": {"b": "x"}}</tool_call>'), "",
      [("f", {}), ("g", {"b": "x"})]),
     ("hermes", "<tool_call>{not json</tool_call>", "<tool_call>{not json</tool_call>", []),
     ("hermes", "no calls here", "no calls here", []),
@@ -52,16 +52,67 @@ def test_reasoning_stream_holds_back_partial_tags():
     assert "".join(c for _, c in outputs) == "answer"
 
 
-def test_auto_stream_sends_content_then_calls():
-    stream = ChoiceStream(ToolMode("auto"), HERMES, reasoning=False)
-    text = 'Hi <tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'
-    deltas = [d for i in range(0, len(text), 4)
-              for d in stream.feed(text[i:i + 4], final=False)]
+def _stream(mode: ToolMode, text: str, step: int, parser=HERMES):
+    """Feed ``text`` in ``step``-character pieces; (content, calls by index, deltas)."""
+    stream = ChoiceStream(mode, parser, reasoning=False)
+    deltas = [d for i in range(0, len(text), step)
+              for d in stream.feed(text[i:i + step], final=False)]
     deltas += stream.feed("", final=True)
-    content = "".join(d.content or "" for d in deltas)
-    calls = [c for d in deltas for c in d.tool_calls or ()]
+    calls: dict[int, list] = {}
+    for delta in deltas:
+        for call in delta.tool_calls or ():
+            calls.setdefault(call.index, []).append(call)
+    return "".join(d.content or "" for d in deltas), calls, stream
+
+
+def _check_openai_shape(parts: list) -> tuple[str, str]:
+    """The first delta of a call has id, type and name; the rest only arguments."""
+    first, rest = parts[0], parts[1:]
+    assert first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert all(p.id is None and p.type is None and p.function.name is None for p in rest)
+    return first.function.name, "".join(p.function.arguments or "" for p in parts)
+
+
+def test_auto_stream_sends_content_then_calls():
+    text = 'Hi <tool_call>{"name": "f", "arguments": {"a": 1, "b": [2, "}"]}}</tool_call>'
+    content, calls, stream = _stream(ToolMode("auto"), text, 4)
     assert content == "Hi " and stream.num_calls == 1
-    assert calls[0].function.name == "f" and json.loads(calls[0].function.arguments) == {"a": 1}
+    name, arguments = _check_openai_shape(calls[0])
+    assert name == "f" and json.loads(arguments) == {"a": 1, "b": [2, "}"]}
+    assert len(calls[0]) > 3  # the arguments came in several fragments
+
+
+@pytest.mark.parametrize("mode, parser, text", [
+    ("required", "hermes", ('[{"name": "f", "arguments": {"a": "x\\\\"}}, '
+                           '{"name": "g", "arguments": {}}]')),
+    ("auto", "hermes", ('<tool_call>\n{"name": "f", "arguments": {"a": "x\\\\"}}\n</tool_call>'
+                       '\n<tool_call>{"arguments": {}, "name": "g"}</tool_call>')),
+    ("auto", "mistral", ('[TOOL_CALLS] [{"name": "f", "arguments": {"a": "x\\\\"}}, '
+                        '{"name": "g", "arguments": {}}]')),
+    ("auto", "llama3_json", ('{"name": "f", "parameters": {"a": "x\\\\"}}; '
+                            '{"name": "g", "parameters": {}}')),
+])
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_calls_stream_in_openai_shape(mode, parser, text, step):
+    """Every format streams each call: name first, then fragments that join to the same
+    arguments the whole-output parser reads."""
+    content, calls, stream = _stream(ToolMode(mode), text, step, get_tool_parser(parser))
+    whole = split_message(text, ToolMode(mode), get_tool_parser(parser), reasoning=False)
+    assert content == "" and stream.num_calls == 2 == len(whole.calls)
+    for index, call in enumerate(whole.calls):
+        name, arguments = _check_openai_shape(calls[index])
+        assert name == call.function.name
+        assert json.loads(arguments) == json.loads(call.function.arguments)
+    if step == 1:
+        assert len(calls[0]) > 2
+
+
+def test_stream_without_a_complete_call_sends_content():
+    content, calls, stream = _stream(ToolMode("auto"), "Hi <tool_call>{not json", 3)
+    assert content == "Hi <tool_call>{not json" and not calls and stream.num_calls == 0
+    cut = '[{"name": "f", "argu'
+    parts = split_message(cut, ToolMode("required"), HERMES, reasoning=False)
+    assert parts.calls == [] and parts.content == cut
 
 
 def test_split_message_required_and_named():

@@ -46,10 +46,11 @@ def test_loads_and_fuses_projections(tmp_path):
     weights = _tiny_weights()
     model = load_model(_write(tmp_path, TINY, weights), torch.bfloat16, "cpu")
     layer = model.layers[0]
-    assert layer.qkv_proj.dtype == torch.bfloat16 and layer.qkv_proj.shape == (16, 8)
-    assert torch.equal(layer.qkv_proj[8:12].float(),
+    qkv = layer.qkv_proj.weight
+    assert qkv.dtype == torch.bfloat16 and qkv.shape == (16, 8)
+    assert torch.equal(qkv[8:12].float(),
                        weights["model.layers.0.self_attn.k_proj.weight"].bfloat16().float())
-    assert torch.equal(layer.gate_up_proj[16:].float(),
+    assert torch.equal(layer.gate_up_proj.weight[16:].float(),
                        weights["model.layers.0.mlp.up_proj.weight"].bfloat16().float())
     assert model.lm_head is model.embed_tokens
 

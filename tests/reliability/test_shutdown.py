@@ -31,7 +31,7 @@ def server():
     """A `toolkit serve` process and its URL; killed at teardown if still running."""
     port = _free_port()
     command = [sys.executable, "-m", "toolkit", "serve", f"server.port={port}",
-               "model.max_model_len=2048", "cache.memory_gib=0.25", "server.log_level=info",
+               "model.max_model_len=2048", "cache.cpu_kv_cache_gb=0.25", "server.log_level=info",
                f"server.shutdown_timeout={SHUTDOWN_TIMEOUT_S}"]
     process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -1,4 +1,5 @@
-"""Penalties, logit bias, allowed token ids and min_tokens on hand-computed logits."""
+"""Penalties, logit bias, allowed token ids, bad words and min_tokens on hand-computed
+logits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from toolkit.protocol import SamplingParams
 from toolkit.runner.logits_processors import (
     TokenHistory,
     apply_allowed_token_ids,
+    apply_bad_words,
     apply_logit_bias,
     apply_min_tokens,
     apply_penalties,
@@ -60,3 +62,28 @@ def test_processors_leave_the_input_tensor_unchanged():
                              eos_token_ids=(1,))]
     process_logits(logits, params, [TokenHistory([0], [])])
     assert torch.equal(logits, LOGITS)
+
+
+def test_bad_words_ban_the_last_token_only_after_the_rest_of_the_word():
+    # bad words: [3] (one token: always banned) and [1, 2] (2 banned only right after 1)
+    params = [SamplingParams(bad_words_token_ids=((3,), (1, 2)))] * 3
+    histories = [TokenHistory([1], []), TokenHistory([0], [0, 1]), TokenHistory([1], [1, 0])]
+    out = apply_bad_words(LOGITS.expand(3, -1), params, histories)
+    assert out[0].tolist() == [2.0, -1.0, 0.5, NEG_INF]  # the prompt's 1 does not count
+    assert out[1].tolist() == [2.0, -1.0, NEG_INF, NEG_INF]
+    assert out[2].tolist() == [2.0, -1.0, 0.5, NEG_INF]
+
+
+def test_bad_words_longer_than_the_output_and_rows_without_them_are_untouched():
+    params = [SamplingParams(bad_words_token_ids=((0, 1, 2),)), SamplingParams()]
+    out = apply_bad_words(LOGITS.expand(2, -1), params,
+                          [TokenHistory([0, 1], [1]), TokenHistory([], [])])
+    assert torch.equal(out, LOGITS.expand(2, -1))
+    out = apply_bad_words(LOGITS, params[:1], [TokenHistory([], [2, 0, 1])])
+    assert out[0].tolist() == [2.0, -1.0, NEG_INF, 1.0]
+
+
+def test_bad_words_never_leave_a_row_without_tokens():
+    params = [SamplingParams(allowed_token_ids=(3,), bad_words_token_ids=((3,),))]
+    out = process_logits(LOGITS, params, [TokenHistory([], [])])
+    assert out[0].tolist() == [NEG_INF, NEG_INF, NEG_INF, 1.0]

@@ -18,7 +18,7 @@ def next_token(request: Request) -> int:
 
 
 def fake_runner(output) -> RunnerOutput:
-    return RunnerOutput({s.request.request_id: next_token(s.request)
+    return RunnerOutput({s.request.request_id: [next_token(s.request)]
                          for s in output.scheduled if s.samples})
 
 
@@ -139,7 +139,7 @@ def test_abort_frees_pages_wherever_the_request_is():
     assert not scheduler.running and not scheduler.waiting and not scheduler.num_unfinished
 
 
-@pytest.mark.parametrize("stop", [dict(eos=True), dict(stop_token_ids=True)])
+@pytest.mark.parametrize("stop", [{"eos": True}, {"stop_token_ids": True}])
 def test_stop_tokens_finish_with_stop(stop):
     scheduler = make_scheduler()
     request = make_request(0, 4, max_tokens=50)

@@ -22,6 +22,8 @@ from toolkit.api.render import error_response
 from toolkit.api.security import auth_middleware, install_cors, load_middleware
 from toolkit.api.serving_chat import ChatServing
 from toolkit.api.serving_completions import CompletionServing
+from toolkit.api.serving_embeddings import EmbeddingServing
+from toolkit.api.serving_kobold import KoboldServing
 from toolkit.api.serving_models import InfoServing
 from toolkit.api.serving_tokenize import TokenizeServing
 from toolkit.api.shutdown import ShutdownGate, drain_middleware
@@ -43,7 +45,7 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
 
     ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
     ``server_config`` is the ``ServerConfig``: log level, keys, CORS, served names, chat
-    template, response options, limits and middlewares (TLS and root_path go to uvicorn,
+    template, response options, limits, middlewares and the Kobold API switch (TLS and root_path go to uvicorn,
     see ``toolkit.api.server_options``); ``gate`` refuses new requests once the server
     starts draining (the caller sets it on SIGTERM). A bad chat template path or middleware
     import path raises ValueError.
@@ -53,6 +55,8 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
     router = Router()
     app = Application(router=router, show_error_details=False)
     routes = _routes(ctx)
+    if server_config.kobold_api:
+        routes += KoboldServing(ctx).routes()
     for method, path, handler in routes:
         router.add(method, path, _endpoint(handler))
     router.fallback = _fallback(routes)
@@ -82,6 +86,7 @@ def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
         ("GET", "/v1/models", info.models),
         ("POST", "/v1/chat/completions", chat.handle),
         ("POST", "/v1/completions", completions.handle),
+        ("POST", "/v1/embeddings", EmbeddingServing(ctx).handle),
         ("POST", "/tokenize", tokenize.tokenize),
         ("POST", "/detokenize", tokenize.detokenize),
         ("GET", "/metrics", metrics.metrics),

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from toolkit.api.protocol_tools import FunctionCallDelta, ToolCall, ToolCallDelta
+from toolkit.api.protocol_tools import (
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
+)
 from toolkit.api.responses import DeltaMessage
 from toolkit.api.tools import ToolMode, parse_calls, tool_calls
 from toolkit.tokenizer.reasoning import ReasoningStream, split_reasoning
+from toolkit.tokenizer.tool_call_stream import CallEvent, CallScanner
 from toolkit.tokenizer.tool_parsers import ToolParser
 
 
@@ -51,9 +57,13 @@ class ChoiceStream:
         self.parser = parser
         self.reasoning = ReasoningStream() if reasoning else None
         self.held = ""
-        """Text held back: a possible tool-call start, or the whole output (required)."""
+        """Text held back while it may still become the parser's marker (auto)."""
+        self.call_text = ""
+        """Output from the first call on (auto: from the marker; required: all of it)."""
+        self.scanner = CallScanner()
         self.calling = mode.kind in ("named", "required")
         self.num_calls = 0
+        """Calls whose first delta (id, type, name) was sent."""
         self.named_call: ToolCall | None = None
 
     def feed(self, text: str, final: bool) -> list[DeltaMessage]:
@@ -84,28 +94,55 @@ class ChoiceStream:
         return deltas
 
     def _parsed(self, text: str, final: bool) -> list[DeltaMessage]:
-        """auto: content until the parser's marker, then held; required: all held.
-        At the end the held text is parsed into calls (or sent as content)."""
-        self.held += text
+        """auto: content until the parser's marker; from there (required: from the start)
+        each call streams as it is read: its name, then its argument fragments. At the end,
+        call text that streamed no call is parsed whole (or sent as content)."""
         deltas = []
         if not self.calling:
-            start = self.held.find(self.parser.marker)
-            cut = start if start >= 0 else len(self.held) - _partial(self.held,
-                                                                    self.parser.marker)
-            if final:
-                cut = start if start >= 0 else len(self.held)
-            if cut > 0:
-                deltas.append(DeltaMessage(content=self.held[:cut]))
-                self.held = self.held[cut:]
-            self.calling = start >= 0
-        if final and self.held:
+            text = self._content(text, final, deltas)
+        if self.calling and text:
+            self.call_text += text
+            deltas.extend(self._call_deltas(self.scanner.feed(text)))
+        if final and self.call_text and not self.num_calls:
             deltas.extend(self._flush())
         return deltas
 
+    def _content(self, text: str, final: bool, deltas: list[DeltaMessage]) -> str:
+        """Send text before the marker as content (holding a possible partial marker);
+        returns the text from the marker on once it appears, else ""."""
+        self.held += text
+        start = self.held.find(self.parser.marker)
+        if start >= 0:
+            cut = start
+        else:
+            cut = len(self.held) - (0 if final else _partial(self.held, self.parser.marker))
+        if cut > 0:
+            deltas.append(DeltaMessage(content=self.held[:cut]))
+            self.held = self.held[cut:]
+        self.calling = start >= 0
+        if not self.calling:
+            return ""
+        text, self.held = self.held, ""
+        return text
+
+    def _call_deltas(self, events: list[CallEvent]) -> list[DeltaMessage]:
+        """A call's first delta carries index, id, type and name; the next ones carry
+        argument fragments."""
+        deltas = []
+        for event in events:
+            if event.name is not None:
+                call = ToolCall(function=FunctionCall(name=event.name, arguments=""))
+                deltas.append(_call_delta(event.index, call, ""))
+                self.num_calls = event.index + 1
+            else:
+                deltas.append(DeltaMessage(tool_calls=[ToolCallDelta(
+                    index=event.index, function=FunctionCallDelta(arguments=event.arguments))]))
+        return deltas
+
     def _flush(self) -> list[DeltaMessage]:
-        parsed = parse_calls(self.mode, self.held, self.parser)
+        parsed = parse_calls(self.mode, self.call_text, self.parser)
         calls = tool_calls(parsed)
-        self.held = ""
+        self.call_text = ""
         if not calls:
             return [DeltaMessage(content=parsed.content)] if parsed.content else []
         self.num_calls = len(calls)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.api.engine_client import EngineClient
+from toolkit.api.protocol_embeddings import POOLING_TYPES
 from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class ServingContext:
     """Log each request's prompt and parameters."""
     max_log_len: int | None = None
     """Most prompt characters / ids written to the request log."""
-    tool_parser: ToolParser = get_tool_parser("hermes")
+    tool_parser: ToolParser = field(default_factory=lambda: get_tool_parser("hermes"))
     """Reads tool calls from outputs under tool_choice=auto."""
     tool_template: str | None = None
     """Template for requests with tools when the chosen one ignores them (None: shipped)."""
@@ -43,6 +44,12 @@ class ServingContext:
     """Split ``<think>`` reasoning into reasoning_content."""
     request_timeout: float | None = None
     """Seconds a generation request may take; None: no deadline."""
+    pooling: str = "last"
+    """How /v1/embeddings pools hidden states: last or mean."""
+    normalize: bool = True
+    """L2-normalize embeddings."""
+    kobold_max_length: int = 256
+    """The output length the Kobold API reports."""
 
     @property
     def model_name(self) -> str:
@@ -65,7 +72,16 @@ class ServingContext:
             tool_template=load_chat_template(config.chat.tool_chat_template),
             reasoning=config.chat.reasoning,
             request_timeout=config.request_timeout,
+            pooling=_pooling(config.embedding.pooling),
+            normalize=config.embedding.normalize,
+            kobold_max_length=config.kobold_max_length,
         )
+
+
+def _pooling(value: str) -> str:
+    if value not in POOLING_TYPES:
+        raise ValueError(f"server.embedding.pooling={value!r} must be one of {POOLING_TYPES}")
+    return value
 
 
 def load_chat_template(value: str | None) -> str | None:

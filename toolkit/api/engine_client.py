@@ -14,12 +14,15 @@ class TokenizerClient(Protocol):
 
     vocab_size: int
     chat_template: str | None
+    eos_token_ids: tuple[int, ...]
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
     def token_strings(self, token_ids: list[int]) -> list[str]: ...
+
+    def convert_ids_to_tokens(self, token_ids: list[int]) -> list[str]: ...
 
     def render_chat(self, messages: list[dict], options: ChatRender | None = None,
                     chat_template: str | None = None) -> str: ...
@@ -37,6 +40,10 @@ class EngineClient(Protocol):
 
     def stats(self) -> dict: ...
 
+    def abort(self, request_id: str) -> None:
+        """Stop a request; its stream, if still read, ends with reason "abort"."""
+        ...
+
     async def validate_guided(self, spec: GuidedSpec) -> None:
         """Compile ``spec`` off the event loop; a ValueError with ``param`` when invalid."""
         ...
@@ -45,3 +52,9 @@ class EngineClient(Protocol):
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
         priority: int = 0,
     ) -> AsyncIterator[RequestOutput]: ...
+
+    async def embed(self, prompts: list[list[int]], pooling: str = "last",
+                    normalize: bool = True) -> list[list[float]]:
+        """One pooled vector per prompt; ValueError for a bad prompt, RuntimeError when
+        the engine failed."""
+        ...

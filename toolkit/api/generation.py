@@ -165,7 +165,7 @@ async def _pump(engine: EngineClient, job: Job, queue: asyncio.Queue) -> None:
         async for output in stream:
             queue.put_nowait((job.index, output))
         queue.put_nowait((job.index, _DONE))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the merged stream reports any failure
         queue.put_nowait((job.index, exc))
     finally:
         if stream is not None:

@@ -45,7 +45,8 @@ def guided_spec(request: GuidedRequest) -> GuidedSpec | None:
 
 def json_spec(schema: Any, param: str, whitespace_pattern: str | None = None) -> GuidedSpec:
     """A JSON-schema spec from a dict or JSON text; a 400 naming ``param`` when it is not
-    a JSON object."""
+    a JSON object. Key order is kept: the output's properties follow the schema's order
+    (a forced tool call writes its name before its arguments, so they can stream)."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -53,7 +54,7 @@ def json_spec(schema: Any, param: str, whitespace_pattern: str | None = None) ->
             raise invalid(param, f"{param} is not valid JSON: {exc}") from None
     if not isinstance(schema, dict):
         raise invalid(param, f"{param} must be a JSON schema object")
-    return GuidedSpec("json", json.dumps(schema, sort_keys=True), whitespace_pattern, param)
+    return GuidedSpec("json", json.dumps(schema), whitespace_pattern, param)
 
 
 def _spec(request: GuidedRequest, name: str) -> GuidedSpec:

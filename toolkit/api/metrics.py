@@ -52,8 +52,29 @@ def render_metrics(ctx: ServingContext) -> str:
                     metrics.ttft, labels),
         *_histogram(f"{PREFIX}:inter_token_latency_seconds", "Time between output tokens.",
                     metrics.itl, labels),
+        *_speculative_metrics(metrics, labels),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _speculative_metrics(metrics, labels: dict[str, str]) -> list[str]:
+    """Draft tokens verified and accepted; acceptance rate and mean accepted length."""
+    rows = (
+        ("spec_decode_num_draft_tokens_total", "counter", "Draft tokens verified.",
+         metrics.num_draft_tokens),
+        ("spec_decode_num_accepted_tokens_total", "counter", "Draft tokens accepted.",
+         metrics.num_accepted_tokens),
+        ("spec_decode_acceptance_rate", "gauge", "Accepted / verified draft tokens (0-1).",
+         metrics.acceptance_rate),
+        ("spec_decode_mean_accepted_length", "gauge",
+         "Tokens emitted per verification (1 + accepted drafts).",
+         metrics.mean_accepted_length),
+    )
+    lines: list[str] = []
+    for name, kind, help_text, value in rows:
+        lines += _metric(f"{PREFIX}:{name}", kind, help_text,
+                         [_sample(f"{PREFIX}:{name}", value, labels)])
+    return lines
 
 
 class MetricsServing:

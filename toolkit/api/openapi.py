@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from toolkit.api.protocol import ChatCompletionRequest, CompletionRequest
+from toolkit.api.protocol_embeddings import EmbeddingRequest
 from toolkit.api.render import json_response
 from toolkit.api.responses import ErrorResponse
 from toolkit.api.serving_tokenize import (
@@ -44,6 +45,8 @@ OPERATIONS = (
               (ChatCompletionRequest,)),
     Operation("POST", "/v1/completions", "Text completions (optionally streamed).",
               (CompletionRequest,)),
+    Operation("POST", "/v1/embeddings", "Embeddings: the model's pooled hidden states.",
+              (EmbeddingRequest,)),
     Operation("POST", "/tokenize", "Tokenize a prompt or a conversation.",
               (TokenizeCompletionRequest, TokenizeChatRequest)),
     Operation("POST", "/detokenize", "Decode token ids.", (DetokenizeRequest,)),

@@ -61,10 +61,16 @@ def completion_prompt_ids(
     tokenizer: TokenizerClient, request: CompletionRequest
 ) -> list[list[int]]:
     """Token ids of each prompt: strings are encoded, token-id lists are range-checked."""
-    prompts = request.prompts()
+    return encode_prompts(tokenizer, request.prompts(), request.add_special_tokens, "prompt")
+
+
+def encode_prompts(tokenizer: TokenizerClient, prompts: list[str | list[int]],
+                   add_special_tokens: bool, param: str) -> list[list[int]]:
+    """Token ids of each prompt (strings encoded, token-id lists range-checked); an empty
+    list, an empty prompt or a bad id is a 400 naming ``param``."""
     if not prompts:
-        raise APIError("The prompt must not be empty", param="prompt", code="invalid_value")
-    return [_prompt_ids(tokenizer, i, prompt, request.add_special_tokens)
+        raise APIError(f"The {param} must not be empty", param=param, code="invalid_value")
+    return [_prompt_ids(tokenizer, i, prompt, add_special_tokens, param)
             for i, prompt in enumerate(prompts)]
 
 
@@ -74,7 +80,7 @@ def truncate_prompt(ids: list[int], keep: int | None) -> list[int]:
 
 
 def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int],
-                add_special_tokens: bool) -> list[int]:
+                add_special_tokens: bool, param: str) -> list[int]:
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:
@@ -84,13 +90,13 @@ def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int],
             raise APIError(
                 f"Token id {bad[0]} is out of range for a vocabulary of "
                 f"{tokenizer.vocab_size} tokens",
-                param="prompt",
+                param=param,
                 code="invalid_value",
             )
     if not ids:
         raise APIError(
             f"Prompt {index} is empty: it must contain at least one token",
-            param="prompt",
+            param=param,
             code="invalid_value",
         )
     return ids

@@ -106,6 +106,10 @@ class SamplingRequest(GuidedRequest):
     allowed_token_ids: list[NonNegativeInt] | None = Field(
         None, description="Only these token ids may be sampled."
     )
+    bad_words: list[str] | None = Field(
+        None, description="Words never generated: a word's last token is banned whenever "
+        "the output ends with its other tokens (with and without a leading space).",
+    )
     top_k: int | None = Field(None, description="Keep the k most likely tokens; -1 keeps all.")
     min_p: float | None = Field(None, description="Drop tokens below min_p * p_max; [0, 1].")
     top_a: float | None = Field(None, description="Drop tokens below top_a * p_max^2; [0, 1].")
@@ -126,9 +130,17 @@ class SamplingRequest(GuidedRequest):
     truncate_prompt_tokens: int | None = Field(
         None, description="Keep only the last k prompt tokens (k >= 1)."
     )
-    use_beam_search: bool = Field(False, description="Not supported.")
-    length_penalty: float = Field(1.0, description="Beam search only; must stay 1.")
-    early_stopping: bool = Field(False, description="Beam search only; must stay false.")
+    use_beam_search: bool = Field(
+        False, description="Beam search with best_of (else n) beams; the n best are "
+        "returned. Not with stream, stop strings, logprobs or structured output.",
+    )
+    length_penalty: float = Field(
+        1.0, description="Beam search: score = cumulative logprob / length ** length_penalty."
+    )
+    early_stopping: bool | Literal["never"] = Field(
+        False, description="Beam search: true stops once best_of beams finished; false "
+        "when no better one is likely (heuristic); never when none is possible.",
+    )
     priority: int = Field(
         0, description="Lower runs earlier; needs the priority scheduling policy."
     )
@@ -136,7 +148,7 @@ class SamplingRequest(GuidedRequest):
         None, min_length=1, description="Used as the response id instead of a fresh one."
     )
 
-    UNSUPPORTED: ClassVar[tuple[str, ...]] = ("use_beam_search",)
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = ()
     """Fields rejected when truthy (non-empty, non-zero, true)."""
 
     PASSED_THROUGH: ClassVar[tuple[str, ...]] = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.errors import APIError
 from toolkit.api.protocol_sampling import SamplingRequest
 from toolkit.protocol import GuidedSpec, SamplingParams
@@ -43,10 +44,24 @@ def resolve_max_tokens(
     return requested
 
 
+def bad_words_token_ids(tokenizer: TokenizerClient,
+                        words: list[str] | None) -> tuple[tuple[int, ...], ...]:
+    """Each bad word tokenized as it stands and after a space (mid-text), without
+    duplicates (vLLM's bad_words). An empty word stays empty (SamplingParams rejects it)."""
+    sequences: dict[tuple[int, ...], None] = {}
+    for word in words or ():
+        for text in (word.lstrip(), " " + word.lstrip()):
+            ids = tuple(tokenizer.encode(text, add_special_tokens=False)) if word.strip() else ()
+            sequences[ids] = None
+    return tuple(sequences)
+
+
 def build_sampling_params(request: SamplingRequest, max_tokens: int,
-                          guided: GuidedSpec | None = None) -> SamplingParams:
+                          guided: GuidedSpec | None = None,
+                          bad_words_ids: tuple[tuple[int, ...], ...] = ()) -> SamplingParams:
     """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter.
-    ``guided``: the output constraint (already validated by the engine).
+    ``guided``: the output constraint (already validated by the engine); ``bad_words_ids``:
+    ``request.bad_words`` tokenized (``bad_words_token_ids``).
 
     With best_of > n the sampled tokens' logprobs are always computed (the best choices
     are picked by cumulative logprob); the response shows them only when asked.
@@ -75,6 +90,8 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int,
             skip_special_tokens=request.skip_special_tokens,
             spaces_between_special_tokens=request.spaces_between_special_tokens,
             guided=guided,
+            bad_words=tuple(request.bad_words or ()),
+            bad_words_token_ids=bad_words_ids,
             **kwargs,
         )
     except ValueError as exc:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 Handler = Callable[[Request], Awaitable[Response]]
 Middleware = Callable[[Request, Handler], Awaitable[Response]]
 
-PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
+PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/api/")
 """Paths that need an API key when api_keys (or admin_key) is set."""
 ADMIN_PATHS = ("/metrics",)
 """Paths that need the admin key when it is set."""

@@ -1,7 +1,8 @@
 """The request flow shared by chat and text completions.
 
 body -> checks -> prompt ids -> one ``Job`` per (prompt, sample) -> the engine ->
-best_of selection -> a JSON response, or a server-sent event stream.
+best_of selection -> a JSON response, or a server-sent event stream. With
+use_beam_search, beam search over the engine replaces the jobs (non-streaming).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any, Generic, TypeVar
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
+from toolkit.api.beam_serving import beam_choices
 from toolkit.api.body import parse_body
 from toolkit.api.context import ServingContext
 from toolkit.api.deadline import Deadline
 from toolkit.api.disconnect import unless_disconnected
 from toolkit.api.errors import APIError
-from toolkit.api.guided import guided_spec
 from toolkit.api.generation import (
     ChoiceResult,
     Job,
@@ -28,12 +29,14 @@ from toolkit.api.generation import (
     merge_outputs,
     prefetched,
 )
+from toolkit.api.guided import guided_spec
 from toolkit.api.logprobs import LogprobRenderer
 from toolkit.api.protocol_sampling import SamplingRequest
 from toolkit.api.render import json_response, sse_response
 from toolkit.api.request_log import log_request
 from toolkit.api.responses import UsageInfo, new_id, now
 from toolkit.api.sampling import (
+    bad_words_token_ids,
     build_sampling_params,
     choice_params,
     resolve_max_tokens,
@@ -121,6 +124,8 @@ class OpenAIServing(ABC, Generic[RequestT]):
         jobs = self.jobs(turn)
         log_request(self.ctx, turn.response_id, prompts, jobs[0].params)
         num_prompt_tokens = sum(len(ids) for ids in prompts)
+        if body.use_beam_search:
+            return await self.beam_response(request, turn, deadline, num_prompt_tokens)
         if body.stream:
             first = prefetched(deadline.stream(merge_outputs(self.engine, jobs)))
             stream = await unless_disconnected(request, first)
@@ -130,14 +135,27 @@ class OpenAIServing(ABC, Generic[RequestT]):
         chosen = best_choices(results, body.num_samples, body.n)
         return json_response(self.response(turn, chosen, usage))
 
+    async def beam_response(self, request: Request, turn: Turn[RequestT], deadline: Deadline,
+                            num_prompt_tokens: int) -> Response:
+        """use_beam_search: the n best beams of each prompt as the choices."""
+        if turn.guided is not None:
+            raise APIError(f"{turn.guided.param} cannot be combined with use_beam_search",
+                           param=turn.guided.param, code="invalid_value")
+        beams = beam_choices(self.engine, turn.body, turn.prompts, turn.response_id,
+                             self.prompt_param)
+        results = await unless_disconnected(request, deadline.run(beams))
+        usage = UsageInfo.of(num_prompt_tokens, sum(r.num_output_tokens for r in results))
+        return json_response(self.response(turn, results, usage))
+
     def jobs(self, turn: Turn[RequestT]) -> list[Job]:
         """One job per (prompt, sample); index = prompt * samples + sample."""
         body, jobs = turn.body, []
+        bad_words = bad_words_token_ids(self.engine.tokenizer, body.bad_words)
         for p, prompt in enumerate(turn.prompts):
             max_tokens = resolve_max_tokens(
                 body, len(prompt), self.engine.max_model_len, self.prompt_param
             )
-            params = build_sampling_params(body, max_tokens, turn.guided)
+            params = build_sampling_params(body, max_tokens, turn.guided, bad_words)
             for i, choice in enumerate(choice_params(params, body.num_samples)):
                 index = p * body.num_samples + i
                 jobs.append(Job(index, f"{turn.response_id}-{index}", prompt, choice,

@@ -64,7 +64,9 @@ def parse_calls(mode: ToolMode, text: str, parser: ToolParser) -> ParsedOutput:
     if mode.kind == "named":
         return ParsedOutput("", (_call(mode.name, text),))
     if mode.kind == "required":
-        items = json.loads(text) if text.strip() else []
+        items = _forced_calls(text)
+        if items is None:  # cut short (max_tokens): no complete array to read
+            return ParsedOutput(text.strip())
         return ParsedOutput("", tuple(_call(i["name"], json.dumps(i["arguments"],
                                                                   ensure_ascii=False))
                                       for i in items))
@@ -77,6 +79,19 @@ def tool_calls(parsed: ParsedOutput) -> list[ToolCall]:
     """OpenAI tool calls of parsed calls (fresh ids)."""
     return [ToolCall(function=FunctionCall(name=c.name, arguments=c.arguments))
             for c in parsed.calls]
+
+
+def _forced_calls(text: str) -> list[dict] | None:
+    """The ``[{"name", "arguments"}, ...]`` array a required tool choice forces, or None
+    when the output does not hold a complete one."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(items, list) or not all(
+            isinstance(i, dict) and "name" in i and "arguments" in i for i in items):
+        return None
+    return items
 
 
 def _call(name: str, arguments: str) -> ParsedCall:

@@ -38,13 +38,32 @@ def check_request(request: SamplingRequest, ctx: ServingContext) -> None:
     _check_guided(request)
 
 
+_BEAM_IGNORED = {"bad_words": [], "allowed_token_ids": None, "logit_bias": {},
+                 "min_tokens": 0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                 "repetition_penalty": 1.0}
+"""Logits processors beam search cannot apply (it ranks by the raw logprobs, as vLLM
+does), with their neutral values."""
+
+
 def _check_beam_options(request: SamplingRequest) -> None:
-    if request.length_penalty != 1.0:
-        raise invalid("length_penalty", "length_penalty only applies to beam search, which "
-                      "is not supported; leave it at 1")
-    if request.early_stopping:
-        raise invalid("early_stopping", "early_stopping only applies to beam search, which "
-                      "is not supported")
+    """Beam options need use_beam_search; beam search is neither streamed nor combined
+    with what it cannot honour (stop strings, logprobs, logits processors; structured
+    output: serving_base)."""
+    if not request.use_beam_search:
+        if request.length_penalty != 1.0:
+            raise invalid("length_penalty", "length_penalty only applies to beam search "
+                          "(use_beam_search=true); leave it at 1")
+        if request.early_stopping is not False:
+            raise invalid("early_stopping", "early_stopping only applies to beam search "
+                          "(use_beam_search=true)")
+        return
+    conflicts = [("stream", request.stream), ("stop", request.stop_strings()),
+                 ("logprobs", request.num_logprobs() is not None),
+                 *((name, getattr(request, name) not in (None, neutral))
+                   for name, neutral in _BEAM_IGNORED.items())]
+    for param, present in conflicts:
+        if present:
+            raise invalid(param, f"{param} cannot be combined with use_beam_search")
 
 
 def _check_best_of(request: SamplingRequest) -> None:

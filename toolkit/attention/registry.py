@@ -1,5 +1,5 @@
 """Attention backends by name; factories take (kv_pool, num_qo_heads, num_kv_heads,
-head_dim, scale=None)."""
+head_dim, scale=None). GPU backends import their packages only inside the factory."""
 
 from __future__ import annotations
 
@@ -16,3 +16,25 @@ def _torch_ref(kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int, head_
     from toolkit.attention.torch_ref import TorchRefBackend
 
     return TorchRefBackend(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale)
+
+
+@ATTENTION_BACKENDS.register("flashinfer")
+def _flashinfer(kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int, head_dim: int,
+                scale: float | None = None) -> AttentionBackend:
+    from toolkit.attention.flashinfer import FlashInferBackend
+
+    return FlashInferBackend(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale)
+
+
+def flashinfer_unavailable(device: str) -> str | None:
+    """Why attention=flashinfer cannot run on ``device`` (one line), or None when it can.
+
+    Imports flashinfer only when the device is CUDA (the import takes about a second)."""
+    if device != "cuda":
+        return f"needs a CUDA device (device resolved to {device})"
+    try:
+        import flashinfer  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here"
+        reason = " ".join(str(exc).split())
+        return f"cannot import flashinfer ({type(exc).__name__}: {reason})"
+    return None

@@ -3,7 +3,8 @@
 It consumes exactly the FlashInfer page table (kv_indptr, kv_indices, kv_last_page_len).
 ``plan`` turns the table into cache-row indices once per step; each layer then does one
 index_copy_ for the new K/V, one gather plus one SDPA call for all decode requests
-together, and one gather plus one SDPA call per prefill chunk.
+together, and one gather plus one SDPA call per prefill chunk. An fp8 pool (see
+KVCachePool) is quantized as it is written and dequantized to q's dtype as it is gathered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.kv.cache_pool import KVCachePool
+from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 from toolkit.runner.forward_batch import ForwardBatch
 
 
@@ -62,6 +63,13 @@ def _cache_k_rows(batch: ForwardBatch, device: torch.device) -> torch.Tensor:
     pages = batch.kv_indices.to(device=device, dtype=torch.int64)
     offsets = torch.arange(page_size, device=device)
     return (pages[:, None] * (2 * page_size) + offsets).reshape(-1)
+
+
+def _gather_fp8(flat: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
+                dtype: torch.dtype) -> torch.Tensor:
+    """Rows [R] of an fp8 cache (flat [num_pages * 2P, Hkv, D], scales [.., Hkv]),
+    dequantized -> [R, Hkv, D] in ``dtype``."""
+    return dequantize_kv(flat.index_select(0, rows), scales.index_select(0, rows), dtype)
 
 
 class TorchRefBackend(AttentionBackend):
@@ -137,34 +145,56 @@ class TorchRefBackend(AttentionBackend):
                 v: torch.Tensor) -> torch.Tensor:
         cache = self.kv_pool.caches[layer_id]
         flat = cache.view(-1, self.num_kv_heads, self.head_dim)  # [num_pages * 2P, Hkv, D]
-        if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
-            k, v = k.to(cache.dtype), v.to(cache.dtype)
-        flat.index_copy_(0, self._write_k_rows, k)
-        flat.index_copy_(0, self._write_v_rows, v)
+        scales = None
+        if self.kv_pool.scales is not None:
+            scales = self._write_fp8(layer_id, flat, k, v)
+        else:
+            if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
+                k, v = k.to(cache.dtype), v.to(cache.dtype)
+            flat.index_copy_(0, self._write_k_rows, k)
+            flat.index_copy_(0, self._write_v_rows, v)
         if self._decode is not None and not self._prefills and self._decode.query_rows is None:
-            return self._attend_decode(flat, q)
+            return self._attend_decode(flat, q, scales)
         out = torch.empty_like(q)  # [T, Hq, D]
         if self._decode is not None:
             rows = self._decode.query_rows
             num_decodes = self._decode.num_decodes
             decode_q = q[:num_decodes] if rows is None else q.index_select(0, rows)
-            decode_out = self._attend_decode(flat, decode_q)
+            decode_out = self._attend_decode(flat, decode_q, scales)
             if rows is None:
                 out[:num_decodes] = decode_out
             else:
                 out.index_copy_(0, rows, decode_out)
         for prefill in self._prefills:
             out[prefill.query_start:prefill.query_end] = self._attend_prefill(
-                flat, q[prefill.query_start:prefill.query_end], prefill)
+                flat, q[prefill.query_start:prefill.query_end], prefill, scales)
         return out
 
-    def _attend_decode(self, flat: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """q: [Bd, Hq, D] -> [Bd, Hq, D]. GQA groups ride on SDPA's query-length axis."""
+    def _write_fp8(self, layer_id: int, flat: torch.Tensor, k: torch.Tensor,
+                   v: torch.Tensor) -> torch.Tensor:
+        """Quantize k, v [T, Hkv, D] into the fp8 cache rows of this step; returns the
+        layer's flat scales [num_pages * 2P, Hkv]."""
+        scales = self.kv_pool.scales[layer_id].view(-1, self.num_kv_heads)
+        raw = flat.view(torch.uint8)  # NOTE: index_copy_ has no float8 kernel on CPU
+        for rows, x in ((self._write_k_rows, k), (self._write_v_rows, v)):
+            values, x_scales = quantize_kv(x, flat.dtype)
+            raw.index_copy_(0, rows, values.view(torch.uint8))
+            scales.index_copy_(0, rows, x_scales)
+        return scales
+
+    def _attend_decode(self, flat: torch.Tensor, q: torch.Tensor,
+                       scales: torch.Tensor | None) -> torch.Tensor:
+        """q: [Bd, Hq, D] -> [Bd, Hq, D]. GQA groups ride on SDPA's query-length axis.
+        ``scales``: the layer's flat fp8 scales, None for an unquantized cache."""
         plan = self._decode
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)
-        keys = flat.index_select(0, plan.k_rows).view(shape).transpose(1, 2)  # [Bd, Hkv, L, D]
-        values = flat.index_select(0, plan.v_rows).view(shape).transpose(1, 2)
+        if scales is None:
+            keys = flat.index_select(0, plan.k_rows).view(shape).transpose(1, 2)  # [Bd, Hkv, L, D]
+            values = flat.index_select(0, plan.v_rows).view(shape).transpose(1, 2)
+        else:
+            keys = _gather_fp8(flat, scales, plan.k_rows, q.dtype).view(shape).transpose(1, 2)
+            values = _gather_fp8(flat, scales, plan.v_rows, q.dtype).view(shape).transpose(1, 2)
         grouped_q = q.view(num_decodes, self.num_kv_heads, self.group_size, self.head_dim)
         if q.dtype != keys.dtype:
             grouped_q = grouped_q.to(keys.dtype)
@@ -173,11 +203,15 @@ class TorchRefBackend(AttentionBackend):
         out = out.reshape(num_decodes, self.num_qo_heads, self.head_dim)
         return out if out.dtype == q.dtype else out.to(q.dtype)
 
-    def _attend_prefill(self, flat: torch.Tensor, q: torch.Tensor,
-                        plan: _PrefillPlan) -> torch.Tensor:
+    def _attend_prefill(self, flat: torch.Tensor, q: torch.Tensor, plan: _PrefillPlan,
+                        scales: torch.Tensor | None) -> torch.Tensor:
         """q: [qo_len, Hq, D] -> [qo_len, Hq, D], causal over the request's KV."""
-        keys = flat.index_select(0, plan.k_rows).transpose(0, 1)  # [Hkv, S, D]
-        values = flat.index_select(0, plan.v_rows).transpose(0, 1)
+        if scales is None:
+            keys = flat.index_select(0, plan.k_rows).transpose(0, 1)  # [Hkv, S, D]
+            values = flat.index_select(0, plan.v_rows).transpose(0, 1)
+        else:
+            keys = _gather_fp8(flat, scales, plan.k_rows, q.dtype).transpose(0, 1)
+            values = _gather_fp8(flat, scales, plan.v_rows, q.dtype).transpose(0, 1)
         out = F.scaled_dot_product_attention(
             q.transpose(0, 1).to(keys.dtype), keys, values, attn_mask=plan.mask,
             is_causal=plan.mask is None, scale=self.scale, enable_gqa=self.group_size > 1)

@@ -4,6 +4,7 @@ composed config into the job's directory."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,12 @@ def run_job(cfg: ToolkitConfig, job_dir: Path, name: str, overrides: list[str],
             axes: dict[str, str], pool: RuntimePool) -> JobResult:
     """Run cfg.bench against cfg.bench.target and write the job's files."""
     requests = build_workload(cfg.bench)
+    engine_metrics: dict[str, float | int] = {}
     if cfg.bench.target == "engine":
-        records, duration_s = _run_on_engine(cfg, requests, name, pool)
+        records, duration_s, engine_metrics = _run_on_engine(cfg, requests, name, pool)
     else:
         records, duration_s = asyncio.run(_run_on_url(cfg, requests, name))
-    metrics = compute_metrics(records, duration_s, cfg.bench.slo)
+    metrics = {**compute_metrics(records, duration_s, cfg.bench.slo), **engine_metrics}
     result = JobResult(name, overrides, axes, cfg.bench.target, metrics, records)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / RESULTS_FILE).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
@@ -56,16 +58,30 @@ def run_job(cfg: ToolkitConfig, job_dir: Path, name: str, overrides: list[str],
 
 
 def _run_on_engine(cfg: ToolkitConfig, requests: list[BenchRequest], name: str,
-                   pool: RuntimePool) -> tuple[list[RequestRecord], float]:
+                   pool: RuntimePool) -> tuple[list[RequestRecord], float, dict]:
+    """Records, duration, and the engine's speculative-decoding figures for the run."""
     from toolkit.bench.engine_client import EngineClient
 
     runtime = pool.get(cfg)
+    before = dataclasses.replace(runtime.engine.metrics)
     runtime.engine.start()
     try:
         client = EngineClient(runtime.engine, cfg.bench.temperature, cfg.bench.ignore_eos)
-        return asyncio.run(_drive(client, requests, cfg, name))
+        records, duration_s = asyncio.run(_drive(client, requests, cfg, name))
     finally:
         runtime.engine.shutdown()
+    return records, duration_s, _speculative_metrics(before, runtime.engine.metrics)
+
+
+def _speculative_metrics(before, after) -> dict[str, float | int]:
+    """Draft tokens verified and accepted during the run, the acceptance rate and the mean
+    accepted length (tokens per verification, bonus included); zeros without speculation."""
+    drafts = after.num_draft_tokens - before.num_draft_tokens
+    accepted = after.num_accepted_tokens - before.num_accepted_tokens
+    verifications = after.num_verifications - before.num_verifications
+    return {"spec_num_draft_tokens": drafts, "spec_num_accepted_tokens": accepted,
+            "spec_acceptance_rate": accepted / drafts if drafts else 0.0,
+            "spec_mean_accepted_length": 1 + accepted / verifications if verifications else 0.0}
 
 
 async def _run_on_url(cfg: ToolkitConfig, requests: list[BenchRequest],

@@ -1,4 +1,4 @@
-"""`toolkit`: serve, generate, config, models and recipes commands.
+"""`toolkit`: serve, generate, quantize, config, models and recipes commands.
 
 Every command takes Hydra overrides as trailing KEY=VALUE arguments
 (`toolkit serve model=llama3 server.port=9000`); bad ones exit with code 2 and one line.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import signal
 import sys
 import uuid
@@ -115,6 +116,27 @@ def tune(overrides: list[str] | None = OVERRIDES) -> None:
     from toolkit.bench.cli import tune_command
 
     tune_command(overrides or [])
+
+
+@app.command()
+@fails_cleanly
+def quantize(overrides: list[str] | None = OVERRIDES) -> None:
+    """Quantize the model into output=DIR (quant=awq: AutoAWQ's GEMM layout, quant.* knobs)."""
+    from toolkit.models.loader import ModelLoadError
+    from toolkit.quant.awq_quantizer import QuantizeError, quantize_from_config
+
+    outputs = [o for o in overrides or [] if o.startswith("output=")]
+    if not outputs or not outputs[-1].removeprefix("output="):
+        raise ConfigError("toolkit quantize needs output=DIR (where the checkpoint goes)")
+    cfg = compose_config([o for o in overrides or [] if not o.startswith("output=")])
+    out_dir = pathlib.Path(outputs[-1].removeprefix("output=")).expanduser()
+    try:
+        report = quantize_from_config(cfg, out_dir)
+    except (QuantizeError, ModelLoadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {report.out_dir} ({report.num_layers} layers, "
+               f"{report.num_calibration_tokens} calibration tokens, {report.seconds:.0f} s)")
 
 
 @config_app.command("show")

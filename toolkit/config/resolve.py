@@ -15,9 +15,11 @@ from toolkit.config.schema import ToolkitConfig
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-QUANT_METHODS = ("none",)
-SPECULATIVE_METHODS = ("none",)
+SPECULATIVE_METHODS = ("none", "ngram", "draft")
+ACCEPTANCE_METHODS = ("rejection_sampler", "typical_acceptance_sampler")
 SCHEDULER_POLICIES = ("fcfs", "priority")
+CACHE_DTYPES = {"auto": None, "fp8_e4m3": "float8_e4m3fn"}
+"""cache.dtype -> torch dtype name (None: the model dtype)."""
 
 
 def validate(cfg: ToolkitConfig) -> None:
@@ -27,8 +29,10 @@ def validate(cfg: ToolkitConfig) -> None:
     _choice("model.dtype", cfg.model.dtype, DTYPES)
     _choice("device.device", cfg.device.device, DEVICES)
     _choice("attention.backend", cfg.attention.backend, ("auto", *ATTENTION_BACKENDS.names()))
-    _choice("quant.method", cfg.quant.method, QUANT_METHODS)
-    _choice("speculative.method", cfg.speculative.method, SPECULATIVE_METHODS)
+    from toolkit.quant.registry import method_names
+
+    _choice("quant.method", cfg.quant.method, method_names())
+    _check_speculative(cfg)
     _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
     _choice("scheduler.policy", cfg.scheduler.policy, SCHEDULER_POLICIES)
     _at_least("server.max_logprobs", cfg.server.max_logprobs, 0)
@@ -43,10 +47,14 @@ def validate(cfg: ToolkitConfig) -> None:
     _at_least("scheduler.max_num_batched_tokens", cfg.scheduler.max_num_batched_tokens, 1)
     _check_admission(cfg)
     _at_least("cache.block_size", cfg.cache.block_size, 1)
+    _choice("cache.dtype", cfg.cache.dtype, tuple(CACHE_DTYPES))
     if cfg.cache.num_blocks is not None:
         _at_least("cache.num_blocks", cfg.cache.num_blocks, 1)
-    if cfg.cache.memory_gib <= 0:
-        raise ConfigError(f"cache.memory_gib={cfg.cache.memory_gib} must be > 0")
+    if cfg.cache.cpu_kv_cache_gb <= 0:
+        raise ConfigError(f"cache.cpu_kv_cache_gb={cfg.cache.cpu_kv_cache_gb} must be > 0")
+    if not 0 < cfg.cache.gpu_memory_utilization <= 1:
+        raise ConfigError(f"cache.gpu_memory_utilization={cfg.cache.gpu_memory_utilization} "
+                          "must be in (0, 1]")
     if cfg.model.max_model_len is not None:
         _at_least("model.max_model_len", cfg.model.max_model_len, 1)
     if cfg.device.num_threads is not None:
@@ -58,6 +66,28 @@ def validate(cfg: ToolkitConfig) -> None:
     from toolkit.bench.checks import validate_bench
 
     validate_bench(cfg.bench)
+
+
+def _check_speculative(cfg: ToolkitConfig) -> None:
+    """Proposer, acceptance method and their numbers; the draft model's dtype and quant."""
+    spec = cfg.speculative
+    _choice("speculative.method", spec.method, SPECULATIVE_METHODS)
+    _choice("speculative.acceptance_method", spec.acceptance_method, ACCEPTANCE_METHODS)
+    _at_least("speculative.num_speculative_tokens", spec.num_speculative_tokens, 1)
+    _at_least("speculative.prompt_lookup_min", spec.prompt_lookup_min, 1)
+    _at_least("speculative.prompt_lookup_max", spec.prompt_lookup_max, spec.prompt_lookup_min)
+    if not 0.0 <= spec.posterior_threshold <= 1.0:
+        raise ConfigError(f"speculative.posterior_threshold={spec.posterior_threshold} "
+                          "must be in [0, 1]")
+    if spec.posterior_alpha < 0.0:
+        raise ConfigError(f"speculative.posterior_alpha={spec.posterior_alpha} must be >= 0")
+    if spec.disable_by_batch_size is not None:
+        _at_least("speculative.disable_by_batch_size", spec.disable_by_batch_size, 1)
+    if spec.method == "draft":
+        from toolkit.quant.registry import method_names
+
+        _choice("speculative.draft_model.dtype", spec.draft_model.dtype, DTYPES)
+        _choice("speculative.draft_quant.method", spec.draft_quant.method, method_names())
 
 
 def _check_admission(cfg: ToolkitConfig) -> None:
@@ -94,6 +124,13 @@ class ResolvedConfig:
     block_size: int
     num_threads: int | None
     eos_token_ids: tuple[int, ...]
+    kv_cache_dtype: str = "auto"
+    """The torch dtype name the KV pages are stored in (cache.dtype resolved)."""
+    kv_cache_gib: float = 0.0
+    """Memory the KV pages take (num_blocks pages of all layers), in GiB."""
+    gpu_memory_plan: dict[str, float] | None = None
+    """On CUDA without cache.num_blocks: the memory planner's budget in GiB (total, budget
+    under gpu_memory_utilization, weights, peak activation, non-torch, KV cache)."""
 
 
 def resolve_device(cfg: ToolkitConfig) -> str:
@@ -107,8 +144,24 @@ def resolve_device(cfg: ToolkitConfig) -> str:
 
 
 def resolve_attention(cfg: ToolkitConfig, device: str) -> str:
-    del device  # every device resolves to the reference backend until a GPU backend lands
-    return "torch_ref" if cfg.attention.backend == "auto" else cfg.attention.backend
+    """attention.backend with auto resolved: flashinfer on CUDA when it imports and the KV
+    cache is float16/bfloat16, torch_ref otherwise. An explicit attention=flashinfer that
+    cannot run here is a one-line ConfigError."""
+    from toolkit.attention.registry import flashinfer_unavailable
+
+    wanted = cfg.attention.backend
+    if wanted not in ("auto", "flashinfer"):
+        return wanted
+    kv_dtype = resolve_kv_cache_dtype(cfg)
+    if kv_dtype in ("float16", "bfloat16"):
+        problem = flashinfer_unavailable(device)
+    else:
+        problem = f"needs a float16/bfloat16 KV cache, not {kv_dtype}"
+    if problem is None:
+        return "flashinfer"
+    if wanted == "auto":
+        return "torch_ref"
+    raise ConfigError(f"attention.backend=flashinfer {problem}; use attention=torch_ref or auto")
 
 
 def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int,
@@ -127,14 +180,26 @@ def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int,
     return wanted
 
 
-def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: int) -> int:
-    """Pages from num_blocks or memory_gib; one full-length request must fit, or it could
-    never be scheduled."""
+def resolve_kv_cache_dtype(cfg: ToolkitConfig) -> str:
+    """cache.dtype as a torch dtype name: model.dtype for auto, float8_e4m3fn for fp8_e4m3."""
+    return CACHE_DTYPES[cfg.cache.dtype] or cfg.model.dtype
+
+
+def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: int,
+                       gpu_kv_cache_bytes: int | None = None) -> int:
+    """Pages from cache.num_blocks, else from the memory the KV cache gets: on CUDA
+    ``gpu_kv_cache_bytes`` (what the memory planner's profile run left under
+    cache.gpu_memory_utilization), on CPU cache.cpu_kv_cache_gb. One full-length request
+    must fit, or it could never be scheduled."""
     if cfg.cache.num_blocks is not None:
         num_blocks, key = cfg.cache.num_blocks, f"cache.num_blocks={cfg.cache.num_blocks}"
+    elif gpu_kv_cache_bytes is not None:
+        num_blocks = max(gpu_kv_cache_bytes, 0) // bytes_per_block
+        key = (f"cache.gpu_memory_utilization={cfg.cache.gpu_memory_utilization} "
+               f"({gpu_kv_cache_bytes / (1 << 30):.2f} GiB left for KV)")
     else:
-        num_blocks = int(cfg.cache.memory_gib * (1 << 30)) // bytes_per_block
-        key = f"cache.memory_gib={cfg.cache.memory_gib}"
+        num_blocks = int(cfg.cache.cpu_kv_cache_gb * (1 << 30)) // bytes_per_block
+        key = f"cache.cpu_kv_cache_gb={cfg.cache.cpu_kv_cache_gb}"
     needed = -(-max_model_len // cfg.cache.block_size)
     if num_blocks < needed:
         raise ConfigError(

@@ -33,8 +33,32 @@ class ModelConfig:
 class QuantConfig:
     """Weight quantization."""
 
-    method: str = "none"
-    """Quantization method, by registry name."""
+    method: str = "auto"
+    """Quantization method, by registry name (none, awq ...), or auto: the scheme the
+    checkpoint declares in config.json's quantization_config (none when it has none)."""
+    group_size: int | None = None
+    """Input features per quantization group (awq: 32, 64 or 128). null takes the
+    checkpoint's; a value that disagrees with the checkpoint is an error."""
+    num_calibration_samples: int = 16
+    """`toolkit quantize`: calibration blocks of calibration_seq_len tokens, taken evenly
+    from the calibration split of pydoc_data.topics (AutoAWQ uses 128; on SmolLM2 8 and
+    16 gave the same held-out perplexity)."""
+    calibration_seq_len: int = 512
+    """`toolkit quantize`: tokens per calibration block."""
+    num_grid_points: int = 20
+    """`toolkit quantize` (awq): ratios tried by the channel-scale search, 0 to (n-1)/n."""
+    duo_scaling: bool = True
+    """`toolkit quantize` (awq): scales from activation and weight magnitudes; false uses
+    activation magnitudes only."""
+    apply_clip: bool = True
+    """`toolkit quantize` (awq): search a clipping range per (row, group); q/k projections
+    are never clipped."""
+    max_clip_shrink: float = 0.5
+    """`toolkit quantize` (awq): the clipping search tries ranges down to (1 - this) of a
+    group's max |w|, in steps of 1/20."""
+    num_clip_tokens: int = 512
+    """`toolkit quantize` (awq): calibration tokens (evenly spaced) the clipping search
+    measures on."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +85,22 @@ class CacheConfig:
 
     block_size: int = 16
     """Tokens per KV page."""
-    memory_gib: float = 1.0
-    """Memory given to the KV cache, in GiB; sets the page count unless num_blocks is set."""
+    cpu_kv_cache_gb: float = 1.0
+    """On CPU: memory given to the KV cache, in GiB (2**30 bytes, as vLLM's
+    VLLM_CPU_KVCACHE_SPACE); sets the page count unless num_blocks is set."""
+    gpu_memory_utilization: float = 0.9
+    """On CUDA: fraction (0, 1] of the GPU's total memory this engine may use: weights,
+    the peak activations of a profiled max_num_batched_tokens forward, and the KV cache,
+    which gets what is left (as vLLM). Ignored when num_blocks is set."""
     num_blocks: int | None = None
-    """Exact number of KV pages (tests, benchmarks); overrides memory_gib."""
+    """Exact number of KV pages (tests, benchmarks); overrides the memory-based sizing."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV of full blocks whose token prefix was computed before (hash-chained,
+    reference counted, LRU-evicted when pages run short); requests asking for prompt
+    logprobs skip the lookup."""
+    dtype: str = "auto"
+    """KV storage: auto (the model dtype) or fp8_e4m3 (float8_e4m3fn with one float32
+    scale per token and KV head: ~1.9x the tokens of bfloat16 in the same memory)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +108,8 @@ class AttentionConfig:
     """Attention implementation."""
 
     backend: str = "auto"
-    """auto picks by device (torch_ref on CPU), or an attention backend by registry name."""
+    """auto picks by device (flashinfer on CUDA when it imports and the KV cache is fp16/bf16,
+    torch_ref otherwise), or an attention backend by registry name."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +128,35 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """Speculative decoding."""
+    """Speculative decoding: a proposer drafts tokens, the target verifies them in one
+    forward pass, and an acceptance method keeps (rejection_sampler: exactly) the target's
+    distribution."""
 
     method: str = "none"
-    """Proposer, by name; none disables speculation."""
+    """Proposer, by name: none (no speculation), ngram (prompt lookup) or draft (a
+    smaller model)."""
+    num_speculative_tokens: int = 4
+    """Most draft tokens proposed per request per step (k); a step emits 1..k+1 tokens."""
+    prompt_lookup_min: int = 1
+    """ngram: shortest suffix n-gram of the context to look up."""
+    prompt_lookup_max: int = 4
+    """ngram: longest suffix n-gram to look up (tried first)."""
+    draft_model: ModelConfig = field(default_factory=ModelConfig)
+    """draft: the draft model (source/path, dtype, max_model_len ...); it must share the
+    target's tokenizer. Its KV cache gets as many pages as the target's."""
+    draft_quant: QuantConfig = field(default_factory=QuantConfig)
+    """draft: the draft model's weight quantization (auto: what its checkpoint declares)."""
+    acceptance_method: str = "rejection_sampler"
+    """rejection_sampler (lossless: accept with min(1, p/q), resample from the residual)
+    or typical_acceptance_sampler (lossy, Medusa's typical acceptance: faster, not exact)."""
+    posterior_threshold: float = 0.09
+    """typical_acceptance_sampler: a draft token is accepted when its target probability
+    exceeds min(posterior_threshold, posterior_alpha * exp(-entropy))."""
+    posterior_alpha: float = 0.3
+    """typical_acceptance_sampler: scale of the entropy-dependent threshold (usually the
+    square root of posterior_threshold)."""
+    disable_by_batch_size: int | None = None
+    """Speculate only while at most this many requests are running; null: always."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +173,30 @@ class ChatConfig:
     reasoning: bool = False
     """Move `<think>...</think>` at the start of the output into message.reasoning_content
     (delta.reasoning_content when streaming)."""
+
+
+@dataclass(frozen=True)
+class GuidedConfig:
+    """Structured output (guided_*, response_format, forced tool calls) on xgrammar."""
+
+    compile_timeout_s: float | None = 10.0
+    """Seconds one grammar (schema, regex, EBNF) may take to compile, in a worker process
+    that is killed past it; the request then gets a 400 naming the field (a guard against
+    regexes and grammars whose automaton blows up). null: no limit."""
+    max_compile_workers: int = 2
+    """Most grammar compile processes running at once (started on demand)."""
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """POST /v1/embeddings: how the served model's final-normed hidden states become one
+    vector per input."""
+
+    pooling: str = "last"
+    """last (the last token's hidden state; vLLM's default for decoder models) or mean
+    (the average over the input's tokens)."""
+    normalize: bool = True
+    """L2-normalize each vector (vLLM's default)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +255,8 @@ class ServerConfig:
     handler) -> response`, applied in order; a class is instantiated without arguments."""
     chat: ChatConfig = field(default_factory=ChatConfig)
     """Tool calling and reasoning content."""
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
+    """Grammar compilation of structured-output requests."""
     max_request_body_bytes: int | None = 8_388_608
     """Largest request body accepted, in bytes; a larger one is answered 413. null: no
     limit."""
@@ -180,6 +268,14 @@ class ServerConfig:
     cancelling them and exiting."""
     retry_after_s: int = 1
     """The Retry-After (seconds) sent with a 503 when the waiting queue is full."""
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    """Pooling of POST /v1/embeddings."""
+    kobold_api: bool = False
+    """Also serve the KoboldAI API (Aphrodite's --launch-kobold-api): /api/v1/generate,
+    /api/extra/generate/stream, /api/extra/tokencount, model, version and config routes."""
+    kobold_max_length: int = 256
+    """The output length /api/v1/config/max_length reports to Kobold clients (Aphrodite's
+    --max-length)."""
 
 
 @dataclass(frozen=True)

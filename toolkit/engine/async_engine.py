@@ -1,8 +1,10 @@
 """The asyncio facade: the engine core runs in its own thread; each request is a stream.
 
 The model's forward pass releases the GIL, so the event loop keeps accepting requests and
-streaming tokens while a step runs. Requests and aborts reach the engine thread through a
-queue and take effect between steps.
+streaming tokens while a step runs. Requests, aborts and embedding jobs reach the engine
+thread through a queue and take effect between steps; an embedding job runs one batch of
+its inputs (at most a step's token budget) between two steps, so it never runs beside a
+step and never holds generation up for longer than about one step.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.engine.core import EngineCore
@@ -38,6 +41,19 @@ class _Abort:
     request_id: str
 
 
+@dataclass
+class _Embed:
+    """An embedding job: its prompts, pooling, and the future its vectors resolve."""
+
+    prompts: list[list[int]]
+    pooling: str
+    normalize: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    vectors: list[list[float]] = field(default_factory=list)
+    """The vectors of the prompts embedded so far, in order."""
+
+
 class AsyncEngine:
     """What the API talks to. ``generate`` yields RequestOutput deltas; leaving the
     iteration early (client gone, cancellation) aborts the request and frees its pages."""
@@ -49,7 +65,10 @@ class AsyncEngine:
         self.model_name = model_name
         self.max_model_len = max_model_len
         self.healthy = True
-        self._commands: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Add | _Abort | _Embed | None] = queue.SimpleQueue()
+        self._embed_jobs: deque[_Embed] = deque()
+        """Embedding jobs in arrival order; the loop runs one batch of the first per turn."""
+        self._embedder = None
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         """Each generating request's event loop and the queue its deltas (or the exception
         that refused it) are put on."""
@@ -131,17 +150,35 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         self._commands.put(_Abort(request_id))
 
+    async def embed(self, prompts: list[list[int]], pooling: str = "last",
+                    normalize: bool = True) -> list[list[float]]:
+        """One vector per prompt: the served model's final-normed hidden states pooled
+        (``last`` token or ``mean``), L2-normalized when ``normalize``. Runs on the engine
+        thread between steps; cancelling the caller drops the rest of the job. Raises
+        ValueError for an empty prompt or an unknown pooling."""
+        if not self.healthy or self._thread is None:
+            raise RuntimeError("the engine is not running")
+        loop = asyncio.get_running_loop()
+        job = _Embed([list(p) for p in prompts], pooling, normalize, loop, loop.create_future())
+        self._commands.put(job)
+        return await job.future
+
     def _run(self) -> None:
         try:
-            while self._drain_commands(block=not self.core.has_unfinished):
+            while self._drain_commands(block=not (self.core.has_unfinished
+                                                  or self._embed_jobs)):
+                self._embed_batch()
                 for output in self.core.step():
                     self._publish(output)
         except Exception:
             logger.exception("the engine loop died")
             self.healthy = False
             self._fail_all("the engine loop died; see the server log")
+            self._fail_embed_jobs("the engine loop died")
             if self._on_fatal is not None:
                 self._on_fatal()
+        else:
+            self._fail_embed_jobs("the engine shut down")
 
     def _drain_commands(self, block: bool) -> bool:
         """Apply queued adds and aborts; False on shutdown."""
@@ -155,8 +192,63 @@ class AsyncEngine:
                 return False
             if isinstance(command, _Abort):
                 self.core.abort_request(command.request_id)
+                # a stream still listening (an abort from elsewhere, e.g. Kobold's
+                # /api/extra/abort) ends with reason "abort"
+                self._publish(RequestOutput(command.request_id, [], "", "abort"))
+                continue
+            if isinstance(command, _Embed):
+                self._embed_jobs.append(command)
                 continue
             self._add(command)
+
+    def _embed_batch(self) -> None:
+        """Embed the next batch of the first job's prompts: as many as fit in the
+        scheduler's per-step token budget (at least one); resolve the job when done.
+        A failure fails only that job."""
+        if not self._embed_jobs:
+            return
+        job = self._embed_jobs[0]
+        if job.future.cancelled():
+            self._embed_jobs.popleft()
+            return
+        start = len(job.vectors)
+        end = _batch_end(job.prompts, start, self.core.scheduler.config.max_num_batched_tokens)
+        try:
+            job.vectors.extend(self._get_embedder().embed(job.prompts[start:end], job.pooling,
+                                                          job.normalize))
+        except ValueError as exc:
+            self._embed_jobs.popleft()
+            _resolve(job, exc)
+            return
+        except Exception:
+            logger.exception("an embedding job failed")
+            self._embed_jobs.popleft()
+            _resolve(job, RuntimeError("the embedding forward failed"))
+            return
+        if len(job.vectors) == len(job.prompts):
+            self._embed_jobs.popleft()
+            _resolve(job, job.vectors)
+
+    def _get_embedder(self):
+        if self._embedder is None:
+            from toolkit.runner.embedder import Embedder
+
+            runner = self.core.runner
+            self._embedder = Embedder(runner.model, runner.attention, runner.page_size,
+                                      runner.device)
+        return self._embedder
+
+    def _fail_embed_jobs(self, reason: str) -> None:
+        """Fail every queued embedding job (the loop is gone)."""
+        while True:
+            try:
+                command = self._commands.get(block=False)
+            except queue.Empty:
+                break
+            if isinstance(command, _Embed):
+                self._embed_jobs.append(command)
+        while self._embed_jobs:
+            _resolve(self._embed_jobs.popleft(), RuntimeError(reason))
 
     def _add(self, command: _Add) -> None:
         """Admit one request; a refusal or a failure reaches only that request's stream."""
@@ -187,3 +279,30 @@ class AsyncEngine:
     def _fail_all(self, message: str) -> None:
         for request_id in list(self._streams):
             self._publish(RequestOutput(request_id, [], "", "abort", error=message))
+
+
+def _batch_end(prompts: list[list[int]], start: int, max_num_tokens: int) -> int:
+    """One past the last prompt from ``start`` whose tokens, with the ones before it,
+    stay within ``max_num_tokens`` (always at least one prompt)."""
+    end, num_tokens = start + 1, len(prompts[start])
+    while end < len(prompts) and num_tokens + len(prompts[end]) <= max_num_tokens:
+        num_tokens += len(prompts[end])
+        end += 1
+    return end
+
+
+def _resolve(job: _Embed, result: list[list[float]] | Exception) -> None:
+    """Hand ``result`` (vectors or the error) to the job's future on its event loop."""
+
+    def settle() -> None:
+        if job.future.done():
+            return
+        if isinstance(result, Exception):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
+
+    try:
+        job.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting
+        pass

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.engine.metrics import EngineMetrics
 from toolkit.engine.output_processor import OutputProcessor
-from toolkit.protocol import Request, RequestOutput, RequestStatus, SamplingParams
+from toolkit.protocol import (
+    Request,
+    RequestOutput,
+    RequestStatus,
+    RunnerOutput,
+    SamplingParams,
+    SchedulerOutput,
+)
 from toolkit.runner.model_runner import ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
 
@@ -71,6 +78,7 @@ class EngineCore:
         if scheduler_output.empty:
             return []
         runner_output = self.runner.execute(scheduler_output)
+        self._record_verifications(scheduler_output, runner_output)
         advanced = self.scheduler.update(scheduler_output, runner_output)
         self.output_processor.record(runner_output)
         for request_id in runner_output.grammar_finished:
@@ -80,9 +88,17 @@ class EngineCore:
         for request in advanced:
             try:
                 outputs.append(self._process(request, now))
-            except Exception:
+            except Exception:  # noqa: BLE001 (fault isolation: one request fails, not the step)
                 outputs.append(self._fail(request.request_id))
         return outputs
+
+    def _record_verifications(self, scheduler_output: SchedulerOutput,
+                              runner_output: RunnerOutput) -> None:
+        """Acceptance counters of the requests that verified drafts this step."""
+        for item in scheduler_output.scheduled:
+            tokens = runner_output.sampled_token_ids.get(item.request.request_id)
+            if item.draft_token_ids and tokens:
+                self.metrics.on_verify(item.num_draft_tokens, len(tokens) - 1)
 
     def _process(self, request: Request, now: float) -> RequestOutput:
         """A request's delta; finishes it on a stop string and releases it when done."""
@@ -109,10 +125,12 @@ class EngineCore:
         """Per-request state still held by the scheduler, the output processor and the
         runner (seed generators, grammar matchers); all zero once every request has
         finished or been aborted."""
+        proposer = self.scheduler.proposer
         return {
             "scheduler": len(self.scheduler.requests),
             "output_processor": len(self.output_processor),
             "runner": self.runner.num_request_states,
+            "proposer": len(proposer) if proposer is not None else 0,
         }
 
     def _add_grammar(self, request_id: str, params: SamplingParams, grammar: Any) -> None:

@@ -45,10 +45,16 @@ class Histogram:
 
 @dataclass
 class EngineMetrics:
-    """Token counters and TTFT / ITL histograms."""
+    """Token counters, TTFT / ITL histograms and speculative-decoding acceptance."""
 
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    num_draft_tokens: int = 0
+    """Draft tokens the target verified (speculative decoding)."""
+    num_accepted_tokens: int = 0
+    """Draft tokens the target accepted."""
+    num_verifications: int = 0
+    """(request, step) pairs that verified at least one draft."""
     finished_requests: dict[str, int] = field(default_factory=dict)
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS_S))
@@ -65,6 +71,25 @@ class EngineMetrics:
             self.itl.observe(now - last)
         self._last_token_time[request_id] = now
         self.generation_tokens += num_new_tokens
+
+    def on_verify(self, num_drafts: int, num_accepted: int) -> None:
+        """One request verified ``num_drafts`` drafts and accepted ``num_accepted``."""
+        self.num_verifications += 1
+        self.num_draft_tokens += num_drafts
+        self.num_accepted_tokens += num_accepted
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / verified draft tokens; 0.0 before any verification."""
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens emitted per verification: 1 + accepted drafts (vLLM's mean acceptance
+        length, counting the recovered or bonus token); 0.0 before any verification."""
+        if not self.num_verifications:
+            return 0.0
+        return 1.0 + self.num_accepted_tokens / self.num_verifications
 
     def on_finish(self, request_id: str, reason: str) -> None:
         self._last_token_time.pop(request_id, None)

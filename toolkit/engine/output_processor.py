@@ -59,26 +59,29 @@ class OutputProcessor:
 
     def record(self, runner_output: RunnerOutput) -> None:
         """Keep a step's logprobs until ``process`` sends them with their tokens."""
-        for request_id, entry in runner_output.logprobs.items():
+        for request_id, entries in runner_output.logprobs.items():
             state = self._states.get(request_id)
             if state is not None:
-                state.pending_logprobs.append(entry)
-                state.cumulative_logprob += entry.logprob
+                state.pending_logprobs.extend(entries)
         for request_id, (first, entries) in runner_output.prompt_logprobs.items():
             state = self._states.get(request_id)
             if state is not None and state.prompt_logprobs is not None:
                 state.prompt_logprobs[first:first + len(entries)] = entries
 
     def process(self, request: Request) -> tuple[RequestOutput, bool]:
-        """The delta for a request that just got a token; True when a stop string hit
-        (the caller then finishes the request with reason "stop")."""
+        """The delta for a request that just got tokens; True when a stop string hit
+        (the caller then finishes the request with reason "stop"). A stop string completed
+        by one token of a multi-token (speculative) run drops the tokens after it."""
         state = self._states[request.request_id]
         new_token_ids = request.output_token_ids[state.num_sent_tokens:]
+        if len(new_token_ids) > 1 and state.params.stop:
+            new_token_ids, stop_hit = self._detokenize_each(state, request, new_token_ids)
+        else:
+            delta = state.detokenizer.step(new_token_ids)
+            state.text += delta
+            stop_hit = (request.num_output_tokens >= state.params.min_tokens
+                        and self._cut_at_stop(state, len(delta)))
         state.num_sent_tokens = request.num_output_tokens
-        delta = state.detokenizer.step(new_token_ids)
-        state.text += delta
-        stop_hit = (request.num_output_tokens >= state.params.min_tokens
-                    and self._cut_at_stop(state, len(delta)))
         finish_reason = "stop" if stop_hit else (
             request.status.value if request.finished else None)
         end = len(state.text)
@@ -93,10 +96,27 @@ class OutputProcessor:
         self._attach_logprobs(state, output)
         return output, stop_hit
 
+    def _detokenize_each(self, state: _TextState, request: Request,
+                         new_token_ids: list[int]) -> tuple[list[int], bool]:
+        """Detokenize a run token by token, stopping at the token that completes a stop
+        string; the request's output is cut after it. (The kept tokens, stop hit.)"""
+        first = state.num_sent_tokens
+        for i, token in enumerate(new_token_ids):
+            delta = state.detokenizer.step([token])
+            state.text += delta
+            if first + i + 1 >= state.params.min_tokens and self._cut_at_stop(state, len(delta)):
+                del request.output_token_ids[first + i + 1:]
+                return new_token_ids[:i + 1], True
+        return new_token_ids, False
+
     @staticmethod
     def _attach_logprobs(state: _TextState, output: RequestOutput) -> None:
+        """The pending logprobs of the delta's tokens (entries of tokens dropped after a
+        stop condition are discarded)."""
         if state.params.logprobs is not None:
-            output.logprobs, state.pending_logprobs = state.pending_logprobs, []
+            output.logprobs = state.pending_logprobs[:len(output.new_token_ids)]
+            state.pending_logprobs = []
+            state.cumulative_logprob += sum(e.logprob for e in output.logprobs)
             output.cumulative_logprob = state.cumulative_logprob
         if state.prompt_logprobs is not None and not state.prompt_logprobs_sent:
             output.prompt_logprobs = state.prompt_logprobs

@@ -1,77 +1,115 @@
-"""One xgrammar ``TokenizerInfo`` and one ``GrammarCompiler`` per served model."""
+"""One xgrammar ``TokenizerInfo`` and one guarded grammar compiler per served model."""
 
 from __future__ import annotations
 
+import json
 import logging
-import re
+import threading
 import time
+from collections import OrderedDict
+from dataclasses import replace
 
 import xgrammar as xgr
 
-from toolkit.guided.grammars import compile_spec
+from toolkit.guided.compile_pool import CompilePool, CompileTimeout
+from toolkit.guided.errors import GuidedSpecError
+from toolkit.guided.schema_support import check_schema, with_exact_formats
 from toolkit.protocol.guided import GuidedSpec
+
+__all__ = ["DEFAULT_CACHE_BYTES", "GuidedCompiler", "GuidedSpecError"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 256 << 20
-"""Bound of the compiled-grammar cache (xgrammar evicts least recently used)."""
-
-
-class GuidedSpecError(ValueError):
-    """A guided spec that does not compile; ``param`` names the request field."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
+"""Bound of the compiled-grammar cache (least recently used grammars are evicted)."""
 
 
 class GuidedCompiler:
     """Compiles ``GuidedSpec``s into ``CompiledGrammar``s, once per distinct spec.
 
-    Thread-safe: xgrammar releases the GIL while compiling, so callers compile in worker
-    threads (``asyncio.to_thread``) and never on the event loop or the engine thread.
+    Every compile runs in a worker process with a time limit (a regex or grammar whose
+    automaton blows up is refused, not left burning a core); the result is cached here.
+    Thread-safe; ``compile`` blocks, so callers use worker threads (``asyncio.to_thread``).
     """
 
     def __init__(self, hf_tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...],
-                 max_threads: int = 2, cache_limit_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 max_threads: int = 2, cache_limit_bytes: int = DEFAULT_CACHE_BYTES,
+                 compile_timeout_s: float | None = 10.0, max_compile_workers: int = 2,
+                 warm: bool = True) -> None:
+        if compile_timeout_s is not None and compile_timeout_s <= 0:
+            raise ValueError(f"server.guided.compile_timeout_s must be > 0 or null, got "
+                             f"{compile_timeout_s}")
+        if max_compile_workers < 1:
+            raise ValueError(f"server.guided.max_compile_workers must be >= 1, got "
+                             f"{max_compile_workers}")
         self.vocab_size = vocab_size
         """Width of the model's logits (lm_head rows), which the bitmask covers."""
         self.info = xgr.TokenizerInfo.from_huggingface(
             hf_tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids) or None)
-        self._compiler = xgr.GrammarCompiler(self.info, max_threads=max_threads,
-                                             cache_enabled=True,
-                                             cache_limit_bytes=cache_limit_bytes)
+        self.compile_timeout_s = compile_timeout_s
+        """Seconds one compile may take before the spec is refused; None: no limit."""
+        self._pool = CompilePool(self.info, max_compile_workers, max_threads)
+        self._cache: OrderedDict[GuidedSpec, tuple[xgr.CompiledGrammar, int]] = OrderedDict()
+        self._cache_limit_bytes = cache_limit_bytes
+        self._lock = threading.Lock()
+        if warm:
+            self._pool.warm()
 
     def compile(self, spec: GuidedSpec) -> xgr.CompiledGrammar:
         """The compiled grammar of ``spec`` (from the cache when seen before); raises
-        ``GuidedSpecError`` naming ``spec.param`` when it does not compile."""
-        if spec.whitespace_pattern is not None:
-            _check_regex(spec.whitespace_pattern)
+        ``GuidedSpecError`` naming the request field when it does not compile in time or
+        uses a JSON-schema keyword xgrammar would not enforce."""
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
+        compiled_spec = _exact_json_spec(spec) if spec.kind == "json" else spec
         start = time.perf_counter()
         try:
-            compiled = compile_spec(self._compiler, spec)
-        except (RuntimeError, ValueError, TypeError) as exc:
-            raise GuidedSpecError(spec.param, f"{spec.param} is not valid: "
-                                  f"{_first_line(exc)}") from None
+            serialized = self._pool.compile(compiled_spec, self.compile_timeout_s)
+        except CompileTimeout:
+            raise GuidedSpecError(spec.param, f"{spec.param} did not compile within "
+                                  f"{self.compile_timeout_s:g} s; simplify it") from None
+        compiled = xgr.CompiledGrammar.deserialize_json(serialized, self.info)
+        self._store(spec, compiled, len(serialized))
         logger.debug("compiled %s grammar in %.1f ms", spec.kind,
                      (time.perf_counter() - start) * 1e3)
         return compiled
 
     @property
     def cache_size_bytes(self) -> int:
-        """Bytes held by the compiled-grammar cache."""
-        return self._compiler.get_cache_size_bytes()
+        """Bytes (serialized) of the grammars held by the cache."""
+        with self._lock:
+            return sum(size for _, size in self._cache.values())
+
+    def close(self) -> None:
+        """Stop the idle compile workers."""
+        self._pool.close()
+
+    def _cached(self, spec: GuidedSpec) -> xgr.CompiledGrammar | None:
+        with self._lock:
+            entry = self._cache.get(spec)
+            if entry is None:
+                return None
+            self._cache.move_to_end(spec)
+            return entry[0]
+
+    def _store(self, spec: GuidedSpec, compiled: xgr.CompiledGrammar, size: int) -> None:
+        with self._lock:
+            self._cache[spec] = (compiled, size)
+            total = sum(s for _, s in self._cache.values())
+            while total > self._cache_limit_bytes and len(self._cache) > 1:
+                _, (_, evicted) = self._cache.popitem(last=False)
+                total -= evicted
 
 
-def _check_regex(pattern: str) -> None:
+def _exact_json_spec(spec: GuidedSpec) -> GuidedSpec:
+    """The spec to compile for a JSON schema: refused (GuidedSpecError) when it uses a
+    keyword xgrammar would not enforce, with loose formats made exact patterns."""
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise GuidedSpecError("guided_whitespace_pattern",
-                              f"guided_whitespace_pattern is not a valid regex: {exc}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    """xgrammar's message without its source location prefix and trailing lines."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
+        schema = json.loads(spec.value)
+    except json.JSONDecodeError as exc:
+        raise GuidedSpecError(spec.param, f"{spec.param} is not valid JSON: {exc}") from None
+    found = check_schema(schema)
+    if found is not None:
+        raise GuidedSpecError(spec.param, f"{spec.param}: {found.message()}")
+    return replace(spec, value=json.dumps(with_exact_formats(schema)))

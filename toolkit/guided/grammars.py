@@ -6,6 +6,7 @@ import json
 
 import xgrammar as xgr
 
+from toolkit.guided.whitespace import json_ebnf
 from toolkit.protocol.guided import GuidedSpec
 
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
@@ -21,11 +22,13 @@ def choice_ebnf(choices: list[str]) -> str:
 
 def compile_spec(compiler: xgr.GrammarCompiler, spec: GuidedSpec) -> xgr.CompiledGrammar:
     """Compile ``spec``; raises whatever xgrammar raises on a bad schema, regex or grammar
-    (RuntimeError, ValueError) or ValueError for a malformed choice list."""
+    (RuntimeError, ValueError), ValueError for a malformed choice list, or
+    ``WhitespacePatternError`` for a whitespace pattern that cannot be honoured."""
     if spec.kind in ("json", "json_object"):
         schema = JSON_OBJECT_SCHEMA if spec.kind == "json_object" else spec.value
-        return compiler.compile_json_schema(
-            schema, any_whitespace=spec.whitespace_pattern is not None, strict_mode=True)
+        if spec.whitespace_pattern is not None:
+            return compiler.compile_grammar(json_ebnf(schema, spec.whitespace_pattern))
+        return compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
     if spec.kind == "regex":
         return compiler.compile_regex(spec.value)
     if spec.kind == "choice":

@@ -56,20 +56,56 @@ class GrammarMatchers:
                        if self._matchers[request_ids[i]].fill_next_token_bitmask(bitmask, i))
         return GrammarMask(bitmask, masked) if masked else None
 
-    def accept(self, sampled: dict[str, int]) -> set[str]:
-        """Advance each guided request by its sampled token; the ids whose grammar has
-        terminated (the stop token was accepted)."""
+    def fill_with_drafts(self, request_ids: Sequence[str], draft_ids: Sequence[Sequence[int]],
+                         vocab_size: int) -> GrammarMask | None:
+        """The bitmask of a verification batch: request i owns 1 + len(draft_ids[i])
+        consecutive rows, row j masking what may follow its first j drafts. The drafts
+        are accepted tentatively to fill the rows, then rolled back (the matchers are left
+        as they were). Rows after a draft the grammar rejects stay unmasked: the target
+        gives that draft probability 0, so verification never reaches them."""
+        num_rows = sum(len(d) + 1 for d in draft_ids)
+        bitmask, masked, row = None, [], 0
+        for request_id, drafts in zip(request_ids, draft_ids):
+            matcher = self._matchers.get(request_id)
+            if matcher is not None:
+                bitmask = bitmask if bitmask is not None else self._buffer(num_rows, vocab_size)
+                masked.extend(self._fill_run(matcher, drafts, bitmask, row))
+            row += len(drafts) + 1
+        return GrammarMask(bitmask, tuple(masked)) if masked else None
+
+    @staticmethod
+    def _fill_run(matcher: xgr.GrammarMatcher, drafts: Sequence[int], bitmask: torch.Tensor,
+                  first_row: int) -> list[int]:
+        """Fill rows first_row.. for a draft run; the rows that need applying."""
+        masked, num_accepted = [], 0
+        for j in range(len(drafts) + 1):
+            if matcher.fill_next_token_bitmask(bitmask, first_row + j):
+                masked.append(first_row + j)
+            if j == len(drafts) or matcher.is_terminated() or not matcher.accept_token(drafts[j]):
+                break
+            num_accepted += 1
+        if num_accepted:
+            matcher.rollback(num_accepted)
+        return masked
+
+    def accept(self, sampled: dict[str, list[int]]) -> set[str]:
+        """Advance each guided request by its emitted tokens, in order; the ids whose
+        grammar has terminated (the stop token was accepted) or rejected a token. A run is
+        cut (in place) after the token that ends it."""
         terminated = set()
-        for request_id, token in sampled.items():
+        for request_id, tokens in sampled.items():
             matcher = self._matchers.get(request_id)
             if matcher is None:
                 continue
-            if not matcher.accept_token(token):
-                logger.warning("request %s: token %d rejected by its grammar", request_id,
-                               token)
+            for i, token in enumerate(tokens):
+                if not matcher.accept_token(token):
+                    logger.warning("request %s: token %d rejected by its grammar", request_id,
+                                   token)
+                elif not matcher.is_terminated():
+                    continue
                 terminated.add(request_id)
-            elif matcher.is_terminated():
-                terminated.add(request_id)
+                del tokens[i + 1:]
+                break
         return terminated
 
     def _buffer(self, rows: int, vocab_size: int) -> torch.Tensor:

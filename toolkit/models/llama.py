@@ -2,7 +2,9 @@
 
 Ragged layout: tokens of all requests are concatenated, ``[T, hidden]``, no batch axis.
 Attention goes through an AttentionBackend that the runner has already planned.
-q/k/v and gate/up are fused at load time so a decode step runs few, large matmuls.
+q/k/v and gate/up are fused at load time so a decode step runs few, large matmuls. The four
+projections are QuantLinear layers: the QuantMethod given to the model decides how their
+weights are stored and multiplied; the model knows nothing else about quantization.
 Mistral's sliding window is not applied: build_runtime caps max_model_len to
 ``sliding_window``, within which full attention equals windowed attention.
 """
@@ -19,13 +21,17 @@ from torch import nn
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.layers.activation import silu_and_mul
-from toolkit.layers.linear import linear, pack_weight
+from toolkit.layers.linear import QuantLinear, ShardLoadError, linear, pack_weight
 from toolkit.layers.rmsnorm import rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
+from toolkit.quant.base import QuantMethod
+from toolkit.quant.none import NoQuant
 
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.(.+)")
-_QKV_PARTS = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
-_GATE_UP_PARTS = {"gate_proj": 0, "up_proj": 1}
+_PROJECTIONS = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+                "o_proj": ("o_proj", 0), "gate_proj": ("gate_up_proj", 0),
+                "up_proj": ("gate_up_proj", 1), "down_proj": ("down_proj", 0)}
+"""HF projection name -> (fused QuantLinear attribute, part index)."""
 
 
 class WeightLoadError(ValueError):
@@ -40,7 +46,7 @@ class LlamaDecoderLayer(nn.Module):
     """Pre-norm attention + SwiGLU MLP with fused projections."""
 
     def __init__(self, config: dict[str, Any], layer_id: int, dtype: torch.dtype,
-                 device: torch.device | str) -> None:
+                 device: torch.device | str, quant_method: QuantMethod) -> None:
         super().__init__()
         self.layer_id = layer_id
         hidden = config["hidden_size"]
@@ -59,41 +65,42 @@ class LlamaDecoderLayer(nn.Module):
         if config.get("hidden_act", "silu") != "silu":
             raise WeightLoadError(f"hidden_act {config['hidden_act']!r} is not supported (silu)")
         self.input_layernorm = _param((hidden,), dtype, device)
-        self.qkv_proj = _param((sum(self.qkv_sizes), hidden), dtype, device)
-        self.qkv_proj_bias = _param((sum(self.qkv_sizes),), dtype, device) if has_qkv_bias else None
-        self.o_proj = _param((hidden, self.qkv_sizes[0]), dtype, device)
-        self.o_proj_bias = _param((hidden,), dtype, device) if has_o_bias else None
         self.post_attention_layernorm = _param((hidden,), dtype, device)
-        self.gate_up_proj = _param((2 * intermediate, hidden), dtype, device)
-        self.down_proj = _param((hidden, intermediate), dtype, device)
-        self.packed: dict[str, torch.Tensor | None] = {}
-        """oneDNN-packed copies of the projection weights (see ``pack_weights``)."""
 
-    def pack_weights(self) -> None:
-        """Make oneDNN-packed copies of the four projections (bf16 on CPU; else no-op)."""
-        self.packed = {name: pack_weight(getattr(self, name))
-                       for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
+        def proj(in_features: int, output_sizes: tuple[int, ...], bias: bool) -> QuantLinear:
+            return QuantLinear(in_features, output_sizes, bias, quant_method, dtype, device)
+
+        self.qkv_proj = proj(hidden, self.qkv_sizes, has_qkv_bias)
+        self.o_proj = proj(self.qkv_sizes[0], (hidden,), has_o_bias)
+        self.gate_up_proj = proj(hidden, (intermediate, intermediate), False)
+        self.down_proj = proj(intermediate, (hidden,), False)
+
+    def projections(self) -> tuple[QuantLinear, ...]:
+        return self.qkv_proj, self.o_proj, self.gate_up_proj, self.down_proj
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 rotary: RotaryEmbedding, attn: AttentionBackend) -> torch.Tensor:
         """hidden: [T, hidden] -> [T, hidden]."""
         num_tokens = hidden.shape[0]
-        packed = self.packed
         x = rms_norm(hidden, self.input_layernorm, self.eps)
-        # [T, (Hq + 2 Hkv) * D]
-        qkv = linear(x, self.qkv_proj, self.qkv_proj_bias, packed.get("qkv_proj"))
+        qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hkv) * D]
         heads = qkv.view(num_tokens, -1, self.head_dim)  # [T, Hq + 2 Hkv, D]
         num_rotated = self.num_qo_heads + self.num_kv_heads
         qk = rotary.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
         q, k = qk.split((self.num_qo_heads, self.num_kv_heads), dim=1)
         v = heads[:, num_rotated:]  # [T, Hkv, D]
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
-        hidden = hidden + linear(attn_out.reshape(num_tokens, -1), self.o_proj, self.o_proj_bias,
-                                 packed.get("o_proj"))
+        hidden = hidden + self.o_proj(attn_out.reshape(num_tokens, -1))
         x = rms_norm(hidden, self.post_attention_layernorm, self.eps)
-        gate_up = linear(x, self.gate_up_proj, None, packed.get("gate_up_proj"))
-        mlp_out = linear(silu_and_mul(gate_up), self.down_proj, None, packed.get("down_proj"))
+        mlp_out = self.down_proj(silu_and_mul(self.gate_up_proj(x)))  # [T, hidden]
         return hidden + mlp_out
+
+
+def _copy_checked(name: str, tensor: torch.Tensor, target: torch.Tensor) -> None:
+    if tuple(tensor.shape) != tuple(target.shape):
+        raise WeightLoadError(f"{name}: shape {tuple(tensor.shape)}, "
+                              f"expected {tuple(target.shape)}")
+    target.copy_(tensor)
 
 
 def _architecture(config: dict[str, Any]) -> str:
@@ -101,20 +108,27 @@ def _architecture(config: dict[str, Any]) -> str:
 
 
 class LlamaForCausalLM(nn.Module):
-    """Built from a config.json dict; weights arrive later through ``load_weights``."""
+    """Built from a config.json dict; weights arrive later through ``load_weights``.
+
+    ``quant_method`` stores and multiplies the decoder projections (default: dense,
+    unpacked); embeddings, norms and the LM head stay dense in ``dtype``.
+    """
 
     def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu",
+                 quant_method: QuantMethod | None = None) -> None:
         super().__init__()
         self.config = config
         self.dtype = dtype
+        self.quant_method = quant_method or NoQuant()
         hidden = config["hidden_size"]
         vocab_size = config["vocab_size"]
         self.eps = config["rms_norm_eps"]
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
         self.embed_tokens = _param((vocab_size, hidden), dtype, device)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, dtype, device) for i in range(config["num_hidden_layers"])
+            LlamaDecoderLayer(config, i, dtype, device, self.quant_method)
+            for i in range(config["num_hidden_layers"])
         )
         self.norm = _param((hidden,), dtype, device)
         self.lm_head = self.embed_tokens if self.tie_word_embeddings else _param(
@@ -125,19 +139,13 @@ class LlamaForCausalLM(nn.Module):
         self.packed_lm_head: torch.Tensor | None = None
 
     def pack_weights(self) -> None:
-        """Pre-pack every projection and the LM head for oneDNN (bit-identical results).
-
-        Applies to bfloat16 weights on the CPU and is a no-op otherwise. Call after
-        ``load_weights``; the packed copies are not parameters (load_weights drops them).
-        """
-        for layer in self.layers:
-            layer.pack_weights()
+        """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU,
+        a no-op otherwise). The projections are packed by their QuantMethod (``none``
+        with ``prepack_weights``). Call after ``load_weights``, which drops the copy."""
         self.packed_lm_head = pack_weight(self.lm_head)
 
     def unpack_weights(self) -> None:
-        """Drop the packed copies; matmuls go back to F.linear on the parameters."""
-        for layer in self.layers:
-            layer.packed = {}
+        """Drop the LM head's packed copy; its matmul goes back to F.linear."""
         self.packed_lm_head = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
@@ -155,8 +163,12 @@ class LlamaForCausalLM(nn.Module):
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy HF-named tensors in, fusing q/k/v and gate/up; every parameter must be set."""
+        """Copy HF-named tensors in, fusing q/k/v and gate/up; every parameter must be set.
+        Then each projection's QuantMethod converts its tensors (``after_load``)."""
         self.unpack_weights()  # stale after new weights; pack_weights() again afterwards
+        for layer in self.layers:
+            for proj in layer.projections():
+                proj.create_params()  # undoes a previous after_load
         expected = self._expected_names()
         seen: set[str] = set()
         for name, tensor in weights:
@@ -167,46 +179,43 @@ class LlamaForCausalLM(nn.Module):
             if name not in expected:
                 architecture = _architecture(self.config)
                 raise WeightLoadError(f"unexpected weight {name!r} for {architecture}")
-            target = self._target_slice(name)
-            if tuple(tensor.shape) != tuple(target.shape):
-                raise WeightLoadError(f"{name}: shape {tuple(tensor.shape)}, "
-                                      f"expected {tuple(target.shape)}")
-            target.copy_(tensor)
+            self._load_one(name, tensor)
             seen.add(name)
         missing = sorted(expected - seen)
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise WeightLoadError(f"{len(missing)} weights missing from the checkpoint: {shown}")
+        for layer in self.layers:
+            for proj in layer.projections():
+                proj.finish_loading()
+
+    def _load_one(self, name: str, tensor: torch.Tensor) -> None:
+        """Copy one expected HF tensor into its parameter or fused projection slice."""
+        top_level = {"model.embed_tokens.weight": self.embed_tokens,
+                     "model.norm.weight": self.norm, "lm_head.weight": self.lm_head}
+        if name in top_level:
+            _copy_checked(name, tensor, top_level[name].data)
+            return
+        layer_id, rest = _LAYER_NAME.fullmatch(name).groups()
+        layer = self.layers[int(layer_id)]
+        parts = rest.split(".")  # [module, proj, suffix] or [norm, "weight"]
+        if len(parts) == 2:
+            _copy_checked(name, tensor, getattr(layer, parts[0]).data)
+            return
+        fused, part = _PROJECTIONS[parts[1]]
+        try:
+            getattr(layer, fused).load_shard(parts[2], tensor, part)
+        except ShardLoadError as exc:
+            raise WeightLoadError(f"{name}: {exc}") from None
 
     def _expected_names(self) -> set[str]:
         names = {"model.embed_tokens.weight", "model.norm.weight"}
         if not self.tie_word_embeddings:
             names.add("lm_head.weight")
-        per_layer = ["input_layernorm.weight", "post_attention_layernorm.weight",
-                     "self_attn.o_proj.weight", "mlp.down_proj.weight"]
-        per_layer += [f"self_attn.{p}.weight" for p in _QKV_PARTS]
-        per_layer += [f"mlp.{p}.weight" for p in _GATE_UP_PARTS]
-        if self.layers[0].qkv_proj_bias is not None:
-            per_layer += [f"self_attn.{p}.bias" for p in _QKV_PARTS]
-        if self.layers[0].o_proj_bias is not None:
-            per_layer.append("self_attn.o_proj.bias")
+        layer = self.layers[0]
+        per_layer = ["input_layernorm.weight", "post_attention_layernorm.weight"]
+        for proj, (fused, _) in _PROJECTIONS.items():
+            module = "mlp" if fused in ("gate_up_proj", "down_proj") else "self_attn"
+            per_layer += [f"{module}.{proj}.{suffix}"
+                          for suffix in getattr(layer, fused).checkpoint_names()]
         return names | {f"model.layers.{i}.{n}" for i in range(len(self.layers)) for n in per_layer}
-
-    def _target_slice(self, name: str) -> torch.Tensor:
-        """The (view of the) parameter that the HF tensor ``name`` fills."""
-        top_level = {"model.embed_tokens.weight": self.embed_tokens,
-                     "model.norm.weight": self.norm, "lm_head.weight": self.lm_head}
-        if name in top_level:
-            return top_level[name].data
-        layer_id, rest = _LAYER_NAME.fullmatch(name).groups()
-        layer = self.layers[int(layer_id)]
-        proj, kind = rest.split(".")[-2:]
-        if proj in _QKV_PARTS:
-            fused = layer.qkv_proj if kind == "weight" else layer.qkv_proj_bias
-            start = sum(layer.qkv_sizes[: _QKV_PARTS[proj]])
-            return fused.data[start:start + layer.qkv_sizes[_QKV_PARTS[proj]]]
-        if proj in _GATE_UP_PARTS:
-            half = layer.gate_up_proj.shape[0] // 2
-            start = half * _GATE_UP_PARTS[proj]
-            return layer.gate_up_proj.data[start:start + half]
-        return getattr(layer, proj if kind == "weight" else f"{proj}_bias").data

@@ -6,12 +6,16 @@ import json
 import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
 from toolkit.models.registry import MODEL_ARCHITECTURES
+
+if TYPE_CHECKING:
+    from toolkit.config.schema import QuantConfig
 
 
 class ModelLoadError(ValueError):
@@ -117,19 +121,37 @@ def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Ten
     """(name, tensor) for every tensor of every file, one tensor in memory at a time."""
     for path in files:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 yield name, f.get_tensor(name)
+
+
+def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every tensor, from the safetensors headers (no data read); {} for
+    pickle checkpoints, whose shapes are only known once loaded."""
+    if files[0].suffix != ".safetensors":
+        return {}
+    shapes = {}
+    for path in files:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
 
 
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
-               allow_pickle: bool = False) -> nn.Module:
+               allow_pickle: bool = False, quant: QuantConfig | None = None) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
     applies (bfloat16 on CPU, see toolkit.layers.linear); a no-op elsewhere.
     ``allow_pickle``: fall back to *.bin pickle checkpoints when there are no safetensors.
+    ``quant``: the quantization config (default ``method=auto``: as the checkpoint's
+    config.json declares); a mismatch with the checkpoint raises ModelLoadError.
     """
+    from toolkit.config.schema import QuantConfig
+    from toolkit.quant.registry import create_quant_method
+
     model_dir = pathlib.Path(model_dir)
     config = read_config(model_dir)
     architectures = config.get("architectures") or []
@@ -140,7 +162,9 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
         )
     model_cls = MODEL_ARCHITECTURES.get(architectures[0])()
     files = _weight_files(model_dir, allow_pickle)
-    model = model_cls(config, dtype=dtype, device=device)
+    method = create_quant_method(quant or QuantConfig(), config, prepack_weights)
+    method.check_checkpoint(tensor_shapes(files))
+    model = model_cls(config, dtype=dtype, device=device, quant_method=method)
     model.load_weights(iter_weights(files))
     if prepack_weights and hasattr(model, "pack_weights"):
         model.pack_weights()

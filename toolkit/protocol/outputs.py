@@ -15,12 +15,23 @@ class ScheduledRequest:
     start: int
     """Position of the first scheduled token (= num_computed_tokens before the step)."""
     num_tokens: int
-    """Tokens fed this step: a prefill chunk, or 1 for a decode."""
+    """Tokens fed this step: a prefill chunk, 1 for a decode, 1 + k for a decode with k
+    draft tokens."""
+    draft_token_ids: list[int] = field(default_factory=list)
+    """Speculative decoding: the k proposed tokens fed after the request's last token; the
+    runner verifies them from the logits at all 1 + k positions."""
+    draft_probs: object | None = None
+    """The draft's distributions q the drafts were sampled from, a float32 tensor [k, V]
+    on the runner's device; None means point masses (n-gram and greedy drafts)."""
+
+    @property
+    def num_draft_tokens(self) -> int:
+        return len(self.draft_token_ids)
 
     @property
     def samples(self) -> bool:
         """True when this chunk reaches the end of the request's tokens, so it samples."""
-        return self.start + self.num_tokens == self.request.num_tokens
+        return self.start + self.num_tokens - len(self.draft_token_ids) == self.request.num_tokens
 
 
 @dataclass
@@ -56,11 +67,13 @@ class TokenLogprobs:
 
 @dataclass
 class RunnerOutput:
-    """One sampled token per scheduled request that reached the end of its tokens."""
+    """The tokens emitted for each scheduled request that reached the end of its tokens:
+    one without speculation; with k drafts, the accepted drafts then one recovered or
+    bonus token (1..k+1)."""
 
-    sampled_token_ids: dict[str, int] = field(default_factory=dict)
-    logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)
-    """For requests that asked for logprobs: the sampled token's."""
+    sampled_token_ids: dict[str, list[int]] = field(default_factory=dict)
+    logprobs: dict[str, list[TokenLogprobs]] = field(default_factory=dict)
+    """For requests that asked for logprobs: one entry per emitted token, in order."""
     prompt_logprobs: dict[str, tuple[int, list[TokenLogprobs]]] = field(default_factory=dict)
     """For requests that asked for prompt logprobs: (index of the first prompt token
     covered, the logprobs of that token and the ones after it in this chunk)."""

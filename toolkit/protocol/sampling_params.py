@@ -56,6 +56,13 @@ class SamplingParams:
     """(token id, bias) pairs added to the logits, bias in [-100, 100]."""
     allowed_token_ids: tuple[int, ...] | None = None
     """When set, only these token ids can be sampled."""
+    bad_words: tuple[str, ...] = ()
+    """Words that must not be generated (vLLM's bad_words); the API tokenizes them into
+    ``bad_words_token_ids``."""
+    bad_words_token_ids: tuple[tuple[int, ...], ...] = ()
+    """Token sequences never completed: the last token of each is banned whenever the
+    output so far ends with the ones before it (each bad word with and without a leading
+    space)."""
     seed: int | None = None
     """Makes this request's samples reproducible whatever else is in the batch."""
     logprobs: int | None = None
@@ -115,6 +122,10 @@ class SamplingParams:
             ("allowed_token_ids", self.allowed_token_ids is None
              or (bool(self.allowed_token_ids) and min(self.allowed_token_ids) >= 0),
              "must be a non-empty list of token ids"),
+            ("bad_words", all(w.strip() for w in self.bad_words), "words must be non-empty"),
+            ("bad_words_token_ids", all(ids and min(ids) >= 0
+                                        for ids in self.bad_words_token_ids),
+             "must be non-empty token id sequences"),
             ("logprobs", self.logprobs is None or self.logprobs >= 0, "must be >= 0"),
             ("prompt_logprobs", self.prompt_logprobs is None or self.prompt_logprobs >= 0,
              "must be >= 0"),

@@ -2,52 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.forward_batch import ForwardBatch
 
 
+class _BatchLists:
+    """The batch's index lists, grown chunk by chunk (one chunk per request)."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.input_ids: list[int] = []
+        self.positions: list[int] = []
+        self.slots: list[int] = []
+        self.qo_indptr = [0]
+        self.kv_indptr = [0]
+        self.kv_indices: list[int] = []
+        self.last_page_len: list[int] = []
+        self.logits_indices: list[int] = []
+
+    def add(self, token_ids: list[int], start: int, block_ids: list[int],
+            num_logits: int) -> None:
+        """Tokens at positions start.. with K/V in ``block_ids``; logits for the last
+        ``num_logits`` of them."""
+        page_size, end = self.page_size, start + len(token_ids)
+        self.input_ids.extend(token_ids)
+        self.positions.extend(range(start, end))
+        pages = block_ids[: -(-end // page_size)]
+        self.slots.extend(pages[p // page_size] * page_size + p % page_size
+                          for p in range(start, end))
+        self.qo_indptr.append(len(self.input_ids))
+        self.kv_indices.extend(pages)
+        self.kv_indptr.append(len(self.kv_indices))
+        self.last_page_len.append(end - (len(pages) - 1) * page_size)
+        num_rows = len(self.input_ids)
+        self.logits_indices.extend(range(num_rows - num_logits, num_rows))
+
+    def build(self, device: torch.device | str) -> ForwardBatch:
+        def tensor(values: list[int], dtype: torch.dtype, on_device: bool = True) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device if on_device else "cpu")
+
+        return ForwardBatch(
+            input_ids=tensor(self.input_ids, torch.int64),
+            positions=tensor(self.positions, torch.int64),
+            qo_indptr=tensor(self.qo_indptr, torch.int32, on_device=False),
+            kv_indptr=tensor(self.kv_indptr, torch.int32, on_device=False),
+            kv_indices=tensor(self.kv_indices, torch.int32),
+            kv_last_page_len=tensor(self.last_page_len, torch.int32, on_device=False),
+            slot_mapping=tensor(self.slots, torch.int64),
+            logits_indices=tensor(self.logits_indices, torch.int64),
+            page_size=self.page_size,
+        )
+
+
 def build_forward_batch(scheduled: list[ScheduledRequest], page_size: int,
                         device: torch.device | str = "cpu") -> ForwardBatch:
-    """Lay the scheduled requests out back to back, in the scheduler's order."""
-    input_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
-    qo_indptr = [0]
-    kv_indptr = [0]
-    kv_indices: list[int] = []
-    last_page_len: list[int] = []
-    logits_indices: list[int] = []
+    """Lay the scheduled requests out back to back, in the scheduler's order. A request
+    that samples gets logits at its last position, or at all 1 + k positions when it
+    carries k drafts (fed after its own tokens)."""
+    lists = _BatchLists(page_size)
     for item in scheduled:
-        request, start, end = item.request, item.start, item.start + item.num_tokens
-        input_ids.extend(_token_slice(request.prompt_token_ids, request.output_token_ids,
-                                      start, end))
-        positions.extend(range(start, end))
-        pages = request.block_ids[: -(-end // page_size)]
-        slots.extend(pages[p // page_size] * page_size + p % page_size
-                     for p in range(start, end))
-        qo_indptr.append(len(input_ids))
-        kv_indices.extend(pages)
-        kv_indptr.append(len(kv_indices))
-        last_page_len.append(end - (len(pages) - 1) * page_size)
-        if item.samples:
-            logits_indices.append(len(input_ids) - 1)
+        request, num_drafts = item.request, len(item.draft_token_ids)
+        start, end = item.start, item.start + item.num_tokens - num_drafts
+        tokens = _token_slice(request.prompt_token_ids, request.output_token_ids, start, end)
+        if num_drafts:
+            tokens = tokens + item.draft_token_ids
+        lists.add(tokens, start, request.block_ids, num_drafts + 1 if item.samples else 0)
+    return lists.build(device)
 
-    def tensor(values: list[int], dtype: torch.dtype, on_device: bool = True) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype, device=device if on_device else "cpu")
 
-    return ForwardBatch(
-        input_ids=tensor(input_ids, torch.int64),
-        positions=tensor(positions, torch.int64),
-        qo_indptr=tensor(qo_indptr, torch.int32, on_device=False),
-        kv_indptr=tensor(kv_indptr, torch.int32, on_device=False),
-        kv_indices=tensor(kv_indices, torch.int32),
-        kv_last_page_len=tensor(last_page_len, torch.int32, on_device=False),
-        slot_mapping=tensor(slots, torch.int64),
-        logits_indices=tensor(logits_indices, torch.int64),
-        page_size=page_size,
-    )
+def build_chunk_batch(chunks: Sequence[tuple[list[int], int, list[int], int]], page_size: int,
+                      device: torch.device | str = "cpu") -> ForwardBatch:
+    """A batch from raw chunks (token ids, first position, page ids, number of trailing
+    positions that get logits); for models driven outside the scheduler (draft models)."""
+    lists = _BatchLists(page_size)
+    for token_ids, start, block_ids, num_logits in chunks:
+        lists.add(token_ids, start, block_ids, num_logits)
+    return lists.build(device)
 
 
 def _token_slice(prompt: list[int], output: list[int], start: int, end: int) -> list[int]:

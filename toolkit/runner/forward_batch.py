@@ -31,8 +31,8 @@ class ForwardBatch:
     slot_mapping: torch.Tensor
     """[T] int64 cache slot (page * page_size + offset) where each new token's K/V goes."""
     logits_indices: torch.Tensor
-    """[N] int64 rows of the hidden states to turn into logits (last token of requests
-    that sample this step)."""
+    """[N] int64 rows of the hidden states to turn into logits (the last token of each
+    request that samples this step; with k drafts, its last k + 1 tokens)."""
     page_size: int
 
     @property

@@ -51,6 +51,40 @@ def apply_allowed_token_ids(logits: torch.Tensor,
     return logits.masked_fill(banned, NEG_INF)
 
 
+def apply_bad_words(logits: torch.Tensor, params: Sequence[SamplingParams],
+                    histories: Sequence[TokenHistory]) -> torch.Tensor:
+    """Ban the last token of every bad-word sequence whose other tokens end the row's
+    output (vLLM's bad_words; a one-token sequence is always banned).
+
+    NOTE: a row this would leave without any finite logit keeps its logits, so a request
+    whose allowed tokens are all bad words still gets a token instead of failing the step.
+    """
+    banned = {i: _completing_tokens(p.bad_words_token_ids, h.output)
+              for i, (p, h) in enumerate(zip(params, histories)) if p.bad_words_token_ids}
+    banned = {i: tokens for i, tokens in banned.items() if tokens}
+    if not banned:
+        return logits
+    row_ids, token_ids = _pairs(banned, logits)
+    masked = logits.clone()
+    masked[row_ids, token_ids] = NEG_INF
+    rows = torch.tensor(list(banned), dtype=torch.int64, device=logits.device)
+    dead = rows[~torch.isfinite(masked[rows]).any(dim=1)]
+    masked[dead] = logits[dead]
+    return masked
+
+
+def _completing_tokens(sequences: Sequence[Sequence[int]], output: Sequence[int]) -> list[int]:
+    """The last token of each sequence whose prefix is the tail of ``output``."""
+    tokens = []
+    for seq in sequences:
+        prefix_len = len(seq) - 1
+        if prefix_len > len(output):
+            continue
+        if prefix_len == 0 or list(output[len(output) - prefix_len:]) == list(seq[:-1]):
+            tokens.append(seq[-1])
+    return tokens
+
+
 def apply_min_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
                      histories: Sequence[TokenHistory]) -> torch.Tensor:
     """Mask EOS (unless ignored) and stop_token_ids of rows below their min_tokens."""

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.protocol import RunnerOutput, SchedulerOutput, TokenLogprobs
+from toolkit.protocol import Request, RunnerOutput, SchedulerOutput, TokenLogprobs
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.batch_builder import build_forward_batch
 from toolkit.runner.forward_batch import ForwardBatch
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.logprobs import token_logprobs
 from toolkit.runner.sampler import sample
+from toolkit.speculative.acceptance import AcceptanceMethod, RejectionSampler
+from toolkit.speculative.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers
@@ -23,8 +25,10 @@ class ModelRunner:
     """Owns the model, the attention backend and the per-request sampling generators."""
 
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
-                 device: torch.device | str) -> None:
+                 device: torch.device | str, acceptance: AcceptanceMethod | None = None) -> None:
         self.model = model
+        self.acceptance = acceptance or RejectionSampler()
+        """How sampled requests' drafts are verified (greedy ones: by argmax match)."""
         self.attention = attention
         self.page_size = page_size
         self.device = device
@@ -38,25 +42,72 @@ class ModelRunner:
         self.attention.plan(batch)
         hidden = self.model(batch.input_ids, batch.positions, self.attention)  # [T, H]
         output = RunnerOutput(prompt_logprobs=self._prompt_logprobs(scheduled, hidden, batch))
-        sampling = [s.request for s in scheduled if s.samples]
+        sampling = [s for s in scheduled if s.samples]
         if not sampling:
             return output
-        logits = self.model.compute_logits(hidden[batch.logits_indices])  # [N, V] float32
+        # [M, V] float32; M = sum(1 + k_i): one row per position that gets a token
+        logits = self.model.compute_logits(hidden[batch.logits_indices])
+        if any(s.draft_token_ids for s in sampling):
+            emitted = self._verify(sampling, logits)
+        else:
+            emitted = self._sample([s.request for s in sampling], logits)
+        output.sampled_token_ids = emitted
+        if self._grammars:
+            output.grammar_finished = self._grammars.accept(emitted)
+        output.logprobs = self._logprobs(sampling, logits, emitted)
+        return output
+
+    def _sample(self, sampling: list[Request], logits: torch.Tensor) -> dict[str, list[int]]:
+        """One token per request (no drafts this step)."""
         params = [r.sampling_params for r in sampling]
         generators = [self._generator(r.request_id, r.sampling_params.seed) for r in sampling]
         histories = [TokenHistory(r.prompt_token_ids, r.output_token_ids) for r in sampling]
         ids = [r.request_id for r in sampling]
         grammar = self._grammars.fill(ids, logits.shape[1]) if self._grammars else None
-        token_ids = sample(logits, params, generators, histories, grammar)
-        output.sampled_token_ids = dict(zip(ids, token_ids.tolist()))
+        token_ids = sample(logits, params, generators, histories, grammar).tolist()
+        return {rid: [token] for rid, token in zip(ids, token_ids)}
+
+    def _verify(self, sampling: list[ScheduledRequest],
+                logits: torch.Tensor) -> dict[str, list[int]]:
+        """Accepted drafts plus one recovered or bonus token per request."""
+        rows = [VerifyRow(s.request.sampling_params,
+                          TokenHistory(s.request.prompt_token_ids, s.request.output_token_ids),
+                          s.draft_token_ids, s.draft_probs,
+                          self._generator(s.request.request_id, s.request.sampling_params.seed))
+                for s in sampling]
+        grammar = None
         if self._grammars:
-            output.grammar_finished = self._grammars.accept(output.sampled_token_ids)
-        rows = [i for i, p in enumerate(params) if p.logprobs is not None]
-        if rows:
-            entries = token_logprobs(logits[rows], token_ids[rows],
-                                     [params[i].logprobs for i in rows])
-            output.logprobs = {sampling[i].request_id: e for i, e in zip(rows, entries)}
-        return output
+            grammar = self._grammars.fill_with_drafts(
+                [s.request.request_id for s in sampling], [s.draft_token_ids for s in sampling],
+                logits.shape[1])
+        emitted = verify_drafts(logits, rows, self.acceptance, grammar)
+        return {s.request.request_id: tokens for s, tokens in zip(sampling, emitted)}
+
+    @staticmethod
+    def _logprobs(sampling: list[ScheduledRequest], logits: torch.Tensor,
+                  emitted: dict[str, list[int]]) -> dict[str, list[TokenLogprobs]]:
+        """Each emitted token's logprobs from the raw logits of the position it was
+        emitted at, for the requests that asked; one batched call."""
+        rows, tokens, num_top, owners = [], [], [], []
+        offset = 0
+        for item in sampling:
+            request = item.request
+            asked = request.sampling_params.logprobs
+            got = emitted.get(request.request_id, [])
+            if asked is not None and got:
+                rows.extend(range(offset, offset + len(got)))
+                tokens.extend(got)
+                num_top.extend([asked] * len(got))
+                owners.append((request.request_id, len(got)))
+            offset += item.num_draft_tokens + 1
+        if not rows:
+            return {}
+        entries = token_logprobs(logits[rows], torch.tensor(tokens), num_top)
+        result, start = {}, 0
+        for request_id, count in owners:
+            result[request_id] = entries[start:start + count]
+            start += count
+        return result
 
     def _prompt_logprobs(self, scheduled: list[ScheduledRequest], hidden: torch.Tensor,
                          batch: ForwardBatch) -> dict[str, tuple[int, list[TokenLogprobs]]]:

@@ -6,6 +6,7 @@ Stage 1, logits processors (they can change the greedy choice), in this order:
                            nothing after it can make a forbidden token win, and it does not
                            depend on any other processor)
     1. allowed_token_ids   only the listed tokens stay
+   1b. bad_words           the last token of a bad word whose other tokens end the output
     2. min_tokens          EOS (unless ignore_eos) and stop_token_ids masked until reached
     3. logit_bias          additive bias per token id
     4. penalties           repetition (prompt + output), then frequency and presence (output)
@@ -39,6 +40,7 @@ from toolkit.runner import truncation
 from toolkit.runner.logits_processors import (
     TokenHistory,
     apply_allowed_token_ids,
+    apply_bad_words,
     apply_grammar,
     apply_logit_bias,
     apply_min_tokens,
@@ -89,6 +91,7 @@ def process_logits(logits: torch.Tensor, params: Sequence[SamplingParams],
     """Steps 0-4 (new tensor; ``logits`` is left as it was)."""
     logits = apply_grammar(logits, grammar)
     logits = apply_allowed_token_ids(logits, params)
+    logits = apply_bad_words(logits, params, histories)
     logits = apply_min_tokens(logits, params, histories)
     logits = apply_logit_bias(logits, params)
     return apply_penalties(logits, params, histories)

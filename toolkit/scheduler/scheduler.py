@@ -3,27 +3,38 @@
 Each step: ``schedule()`` picks ``{request: num_tokens}`` under the token budget (running
 requests first, then waiting ones in arrival order), the runner executes it, and
 ``update()`` appends the sampled tokens and retires finished requests.
+
+With a proposer, a running decode with k drafts is scheduled 1 + k tokens (its last token
+and the drafts, verified in one forward); ``update()`` appends the 1..k+1 emitted tokens
+and rewinds ``num_computed_tokens`` over the rejected drafts. Their K/V slots stay
+allocated and are overwritten later; nothing reads them, since page-table lengths come
+from ``num_computed_tokens``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from toolkit.config.schema import SchedulerConfig
+from toolkit.config.schema import SchedulerConfig, SpeculativeConfig
 from toolkit.kv.block_manager import BlockManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SchedulerOutput
 from toolkit.protocol.errors import EngineOverloadedError
 from toolkit.protocol.outputs import ScheduledRequest
+from toolkit.speculative.base import Proposal, Proposer
 
 
 class Scheduler:
     """Owns the waiting queue and the running list; pure Python, unit-testable on CPU."""
 
     def __init__(self, config: SchedulerConfig, block_manager: BlockManager,
-                 max_model_len: int) -> None:
+                 max_model_len: int, proposer: Proposer | None = None,
+                 speculative: SpeculativeConfig | None = None) -> None:
         self.config = config
         self.block_manager = block_manager
         self.max_model_len = max_model_len
+        self.proposer = proposer
+        """Drafts tokens for running decodes; None: no speculation."""
+        self.speculative = speculative or SpeculativeConfig()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.requests: dict[str, Request] = {}
@@ -63,6 +74,8 @@ class Scheduler:
             self.waiting.remove(request)
         request.status = status
         self.block_manager.free(request)
+        if self.proposer is not None:
+            self.proposer.release(request_id)
         return request
 
     def schedule(self) -> SchedulerOutput:
@@ -74,9 +87,18 @@ class Scheduler:
         return output
 
     def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+        proposals = self._propose()
         index = 0
         while index < len(self.running) and budget > 0:
             request = self.running[index]
+            proposal = proposals.get(request.request_id)
+            if proposal is not None:
+                item = self._schedule_drafts(request, proposal, budget)
+                if item is not None:
+                    output.scheduled.append(item)
+                    budget -= item.num_tokens
+                    index += 1
+                    continue
             num_tokens = min(request.num_tokens - request.num_computed_tokens, budget)
             if not self._allocate_or_preempt(request, num_tokens, output):
                 break
@@ -85,6 +107,42 @@ class Scheduler:
             budget -= num_tokens
             index += 1
         return budget
+
+    def _propose(self) -> dict[str, Proposal]:
+        """Drafts for the running decodes that may speculate this step: none above
+        ``disable_by_batch_size`` running requests, none for prefills, and never past
+        max_model_len or beyond what max_tokens can still use."""
+        limit = self.speculative.disable_by_batch_size
+        if self.proposer is None or (limit is not None and len(self.running) > limit):
+            return {}
+        candidates, caps = [], []
+        for request in self.running:
+            if request.num_tokens - request.num_computed_tokens != 1:
+                continue
+            cap = min(self.speculative.num_speculative_tokens,
+                      self.max_model_len - request.num_tokens,
+                      request.sampling_params.max_tokens - request.num_output_tokens - 1)
+            if cap > 0:
+                candidates.append(request)
+                caps.append(cap)
+        if not candidates:
+            return {}
+        proposals = self.proposer.propose(candidates, caps)
+        return {r.request_id: p for r, p in zip(candidates, proposals) if p is not None}
+
+    def _schedule_drafts(self, request: Request, proposal: Proposal,
+                         budget: int) -> ScheduledRequest | None:
+        """The request's last token plus as many drafts as the budget and free pages
+        allow; None (schedule it without drafts) when not even one fits."""
+        num_drafts = min(len(proposal.token_ids), budget - 1)
+        start = request.num_computed_tokens
+        if num_drafts <= 0 or not self.block_manager.allocate(request, start + 1 + num_drafts):
+            return None
+        probs = proposal.probs
+        if probs is not None and num_drafts < len(proposal.token_ids):
+            probs = probs[:num_drafts]
+        return ScheduledRequest(request, start, 1 + num_drafts,
+                                proposal.token_ids[:num_drafts], probs)
 
     def _allocate_or_preempt(self, request: Request, num_tokens: int,
                              output: SchedulerOutput) -> bool:
@@ -101,6 +159,8 @@ class Scheduler:
 
     def _preempt(self, request: Request) -> None:
         self.block_manager.free(request)
+        if self.proposer is not None:
+            self.proposer.release(request.request_id)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
         request.num_preemptions += 1
@@ -109,13 +169,16 @@ class Scheduler:
     def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
-            num_tokens = request.num_tokens - request.num_computed_tokens
+            prefix = self.block_manager.find_cached_prefix(request)
+            num_computed = request.num_computed_tokens + prefix.num_tokens
+            num_tokens = request.num_tokens - num_computed
             if num_tokens > budget:
                 if not self.config.enable_chunked_prefill:
                     break
                 num_tokens = budget
-            if not self.block_manager.allocate(request, request.num_computed_tokens + num_tokens):
+            if not self.block_manager.allocate(request, num_computed + num_tokens, prefix):
                 break
+            request.num_computed_tokens = num_computed
             self.waiting.popleft()
             request.status = RequestStatus.RUNNING
             self.running.append(request)
@@ -132,15 +195,24 @@ class Scheduler:
         for item in output.scheduled:
             request = item.request
             request.num_computed_tokens += item.num_tokens
-            token = runner_output.sampled_token_ids.get(request.request_id)
-            if token is None:
+            tokens = runner_output.sampled_token_ids.get(request.request_id)
+            if not tokens:
                 continue
-            request.output_token_ids.append(token)
+            num_rejected = item.num_draft_tokens - (len(tokens) - 1)
+            request.num_computed_tokens -= max(num_rejected, 0)
             advanced.append(request)
+            self._append(request, tokens)
+        return advanced
+
+    def _append(self, request: Request, tokens: list[int]) -> None:
+        """Append emitted tokens one by one; the first stop condition finishes the request
+        and drops the tokens after it."""
+        for token in tokens:
+            request.output_token_ids.append(token)
             status = self._stop_status(request, token)
             if status is not None:
                 self.finish_request(request.request_id, status)
-        return advanced
+                return
 
     def _stop_status(self, request: Request, token: int) -> RequestStatus | None:
         params = request.sampling_params

@@ -67,8 +67,8 @@ def parse_llama3_json(text: str) -> ParsedOutput:
     body = text.replace("<|python_tag|>", "").strip()
     if not body.startswith("{"):
         return ParsedOutput(text.strip())
-    calls = _calls_of([_loads(part) for part in re.split(r"\}\s*;\s*\{", body)]
-                      if "};" in body.replace(" ", "") else _loads(body))
+    parts = re.split(r"(?<=\})\s*;\s*(?=\{)", body)
+    calls = _calls_of([_loads(part) for part in parts] if len(parts) > 1 else _loads(body))
     return ParsedOutput("", calls) if calls else ParsedOutput(text.strip())
 
 

@@ -1,0 +1,96 @@
+"""Decode tokens/s of bf16 vs AWQ (a round-to-nearest checkpoint) vs fp8, side by side.
+
+    python bench/quant_decode.py                         # SmolLM2, 1 and 16 streams
+    python bench/quant_decode.py --group-size 32 --streams 1 4 16 --rounds 3
+
+The AWQ variant serves a round-to-nearest AWQ checkpoint made once from the same model
+(toolkit.quant.rtn, cached under $TOOLKIT_CACHE_DIR); fp8 quantizes the bf16 checkpoint
+at load time and runs only where toolkit/quant/fp8.py is registered. The variants run
+alternately, --rounds times per concurrency, so that noise on a shared machine hits them
+alike; each row shows the median rate, the best, the ratio to bf16, and the resident
+bytes of the decoder projections (the quantized part of the model; bf16's include the
+oneDNN-packed copy) as MiB and as a fraction of their plain bf16 weight bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+
+from decode_throughput import prompt, run
+
+from toolkit.cli.compose import compose_config
+from toolkit.models.source import cache_root, resolve_model_dir
+from toolkit.quant.registry import QUANT_METHODS
+from toolkit.quant.rtn import write_rtn_awq_checkpoint
+from toolkit.runtime import build_runtime
+
+
+def rtn_checkpoint(overrides: list[str], group_size: int) -> pathlib.Path:
+    """The RTN AWQ twin of the configured model, written on first use."""
+    cfg = compose_config(overrides)
+    src = resolve_model_dir(cfg.model.source, cfg.model.path)
+    out = cache_root() / "quant" / f"{src.name}-rtn-awq-g{group_size}"
+    if not (out / "config.json").is_file():
+        write_rtn_awq_checkpoint(src, out, group_size)
+    return out
+
+
+def projection_bytes(runtime) -> tuple[int, int]:
+    """(bytes the decoder projections keep after after_load, their bf16 weight bytes)."""
+    from toolkit.layers.linear import QuantLinear
+
+    layers = [m for m in runtime.core.runner.model.modules() if isinstance(m, QuantLinear)]
+    return (sum(m.method.resident_bytes(m) for m in layers),
+            sum(2 * m.in_features * m.out_features for m in layers))
+
+
+def variants(overrides: list[str], group_size: int) -> dict[str, list[str]]:
+    """Variant name -> its overrides on top of ``overrides``."""
+    out = {"bf16": ["quant=none"],
+           f"awq-rtn-g{group_size}": [f"model.path={rtn_checkpoint(overrides, group_size)}",
+                                      "quant=awq"]}
+    if "fp8" in QUANT_METHODS:
+        out["fp8"] = ["quant.method=fp8"]
+    else:
+        print("fp8: skipped (toolkit/quant/fp8.py is not registered yet)")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=64,
+                        help="AWQ group size (SmolLM2's 576-wide layers take 32 or 64)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every variant")
+    args = parser.parse_args()
+    runtimes = {name: build_runtime(compose_config(args.overrides + extra))
+                for name, extra in variants(args.overrides, args.group_size).items()}
+    prompt_ids = prompt(runtimes["bf16"])
+    for runtime in runtimes.values():
+        run(runtime.core, prompt_ids, 2, 8)  # warm-up
+    sizes = {name: projection_bytes(rt) for name, rt in runtimes.items()}
+    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {args.output_len}, "
+          f"{args.rounds} rounds, variants interleaved")
+    print(f"{'streams':>7} {'variant':>14} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
+          f"{'x bf16':>7} {'proj MiB':>9} {'x bf16 weights':>14}")
+    for num_streams in args.streams:
+        rows: dict[str, list[dict]] = {name: [] for name in runtimes}
+        for _ in range(args.rounds):
+            for name, runtime in runtimes.items():
+                rows[name].append(run(runtime.core, prompt_ids, num_streams, args.output_len))
+        base = statistics.median(r["tokens_per_s"] for r in rows["bf16"])
+        for name, name_rows in rows.items():
+            rate = statistics.median(r["tokens_per_s"] for r in name_rows)
+            best = max(r["tokens_per_s"] for r in name_rows)
+            decode = statistics.median(r["decode_tokens_per_s"] for r in name_rows)
+            print(f"{num_streams:>7} {name:>14} {rate:>8.1f} {best:>8.1f} {decode:>13.1f} "
+                  f"{rate / base:>7.2f} {sizes[name][0] / 2**20:>9.1f} "
+                  f"{sizes[name][0] / sizes[name][1]:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""SiLU-and-mul over a fused gate/up projection (toolkit/layers/activation.py's contract).
+
+``silu_and_mul`` runs the Triton kernel on CUDA tensors and the torch twin otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def silu_and_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up: [T, 2 * I] (gate first, then up) -> silu(gate) * up: [T, I]."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def silu_and_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
+    """The Triton kernel (imports triton on first call); same contract as the twin."""
+    from toolkit.kernels._silu_and_mul_triton import launch
+
+    return launch(gate_up)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """Triton on CUDA tensors, the torch twin otherwise."""
+    if gate_up.is_cuda:
+        return silu_and_mul_triton(gate_up)
+    return silu_and_mul_ref(gate_up)

@@ -1,0 +1,1 @@
+"""Weight quantization: one QuantMethod per scheme, chosen by name (see registry.py)."""

@@ -1,0 +1,71 @@
+"""The contract between linear layers and a quantization scheme.
+
+A model builds its projections as ``QuantLinear`` layers (toolkit/layers/linear.py) and
+never looks inside them. The QuantMethod chosen for the checkpoint decides:
+
+1. ``param_specs``: which tensors a projection has in the checkpoint (``weight`` for dense
+   models; ``qweight``/``qzeros``/``scales`` for AWQ; ...), with their shapes, so that the
+   loader can copy each HF tensor, or each shard of a fused q/k/v or gate/up projection,
+   into place;
+2. ``after_load``: a one-time conversion once every tensor is in (repack for a kernel,
+   quantize a dense weight to fp8, pre-pack for oneDNN), which may replace the parameters;
+3. ``apply``: ``y = x @ W^T + bias`` with the layer's stored tensors.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One checkpoint tensor of a linear layer with ``in_features`` K and ``out_features`` N
+    (N of a fused projection is the sum of its parts)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    output_dim: int | None
+    """Axis that runs over output features, along which fused parts are concatenated;
+    None for tensors shared by every part (GPTQ's g_idx), loaded once and checked equal."""
+    output_pack: int = 1
+    """Output features per element along ``output_dim`` (8 for int32-packed 4-bit)."""
+
+
+class QuantMethod(ABC):
+    """One quantization scheme. Instances are stateless apart from their settings
+    (bits, group size ...), so one instance serves every layer of a model."""
+
+    name: str
+    """Registry name (``quant.method``)."""
+
+    @abstractmethod
+    def param_specs(self, in_features: int, out_features: int,
+                    dtype: torch.dtype) -> dict[str, ParamSpec]:
+        """Checkpoint tensor suffix (``weight``, ``qweight`` ...) -> its spec, for a layer
+        whose activations are ``dtype``. The bias is not included (it stays dense)."""
+
+    def check_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Raise ModelLoadError (toolkit.models.loader) when the checkpoint's tensor shapes
+        (name -> shape, read before any weight is) contradict this method's settings, e.g.
+        AWQ scales whose row count implies another group size. Default: no check."""
+
+    def after_load(self, layer: nn.Module) -> None:
+        """Convert the loaded tensors into the form ``apply`` uses (in place, once)."""
+
+    @abstractmethod
+    def apply(self, layer: nn.Module, x: torch.Tensor,
+              bias: torch.Tensor | None) -> torch.Tensor:
+        """x: [T, K] -> [T, N] in x's dtype."""
+
+    def resident_bytes(self, layer: nn.Module) -> int:
+        """Bytes of weight data the layer keeps after ``after_load`` (memory reports)."""
+        return sum(t.numel() * t.element_size() for t in layer.buffers()) + sum(
+            p.numel() * p.element_size() for p in layer.parameters())

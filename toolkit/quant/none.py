@@ -1,0 +1,62 @@
+"""The ``none`` method: a dense weight [N, K] in the model dtype, as in the checkpoint.
+
+On the CPU in bfloat16 with ``device.prepack_weights``, after_load keeps a oneDNN-packed
+copy of the weight beside it (bit-identical results, faster decode matmuls; see
+toolkit.layers.linear).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from toolkit.layers.linear import linear, pack_weight
+from toolkit.quant.base import ParamSpec, QuantMethod
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from toolkit.config.schema import QuantConfig
+
+
+class NoQuant(QuantMethod):
+    """Dense weights; ``prepack_weights`` packs them for oneDNN where that applies."""
+
+    name = "none"
+
+    def __init__(self, prepack_weights: bool = False) -> None:
+        self.prepack_weights = prepack_weights
+
+    def param_specs(self, in_features: int, out_features: int,
+                    dtype: torch.dtype) -> dict[str, ParamSpec]:
+        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
+
+    def after_load(self, layer: nn.Module) -> None:
+        layer.packed_weight = pack_weight(layer.weight) if self.prepack_weights else None
+        # NOTE: a plain attribute (same storage) skips nn.Module's parameter lookup per call
+        layer.dense_weight = layer.weight.detach()
+
+    def apply(self, layer: nn.Module, x: torch.Tensor,
+              bias: torch.Tensor | None) -> torch.Tensor:
+        return linear(x, layer.dense_weight, bias, layer.packed_weight)
+
+    def resident_bytes(self, layer: nn.Module) -> int:
+        """The weight (and bias); the packed copy, when there is one, is the same size."""
+        packed = 2 if getattr(layer, "packed_weight", None) is not None else 1
+        return super().resident_bytes(layer) + (packed - 1) * layer.weight.numel() * \
+            layer.weight.element_size()
+
+
+def create_none(cfg: QuantConfig, checkpoint: dict[str, Any],
+                prepack_weights: bool) -> NoQuant:
+    """The ``none`` factory; refuses a quantized checkpoint (its weights are not dense)."""
+    del cfg
+    if checkpoint:
+        from toolkit.models.loader import ModelLoadError
+
+        raise ModelLoadError(
+            f"quant.method='none' but the checkpoint is "
+            f"{checkpoint.get('quant_method', 'quantized')}-quantized "
+            "(config.json quantization_config); use quant=auto")
+    return NoQuant(prepack_weights)

@@ -1,0 +1,1 @@
+"""Speculative decoding: proposers (ngram, draft model) and the verification of drafts."""
