@@ -42,15 +42,23 @@ class Runtime:
     tokenizer: Tokenizer
 
 
-def build_runtime(cfg: ToolkitConfig) -> Runtime:
-    """Resolve the model, load it, size the KV cache and wire the engine."""
+def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runtime:
+    """Resolve the model, load it, size the KV cache and wire the engine.
+
+    ``engine_thread_only``: only AsyncEngine's loop thread will run the model (`toolkit
+    serve`). On CPU this thread then loads with one torch thread and the loop thread takes
+    the configured count: a second OpenMP team in the process (this thread's) makes
+    libgomp throttle its spin-waits, and the loop thread's oneDNN matmuls ran ~1.7x slower
+    (decode step 84 vs 50 ms for SmolLM2 on 2 cores).
+    """
     from toolkit.attention.registry import ATTENTION_BACKENDS
     from toolkit.models.loader import load_model, read_model_info
     from toolkit.models.source import resolve_model_dir
 
     device = resolve_device(cfg)
-    if device == "cpu" and cfg.device.num_threads is not None:
-        torch.set_num_threads(cfg.device.num_threads)
+    num_threads = cfg.device.num_threads or torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1 if engine_thread_only else num_threads)
     model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
@@ -76,7 +84,7 @@ def build_runtime(cfg: ToolkitConfig) -> Runtime:
         max_model_len=max_model_len,
         num_blocks=num_blocks,
         block_size=cfg.cache.block_size,
-        num_threads=torch.get_num_threads() if device == "cpu" else None,
+        num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
         kv_cache_dtype=kv_cache_dtype,
         kv_cache_gib=num_blocks * bytes_per_block / (1 << 30),
@@ -173,5 +181,6 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
                           cfg.speculative)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
-    engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len)
+    engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,
+                         resolved.num_threads)
     return core, engine

@@ -113,7 +113,7 @@ async def test_compile_time_limit_is_400_and_spares_other_requests(runtime, engi
     guided = runtime.core.guided
     strict = GuidedCompiler(runtime.tokenizer.hf, guided.vocab_size,
                             tuple(guided.info.stop_token_ids), max_threads=1,
-                            compile_timeout_s=0.5, warm=False)
+                            compile_timeout_s=0.5)
     monkeypatch.setattr(engine.core, "guided", strict)
     try:
         slow = api.post(CHAT, chat_body(guided_regex=r"(.{0,1000}x){0,8}", max_tokens=4))

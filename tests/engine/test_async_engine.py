@@ -51,6 +51,7 @@ class _DyingCore:
     """A core whose step raises once it has work: stands in for a bug in the engine loop."""
 
     has_unfinished = False
+    guided = None
 
     def add_request(self, *args) -> None:
         self.has_unfinished = True

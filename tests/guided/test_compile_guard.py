@@ -27,7 +27,7 @@ def strict(runtime):
     guided = runtime.core.guided
     compiler = GuidedCompiler(runtime.tokenizer.hf, guided.vocab_size,
                               tuple(guided.info.stop_token_ids), max_threads=1,
-                              compile_timeout_s=LIMIT_S, max_compile_workers=2, warm=False)
+                              compile_timeout_s=LIMIT_S, max_compile_workers=2)
     compiler.compile(regex(r"\d"))  # starts a worker: its start-up is not timed
     yield compiler
     compiler.close()

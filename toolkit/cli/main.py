@@ -62,7 +62,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
     from toolkit.runtime import build_runtime
 
     _setup_logging(cfg.server.log_level)
-    runtime = build_runtime(cfg)
+    runtime = build_runtime(cfg, engine_thread_only=True)
     runtime.engine.start(on_fatal=lambda: os.kill(os.getpid(), signal.SIGTERM))
     gate = ShutdownGate()
     try:

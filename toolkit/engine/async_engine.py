@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from toolkit.engine.core import EngineCore
 from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
 from toolkit.protocol.errors import EngineOverloadedError
@@ -59,8 +61,10 @@ class AsyncEngine:
     iteration early (client gone, cancellation) aborts the request and frees its pages."""
 
     def __init__(self, core: EngineCore, tokenizer: Tokenizer, model_name: str,
-                 max_model_len: int) -> None:
+                 max_model_len: int, num_threads: int | None = None) -> None:
         self.core = core
+        self.num_threads = num_threads
+        """torch intra-op threads of the loop thread (CPU); None leaves torch's default."""
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -77,8 +81,12 @@ class AsyncEngine:
 
     def start(self, on_fatal: Callable[[], None] | None = None) -> None:
         """Run the engine loop in its own thread; ``on_fatal`` is called if the loop dies
-        (the server uses it to shut down and exit non-zero, so a supervisor restarts it)."""
+        (the server uses it to shut down and exit non-zero, so a supervisor restarts it).
+        Also starts a grammar compile worker in the background, so that the first guided
+        request does not wait for one."""
         self._on_fatal = on_fatal
+        if self.core.guided is not None:
+            self.core.guided.warm()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -164,6 +172,8 @@ class AsyncEngine:
         return await job.future
 
     def _run(self) -> None:
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
         try:
             while self._drain_commands(block=not (self.core.has_unfinished
                                                   or self._embed_jobs)):

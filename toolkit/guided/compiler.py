@@ -34,8 +34,8 @@ class GuidedCompiler:
 
     def __init__(self, hf_tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...],
                  max_threads: int = 2, cache_limit_bytes: int = DEFAULT_CACHE_BYTES,
-                 compile_timeout_s: float | None = 10.0, max_compile_workers: int = 2,
-                 warm: bool = True) -> None:
+                 compile_timeout_s: float | None = 10.0,
+                 max_compile_workers: int = 2) -> None:
         if compile_timeout_s is not None and compile_timeout_s <= 0:
             raise ValueError(f"server.guided.compile_timeout_s must be > 0 or null, got "
                              f"{compile_timeout_s}")
@@ -52,8 +52,10 @@ class GuidedCompiler:
         self._cache: OrderedDict[GuidedSpec, tuple[xgr.CompiledGrammar, int]] = OrderedDict()
         self._cache_limit_bytes = cache_limit_bytes
         self._lock = threading.Lock()
-        if warm:
-            self._pool.warm()
+
+    def warm(self) -> None:
+        """Start a compile worker in the background (AsyncEngine.start calls this)."""
+        self._pool.warm()
 
     def compile(self, spec: GuidedSpec) -> xgr.CompiledGrammar:
         """The compiled grammar of ``spec`` (from the cache when seen before); raises
