@@ -30,6 +30,6 @@ class RuntimePool:
         else:
             self._runtime = None
             gc.collect()
-            self._runtime = build_runtime(cfg)
+            self._runtime = build_runtime(cfg, engine_thread_only=True)
             self.num_loads += 1
         return self._runtime
