@@ -69,3 +69,17 @@ class QuantMethod(ABC):
         """Bytes of weight data the layer keeps after ``after_load`` (memory reports)."""
         return sum(t.numel() * t.element_size() for t in layer.buffers()) + sum(
             p.numel() * p.element_size() for p in layer.parameters())
+
+
+def load_error(message: str) -> Exception:
+    """A ModelLoadError (imported late: the loader imports the quant registry)."""
+    from toolkit.models.loader import ModelLoadError
+
+    return ModelLoadError(message)
+
+
+def check_group_size(wanted: int | None, checkpoint_group_size: int) -> None:
+    """``quant.group_size`` (None: take the checkpoint's) must equal the checkpoint's."""
+    if wanted is not None and wanted != checkpoint_group_size:
+        raise load_error(f"quant.group_size={wanted} but the checkpoint's "
+                         f"quantization_config has group_size={checkpoint_group_size}")
