@@ -15,6 +15,7 @@ with prompt_logprobs, so it measures exactly what `toolkit serve` would run:
             toolkit.quant.rtn into a temporary directory at --group-size)
     awq     4-bit AWQ checkpoint from `toolkit quantize` (--awq DIR)
     fp8     quant=fp8 (weight-only e4m3, made at load time)
+    q4_1    quant=q4_1 (llama.cpp's Q4_1 blocks, requantized at load time)
     fp8_kv  cache.dtype=fp8_e4m3 (bf16 weights, fp8 KV cache)
 
 A variant that cannot be built yet (a missing checkpoint or a feature not in the toolkit)
@@ -34,7 +35,7 @@ from toolkit.protocol import SamplingParams
 from toolkit.quant.calibration import token_blocks
 from toolkit.runtime import build_runtime
 
-VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv")
+VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1")
 ENGINE = ["device=cpu", "model.dtype=bfloat16", "cache.enable_prefix_caching=false"]
 
 
@@ -43,8 +44,8 @@ def variant_overrides(name: str, args: argparse.Namespace, scratch: pathlib.Path
     """The overrides of variant ``name``, or why it is skipped."""
     if name == "bf16":
         return ["quant=none"]
-    if name == "fp8":
-        return ["quant=fp8"]
+    if name in ("fp8", "q4_1"):
+        return [f"quant={name}"]
     if name == "fp8_kv":
         return ["quant=none", "cache.dtype=fp8_e4m3"]
     if name == "awq":

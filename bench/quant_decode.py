@@ -1,11 +1,11 @@
-"""Decode tokens/s of bf16 vs AWQ (a round-to-nearest checkpoint) vs fp8, side by side.
+"""Decode tokens/s of bf16 vs AWQ (a round-to-nearest checkpoint) vs fp8 vs q4_1, side by side.
 
     python bench/quant_decode.py                         # SmolLM2, 1 and 16 streams
     python bench/quant_decode.py --group-size 32 --streams 1 4 16 --rounds 3
 
 The AWQ variant serves a round-to-nearest AWQ checkpoint made once from the same model
 (toolkit.quant.rtn, cached under $TOOLKIT_CACHE_DIR); fp8 quantizes the bf16 checkpoint
-at load time and runs only where toolkit/quant/fp8.py is registered. The variants run
+at load time, q4_1 requantizes it to llama.cpp's Q4_1 blocks. The variants run
 alternately, --rounds times per concurrency, so that noise on a shared machine hits them
 alike; each row shows the median rate, the best, the ratio to bf16, and the resident
 bytes of the decoder projections (the quantized part of the model; bf16's include the
@@ -22,7 +22,6 @@ from decode_throughput import prompt, run
 
 from toolkit.cli.compose import compose_config
 from toolkit.models.source import cache_root, resolve_model_dir
-from toolkit.quant.registry import QUANT_METHODS
 from toolkit.quant.rtn import write_rtn_awq_checkpoint
 from toolkit.runtime import build_runtime
 
@@ -51,10 +50,8 @@ def variants(overrides: list[str], group_size: int) -> dict[str, list[str]]:
     out = {"bf16": ["quant=none"],
            f"awq-rtn-g{group_size}": [f"model.path={rtn_checkpoint(overrides, group_size)}",
                                       "quant=awq"]}
-    if "fp8" in QUANT_METHODS:
-        out["fp8"] = ["quant.method=fp8"]
-    else:
-        print("fp8: skipped (toolkit/quant/fp8.py is not registered yet)")
+    out["fp8"] = ["quant.method=fp8"]
+    out["q4_1"] = ["quant.method=q4_1"]
     return out
 
 

@@ -97,11 +97,36 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(
         kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
     runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg))
+    if device == "cuda" and cfg.runner.cuda_graphs:
+        runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
     proposer = _proposer(cfg, resolved, info.vocab_size)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
     guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
     core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided, proposer)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
+
+
+def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,
+                       resolved: ResolvedConfig):
+    """Decode steps captured per batch size (runner.*), or None where the attention
+    backend cannot be captured (torch_ref): then every step runs eagerly."""
+    from toolkit.runner.cuda_graph_runner import (
+        build_cuda_graph_runner,
+        capture_batch_sizes,
+    )
+
+    max_num_seqs = cfg.scheduler.max_num_seqs
+    max_size = min(cfg.runner.max_cuda_graph_batch_size or max_num_seqs, max_num_seqs)
+    sizes = capture_batch_sizes(cfg.runner.cuda_graph_batch_sizes, max_size)
+    graph_runner = build_cuda_graph_runner(model, attention, sizes, resolved.max_model_len,
+                                           resolved.block_size, resolved.device)
+    if graph_runner is None:
+        logger.info("CUDA graphs off: attention=%s cannot be captured; decode runs eagerly",
+                    resolved.attention_backend)
+    else:
+        logger.info("captured CUDA graphs for decode batch sizes %s",
+                    list(graph_runner.captured_batch_sizes))
+    return graph_runner
 
 
 def _acceptance(cfg: ToolkitConfig):

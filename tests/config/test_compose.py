@@ -56,6 +56,7 @@ def test_model_configs_name_their_source(name, source):
     ("model=nope", "unknown model 'nope'; valid choices: llama3, llama3.1, mistral, qwen2, smollm2"),
     ("recipe=nope", "unknown recipe 'nope'; valid choices: "),
     ("model.foo=1", "unknown key 'model.foo'; valid keys under model: allow_pickle, dtype"),
+    ("runner.foo=1", "unknown key 'runner.foo'; valid keys under runner: cuda_graph_batch_sizes"),
     ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache"),
     ("server.port=abc", "server.port=abc"),
     ("model.dtype=int8", "model.dtype='int8' is not valid; valid choices: bfloat16, float16"),
@@ -64,6 +65,10 @@ def test_model_configs_name_their_source(name, source):
     ("scheduler.max_num_seqs=0", "scheduler.max_num_seqs=0 must be >= 1"),
     ("sampling.top_p=2", "sampling.top_p=2.0 is out of range"),
     ("server.port=70000", "server.port=70000 is not a TCP port"),
+    ("runner.max_cuda_graph_batch_size=0", "runner.max_cuda_graph_batch_size=0 must be >= 1"),
+    ("runner.cuda_graph_batch_sizes=[4,0]", "runner.cuda_graph_batch_sizes=[4, 0] must be"),
+    ("quant.max_int4_tokens=-1", "quant.max_int4_tokens=-1 must be >= 0"),
+    ("quant=q4_2", "unknown quant 'q4_2'; valid choices: auto, awq, fp8, gptq, none, q4_1"),
 ])
 def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as info:

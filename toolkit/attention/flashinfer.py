@@ -6,11 +6,16 @@ for steps where every request has one query token, BatchPrefillWithPagedKVCacheW
 step: prefills, prefill chunks, decodes mixed with them, and 1 + k token verification.
 ``plan`` plans the chosen wrapper once per step from the ForwardBatch page table; each
 layer's ``forward`` stores K/V with the Triton KV-store kernel, then calls ``run``.
+For CUDA graphs (toolkit/runner/cuda_graph_runner.py) ``init_cuda_graphs`` adds one
+``use_cuda_graph=True`` decode wrapper per captured batch size over static page-table
+buffers, and ``plan_cuda_graph`` plans the one of a padded decode batch.
 
 flashinfer is imported only here, when the backend is built (see registry.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -52,7 +57,11 @@ class FlashInferBackend(AttentionBackend):
         check_supported(kv_pool, num_qo_heads, num_kv_heads, head_dim)
         self.device = kv_pool.caches[0].device
         self.dtype = kv_pool.caches[0].dtype
+        self._workspace: torch.Tensor | None = None
         self._decode, self._prefill = self._create_wrappers()
+        self._graph_wrappers: dict[int, object] = {}
+        """Captured batch size -> its use_cuda_graph decode wrapper (init_cuda_graphs)."""
+        self._graph_slots: torch.Tensor | None = None
         self._wrapper = None
         self._slot_mapping: torch.Tensor | None = None
         self._plan_done: torch.cuda.Event | None = None
@@ -65,11 +74,56 @@ class FlashInferBackend(AttentionBackend):
 
         # NOTE: the decode workspace "must be initialized to 0 for its first use".
         workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
+        self._workspace = workspace
         use_tensor_cores = self.num_qo_heads // self.num_kv_heads >= MIN_TENSOR_CORE_GROUP
         decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             workspace, kv_layout="NHD", use_tensor_cores=use_tensor_cores)
         prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
         return decode, prefill
+
+    def init_cuda_graphs(self, batch_sizes: Sequence[int], max_num_pages: int) -> None:
+        """One decode wrapper per batch size (FlashInfer freezes the batch size of a
+        use_cuda_graph wrapper), all over shared static buffers that captured kernels read:
+        indptr [max B + 1], last_page_len [max B] (sliced per size), indices
+        [max_num_pages] and this backend's KV slots [max B]."""
+        max_batch_size = max(batch_sizes)
+
+        def buffer(length: int, fill: int, dtype: torch.dtype = torch.int32) -> torch.Tensor:
+            return torch.full((length,), fill, dtype=dtype, device=self.device)
+
+        indptr, indices = buffer(max_batch_size + 1, 0), buffer(max_num_pages, 0)
+        last_page_len = buffer(max_batch_size, 1)
+        self._graph_slots = buffer(max_batch_size, -1, torch.int64)
+        self._graph_wrappers = {
+            size: self._create_graph_wrapper(indptr[:size + 1], indices, last_page_len[:size])
+            for size in batch_sizes}
+
+    def _create_graph_wrapper(self, indptr: torch.Tensor, indices: torch.Tensor,
+                              last_page_len: torch.Tensor):
+        """A use_cuda_graph decode wrapper for len(last_page_len) requests."""
+        import flashinfer
+
+        return flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self._workspace, kv_layout="NHD", use_cuda_graph=True,
+            use_tensor_cores=self.num_qo_heads // self.num_kv_heads >= MIN_TENSOR_CORE_GROUP,
+            paged_kv_indptr_buffer=indptr, paged_kv_indices_buffer=indices,
+            paged_kv_last_page_len_buffer=last_page_len)
+
+    def plan_cuda_graph(self, batch: ForwardBatch) -> None:
+        """Plan the graph wrapper of a decode-only batch of a captured size (outside the
+        graph: before capture and before each replay); its slots go to the static buffer."""
+        self._wait_for_previous_plan()
+        num_requests = batch.num_requests
+        wrapper = self._graph_wrappers[num_requests]
+        kv_indices = batch.kv_indices.to(self.device, non_blocking=True)  # [num pages] int32
+        wrapper.plan(
+            batch.kv_indptr, kv_indices, batch.kv_last_page_len, self.num_qo_heads,
+            self.num_kv_heads, self.head_dim, batch.page_size, sm_scale=self.scale,
+            q_data_type=self.dtype, kv_data_type=self.dtype)
+        self._graph_slots[:num_requests].copy_(batch.slot_mapping, non_blocking=True)
+        self._slot_mapping = self._graph_slots[:num_requests]  # [B], a fixed address
+        self._wrapper = wrapper
+        self._record_plan()
 
     def plan(self, batch: ForwardBatch) -> None:
         """Plan the decode wrapper (all qo_len == 1) or the prefill wrapper, once."""

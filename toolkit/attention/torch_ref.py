@@ -212,7 +212,12 @@ class TorchRefBackend(AttentionBackend):
         else:
             keys = _gather_fp8(flat, scales, plan.k_rows, q.dtype).transpose(0, 1)
             values = _gather_fp8(flat, scales, plan.v_rows, q.dtype).transpose(0, 1)
+        # NOTE: on the CPU only 4-D inputs without enable_gqa reach SDPA's flash kernel; 3-D
+        # ones took its unfused math path (a 2000-token prompt: 12.9 s, 92 % of it there)
+        if self.group_size > 1:
+            keys = keys.repeat_interleave(self.group_size, dim=0)  # [Hq, S, D]
+            values = values.repeat_interleave(self.group_size, dim=0)
         out = F.scaled_dot_product_attention(
-            q.transpose(0, 1).to(keys.dtype), keys, values, attn_mask=plan.mask,
-            is_causal=plan.mask is None, scale=self.scale, enable_gqa=self.group_size > 1)
+            q.transpose(0, 1).to(keys.dtype)[None], keys[None], values[None],
+            attn_mask=plan.mask, is_causal=plan.mask is None, scale=self.scale)[0]
         return out.transpose(0, 1).to(q.dtype)  # [qo_len, Hq, D]

@@ -32,6 +32,8 @@ def validate(cfg: ToolkitConfig) -> None:
     from toolkit.quant.registry import method_names
 
     _choice("quant.method", cfg.quant.method, method_names())
+    _at_least("quant.max_int4_tokens", cfg.quant.max_int4_tokens, 0)
+    _check_runner(cfg)
     _check_speculative(cfg)
     _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
     _choice("scheduler.policy", cfg.scheduler.policy, SCHEDULER_POLICIES)
@@ -206,6 +208,17 @@ def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: 
             f"{key} gives {num_blocks} pages but one {max_model_len}-token request needs "
             f"{needed}; raise it or lower model.max_model_len")
     return num_blocks
+
+
+def _check_runner(cfg: ToolkitConfig) -> None:
+    """CUDA graph sizes: null or at least 1 each."""
+    runner = cfg.runner
+    if runner.max_cuda_graph_batch_size is not None:
+        _at_least("runner.max_cuda_graph_batch_size", runner.max_cuda_graph_batch_size, 1)
+    sizes = runner.cuda_graph_batch_sizes
+    if sizes is not None and (not sizes or min(sizes) < 1):
+        raise ConfigError(f"runner.cuda_graph_batch_sizes={list(sizes)} must be a non-empty "
+                          "list of sizes >= 1, or null")
 
 
 def _choice(key: str, value: object, valid: tuple[str, ...]) -> None:

@@ -38,7 +38,11 @@ class QuantConfig:
     checkpoint declares in config.json's quantization_config (none when it has none)."""
     group_size: int | None = None
     """Input features per quantization group (awq: 32, 64 or 128). null takes the
-    checkpoint's; a value that disagrees with the checkpoint is an error."""
+    checkpoint's; a value that disagrees with the checkpoint is an error. q4_1: null is 32
+    (llama.cpp's block)."""
+    max_int4_tokens: int = 8
+    """q4_1: steps of at most this many tokens run the 4-bit kernel (decode is bound by
+    memory bandwidth), longer ones the bf16 copy on AMX (bound by compute)."""
     num_calibration_samples: int = 16
     """`toolkit quantize`: calibration blocks of calibration_seq_len tokens, taken evenly
     from the calibration split of pydoc_data.topics (AutoAWQ uses 128; on SmolLM2 8 and
@@ -110,6 +114,23 @@ class AttentionConfig:
     backend: str = "auto"
     """auto picks by device (flashinfer on CUDA when it imports and the KV cache is fp16/bf16,
     torch_ref otherwise), or an attention backend by registry name."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Model execution: CUDA graphs for decode steps (CUDA only; the CPU always runs eagerly)."""
+
+    cuda_graphs: bool = True
+    """Capture each decode step's forward as a CUDA graph per batch size and replay it
+    (FlashInfer attention only; torch_ref runs eagerly). false runs every step eagerly,
+    like vLLM's --enforce-eager."""
+    cuda_graph_batch_sizes: list[int] | None = None
+    """Batch sizes to capture (vLLM's cudagraph_capture_sizes). null: 1, 2, 4, then every
+    multiple of 8, up to and including max_cuda_graph_batch_size. A decode step of n
+    requests replays the smallest captured size >= n, padded; larger steps run eagerly."""
+    max_cuda_graph_batch_size: int | None = None
+    """Largest batch size captured by default (vLLM's max_cudagraph_capture_size); null:
+    scheduler.max_num_seqs, which also caps it."""
 
 
 @dataclass(frozen=True)
@@ -391,6 +412,7 @@ class ToolkitConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)

@@ -29,6 +29,8 @@ def rmsnorm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     if x.stride(1) != 1:
         x = x.contiguous()
     out = torch.empty((num_rows, hidden_size), dtype=x.dtype, device=x.device)
+    if num_rows == 0:
+        return out
     block_size = triton.next_power_of_2(hidden_size)
     _rmsnorm_kernel[(num_rows,)](x, weight, out, x.stride(0), hidden_size, eps,
                                  BLOCK_SIZE=block_size)

@@ -3,13 +3,15 @@
     residual' = residual + x          (rounded to the model dtype, as the layer's ``+`` is)
     normed    = rmsnorm(residual', weight, eps)
 
-``fused_add_rmsnorm`` runs the Triton kernel on CUDA tensors and the torch twin otherwise.
+``fused_add_rmsnorm`` runs the Triton kernel where ``dispatch.use_triton`` says so (CUDA
+tensors), the torch twin otherwise.
 """
 
 from __future__ import annotations
 
 import torch
 
+from toolkit.kernels.dispatch import use_triton
 from toolkit.kernels.rmsnorm import rmsnorm_ref
 
 
@@ -31,6 +33,6 @@ def fused_add_rmsnorm_triton(x: torch.Tensor, residual: torch.Tensor, weight: to
 def fused_add_rmsnorm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton on CUDA tensors, the torch twin otherwise."""
-    if x.is_cuda:
+    if use_triton(x):
         return fused_add_rmsnorm_triton(x, residual, weight, eps)
     return fused_add_rmsnorm_ref(x, residual, weight, eps)

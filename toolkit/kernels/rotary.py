@@ -3,12 +3,15 @@
 cos and sin are what ``RotaryEmbedding.cos_sin(positions)`` returns: [T, 1, D] in the
 model dtype, cos = [c, c] and signed sin = [-s, s] over the two halves of D, so that
     rotated = x * cos + roll(x, D / 2) * sin          (NeoX / HF "rotate_half")
-``apply_rotary`` runs the Triton kernel on CUDA tensors and the torch twin otherwise.
+``apply_rotary`` runs the Triton kernel where ``dispatch.use_triton`` says so (CUDA tensors)
+and head_dim is a power of two, the torch twin otherwise.
 """
 
 from __future__ import annotations
 
 import torch
+
+from toolkit.kernels.dispatch import use_triton
 
 
 def apply_rotary_ref(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
@@ -31,6 +34,6 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                  sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton on CUDA tensors (power-of-two head_dim), the torch twin otherwise."""
     head_dim = q.shape[-1]
-    if q.is_cuda and head_dim & (head_dim - 1) == 0:
+    if use_triton(q) and head_dim & (head_dim - 1) == 0:
         return apply_rotary_triton(q, k, cos, sin)
     return apply_rotary_ref(q, k, cos, sin)

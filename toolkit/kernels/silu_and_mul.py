@@ -1,12 +1,15 @@
 """SiLU-and-mul over a fused gate/up projection (toolkit/layers/activation.py's contract).
 
-``silu_and_mul`` runs the Triton kernel on CUDA tensors and the torch twin otherwise.
+``silu_and_mul`` runs the Triton kernel where ``dispatch.use_triton`` says so (CUDA tensors),
+the torch twin otherwise.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from toolkit.kernels.dispatch import use_triton
 
 
 def silu_and_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
@@ -24,6 +27,6 @@ def silu_and_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """Triton on CUDA tensors, the torch twin otherwise."""
-    if gate_up.is_cuda:
+    if use_triton(gate_up):
         return silu_and_mul_triton(gate_up)
     return silu_and_mul_ref(gate_up)

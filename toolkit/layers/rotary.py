@@ -3,6 +3,8 @@
 Parameters come from a checkpoint's config.json in either spelling: classic
 (``rope_theta`` + ``rope_scaling`` with ``rope_type`` or ``type``) or transformers-5
 (``rope_parameters``). Supported types: default, linear, llama3, yarn.
+On CUDA (``toolkit.kernels.dispatch.use_triton``) ``RotaryEmbedding.apply_qk`` rotates q and
+k in one Triton launch; elsewhere it is the torch ops of ``apply``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from toolkit.kernels.dispatch import use_triton
+from toolkit.kernels.rotary import apply_rotary_triton
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -149,6 +154,8 @@ class RotaryEmbedding:
     def __init__(self, params: RopeParameters, head_dim: int, max_positions: int,
                  dtype: torch.dtype, device: torch.device | str) -> None:
         self.head_dim = head_dim
+        self.triton_capable = head_dim & (head_dim - 1) == 0
+        """The Triton kernel needs a power-of-two head_dim; others stay on torch ops."""
         self.dtype = dtype
         inv_freq, scale = inv_freq_and_scale(params, head_dim)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
@@ -170,3 +177,16 @@ class RotaryEmbedding:
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x: [T, H, D] -> x rotated by each token's position, [T, H, D]."""
         return x * cos + x.roll(self.head_dim // 2, dims=-1) * sin
+
+    def apply_qk(self, heads: torch.Tensor, num_qo_heads: int, num_kv_heads: int,
+                 cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """heads: [T, Hq + Hkv (+ more), D], q heads first, then k -> rotated q [T, Hq, D]
+        and k [T, Hkv, D]. The torch route rotates q and k together (one ``apply``), the
+        Triton route reads them in place from ``heads``."""
+        num_rotated = num_qo_heads + num_kv_heads
+        if self.triton_capable and use_triton(heads):
+            q, k = heads[:, :num_qo_heads], heads[:, num_qo_heads:num_rotated]
+            return apply_rotary_triton(q, k, cos, sin)
+        qk = self.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
+        q, k = qk.split((num_qo_heads, num_kv_heads), dim=1)
+        return q, k

@@ -5,6 +5,8 @@ Attention goes through an AttentionBackend that the runner has already planned.
 q/k/v and gate/up are fused at load time so a decode step runs few, large matmuls. The four
 projections are QuantLinear layers: the QuantMethod given to the model decides how their
 weights are stored and multiplied; the model knows nothing else about quantization.
+On CUDA the norms (each residual add fused with the norm after it), rotary and SiLU-and-mul
+run Triton kernels (toolkit/kernels, chosen in toolkit/layers); on the CPU they are torch ops.
 Mistral's sliding window is not applied: build_runtime caps max_model_len to
 ``sliding_window``, within which full attention equals windowed attention.
 """
@@ -22,7 +24,7 @@ from torch import nn
 from toolkit.attention.base import AttentionBackend
 from toolkit.layers.activation import silu_and_mul
 from toolkit.layers.linear import QuantLinear, ShardLoadError, linear, pack_weight
-from toolkit.layers.rmsnorm import rms_norm
+from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.none import NoQuant
@@ -78,22 +80,32 @@ class LlamaDecoderLayer(nn.Module):
     def projections(self) -> tuple[QuantLinear, ...]:
         return self.qkv_proj, self.o_proj, self.gate_up_proj, self.down_proj
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                rotary: RotaryEmbedding, attn: AttentionBackend) -> torch.Tensor:
-        """hidden: [T, hidden] -> [T, hidden]."""
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, cos: torch.Tensor,
+                sin: torch.Tensor, rotary: RotaryEmbedding,
+                attn: AttentionBackend) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden: [T, hidden], the previous layer's MLP output (or the embeddings, with
+        ``residual`` None); residual: [T, hidden], the residual stream before that output
+        was added -> (this layer's MLP output, residual stream before it), [T, hidden] each.
+
+        vLLM's layout: each residual add is fused with the norm that follows it, so a
+        layer runs two fused add+norm kernels on the Triton route; the torch route does
+        the same adds and norms as a plain pre-norm layer, in the same order.
+        """
         num_tokens = hidden.shape[0]
-        x = rms_norm(hidden, self.input_layernorm, self.eps)
+        if residual is None:
+            residual = hidden
+            x = rms_norm(hidden, self.input_layernorm, self.eps)
+        else:
+            x, residual = fused_add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
         qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hkv) * D]
         heads = qkv.view(num_tokens, -1, self.head_dim)  # [T, Hq + 2 Hkv, D]
-        num_rotated = self.num_qo_heads + self.num_kv_heads
-        qk = rotary.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
-        q, k = qk.split((self.num_qo_heads, self.num_kv_heads), dim=1)
-        v = heads[:, num_rotated:]  # [T, Hkv, D]
+        q, k = rotary.apply_qk(heads, self.num_qo_heads, self.num_kv_heads, cos, sin)
+        v = heads[:, self.num_qo_heads + self.num_kv_heads:]  # [T, Hkv, D]
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
-        hidden = hidden + self.o_proj(attn_out.reshape(num_tokens, -1))
-        x = rms_norm(hidden, self.post_attention_layernorm, self.eps)
-        mlp_out = self.down_proj(silu_and_mul(self.gate_up_proj(x)))  # [T, hidden]
-        return hidden + mlp_out
+        attn_out = self.o_proj(attn_out.reshape(num_tokens, -1))  # [T, hidden]
+        x, residual = fused_add_rms_norm(attn_out, residual, self.post_attention_layernorm,
+                                         self.eps)
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x))), residual
 
 
 def _copy_checked(name: str, tensor: torch.Tensor, target: torch.Tensor) -> None:
@@ -153,9 +165,12 @@ class LlamaForCausalLM(nn.Module):
         """input_ids, positions: [T] -> final-normed hidden states [T, hidden]."""
         hidden = F.embedding(input_ids, self.embed_tokens)  # [T, hidden]
         cos, sin = self.rotary.cos_sin(positions)  # [T, 1, D] each
+        residual = None
         for layer in self.layers:
-            hidden = layer(hidden, cos, sin, self.rotary, attn)
-        return rms_norm(hidden, self.norm, self.eps)
+            hidden, residual = layer(hidden, residual, cos, sin, self.rotary, attn)
+        if residual is None:
+            return rms_norm(hidden, self.norm, self.eps)
+        return fused_add_rms_norm(hidden, residual, self.norm, self.eps)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] -> logits [N, vocab] float32."""

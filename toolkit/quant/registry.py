@@ -60,6 +60,13 @@ def _gptq(cfg: QuantConfig, checkpoint: dict[str, Any], prepack_weights: bool) -
     return create_gptq(cfg, checkpoint, prepack_weights)
 
 
+@QUANT_METHODS.register("q4_1")
+def _q4_1(cfg: QuantConfig, checkpoint: dict[str, Any], prepack_weights: bool) -> QuantMethod:
+    from toolkit.quant.q4_1 import create_q4_1
+
+    return create_q4_1(cfg, checkpoint, prepack_weights)
+
+
 def method_names() -> tuple[str, ...]:
     """Valid ``quant.method`` values: ``auto`` and every registered scheme."""
     return (AUTO, *QUANT_METHODS.names())

@@ -19,14 +19,18 @@ from toolkit.speculative.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers
+    from toolkit.runner.cuda_graph_runner import CudaGraphRunner
 
 
 class ModelRunner:
     """Owns the model, the attention backend and the per-request sampling generators."""
 
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
-                 device: torch.device | str, acceptance: AcceptanceMethod | None = None) -> None:
+                 device: torch.device | str, acceptance: AcceptanceMethod | None = None,
+                 graph_runner: CudaGraphRunner | None = None) -> None:
         self.model = model
+        self.graph_runner = graph_runner
+        """Replays decode steps from CUDA graphs (None: every step runs eagerly)."""
         self.acceptance = acceptance or RejectionSampler()
         """How sampled requests' drafts are verified (greedy ones: by argmax match)."""
         self.attention = attention
@@ -39,8 +43,7 @@ class ModelRunner:
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
         scheduled = scheduler_output.scheduled
         batch = build_forward_batch(scheduled, self.page_size, self.device)
-        self.attention.plan(batch)
-        hidden = self.model(batch.input_ids, batch.positions, self.attention)  # [T, H]
+        hidden = self._forward(batch)  # [T, H]
         output = RunnerOutput(prompt_logprobs=self._prompt_logprobs(scheduled, hidden, batch))
         sampling = [s for s in scheduled if s.samples]
         if not sampling:
@@ -56,6 +59,13 @@ class ModelRunner:
             output.grammar_finished = self._grammars.accept(emitted)
         output.logprobs = self._logprobs(sampling, logits, emitted)
         return output
+
+    def _forward(self, batch: ForwardBatch) -> torch.Tensor:
+        """hidden [T, H]: replayed from a CUDA graph when the batch qualifies, else eager."""
+        if self.graph_runner is not None and self.graph_runner.can_run(batch):
+            return self.graph_runner.run(batch)
+        self.attention.plan(batch)
+        return self.model(batch.input_ids, batch.positions, self.attention)
 
     def _sample(self, sampling: list[Request], logits: torch.Tensor) -> dict[str, list[int]]:
         """One token per request (no drafts this step)."""

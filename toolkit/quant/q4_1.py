@@ -1,0 +1,136 @@
+"""The ``q4_1`` method: llama.cpp's Q4_1 scheme applied to dense weights at load time.
+
+Per group of G (32, like the GGUF block) input features of each output row, Q4_1 keeps a
+4-bit code q in 0..15, a step ``scale = (max - min) / 15`` and the group's ``minimum``:
+
+    W[n, k] = q[n, k] * scale[n, g] + minimum[n, g]
+
+A checkpoint converted from a Q4_1 GGUF (the embedded SmolLM2) holds exactly such values,
+so requantizing them gives back the file's codes: the model then runs the same 4-bit
+weights llama.cpp does (up to bfloat16 rounding of the scales). On any other dense
+checkpoint it is plain round-to-nearest 4-bit.
+
+Where it runs (CPU, bfloat16, N a multiple of 64): steps of at most ``max_int4_tokens``
+rows (decode: bound by memory bandwidth) use torch's int4 kernel on the packed codes,
+about 0.3x of the bf16 bytes; longer inputs (prefill, large batches: bound by compute)
+use a bf16 copy of the same dequantized weights on oneDNN/AMX. Both paths multiply the
+same weights, so a request's tokens do not depend on which path its step took beyond
+rounding. Elsewhere (float32, CUDA) the dequantized weights run dense.
+Resident: the 4-bit codes plus the bf16 copy, ~1.3x of bf16 bytes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from toolkit.layers.linear import linear, pack_weight
+from toolkit.quant import awq_cpu
+from toolkit.quant.base import ParamSpec, QuantMethod, load_error
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from toolkit.config.schema import QuantConfig
+
+DEFAULT_GROUP_SIZE = 32
+"""Input features per group: llama.cpp's Q4_1 block."""
+MAX_CODE = 15
+
+
+def quantize_q4_1(weight: torch.Tensor,
+                  group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """weight [N, K] -> codes int32 [N, K] in 0..15, scale and minimum float32 [N, K/G]."""
+    out_features, in_features = weight.shape
+    groups = weight.float().view(out_features, in_features // group_size, group_size)
+    minimum = groups.amin(-1)  # [N, K/G]
+    scale = (groups.amax(-1) - minimum) / MAX_CODE
+    step = torch.where(scale > 0, scale, torch.ones_like(scale))  # constant group: code 0
+    codes = torch.round((groups - minimum[..., None]) / step[..., None]).clamp_(0, MAX_CODE)
+    return codes.view(out_features, in_features).to(torch.int32), scale, minimum
+
+
+def to_int4pack(codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_1 tensors -> (packed uint8 [N, K/2], scales_and_zeros [K/G, N, 2] in ``dtype``).
+
+    The int4 kernel computes ``(q - 8) * scale + zero``, so ``zero = minimum + 8 * scale``.
+    """
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    zero = minimum + 8 * scale
+    return packed, torch.stack([scale.t(), zero.t()], dim=-1).to(dtype).contiguous()
+
+
+def dequantize_q4_1(codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """Q4_1 tensors -> W [N, K] in ``dtype``, from scale and zero rounded to ``dtype`` as
+    the int4 kernel holds them (so both paths multiply the same weights)."""
+    out_features, in_features = codes.shape
+    num_groups = scale.shape[1]
+    step = scale.to(dtype).float()[..., None]  # [N, K/G, 1]
+    zero = (minimum + 8 * scale).to(dtype).float()[..., None]
+    groups = codes.view(out_features, num_groups, -1).float()
+    return ((groups - 8) * step + zero).view(out_features, in_features).to(dtype)
+
+
+class Q4_1Method(QuantMethod):
+    """Dense checkpoint weights requantized to Q4_1 at load time (see the module doc)."""
+
+    name = "q4_1"
+
+    def __init__(self, group_size: int, max_int4_tokens: int, prepack_weights: bool) -> None:
+        self.group_size = group_size
+        self.max_int4_tokens = max_int4_tokens
+        self.prepack_weights = prepack_weights
+
+    def __repr__(self) -> str:
+        return (f"Q4_1Method(group_size={self.group_size}, "
+                f"max_int4_tokens={self.max_int4_tokens})")
+
+    def param_specs(self, in_features: int, out_features: int,
+                    dtype: torch.dtype) -> dict[str, ParamSpec]:
+        if in_features % self.group_size:
+            raise load_error(f"q4_1 group_size={self.group_size} does not divide this "
+                             f"model's {in_features} -> {out_features} projection")
+        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
+
+    def after_load(self, layer: nn.Module) -> None:
+        codes, scale, minimum = quantize_q4_1(layer.weight, self.group_size)
+        layer.weight.copy_(dequantize_q4_1(codes, scale, minimum, layer.weight.dtype))
+        layer.dense_weight = layer.weight.detach()
+        layer.packed_weight = pack_weight(layer.weight) if self.prepack_weights else None
+        layer.int4pack = None
+        if awq_cpu.can_use_int4pack(layer.out_features, self.group_size, layer.dtype,
+                                    layer.weight.device):
+            layer.int4pack = to_int4pack(codes, scale, minimum, layer.dtype)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor,
+              bias: torch.Tensor | None) -> torch.Tensor:
+        if layer.int4pack is not None and x.shape[0] <= self.max_int4_tokens:
+            packed, scales_and_zeros = layer.int4pack
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                x, packed, self.group_size, scales_and_zeros)  # [T, N]
+            return out if bias is None else out + bias
+        return linear(x, layer.dense_weight, bias, layer.packed_weight)
+
+    def resident_bytes(self, layer: nn.Module) -> int:
+        """The dense copy (twice when oneDNN-packed) plus the int4 codes and scales."""
+        dense = layer.weight.numel() * layer.weight.element_size()
+        total = super().resident_bytes(layer) + (dense if layer.packed_weight is not None else 0)
+        if layer.int4pack is not None:
+            total += sum(t.numel() * t.element_size() for t in layer.int4pack)
+        return total
+
+
+def create_q4_1(cfg: QuantConfig, checkpoint: dict[str, Any],
+                prepack_weights: bool) -> Q4_1Method:
+    """The ``q4_1`` factory: a dense checkpoint, ``quant.group_size`` (null: 32)."""
+    if checkpoint:
+        raise load_error(f"quant.method='q4_1' quantizes a dense checkpoint, but this one is "
+                         f"already {checkpoint.get('quant_method', 'quantized')}-quantized")
+    group_size = cfg.group_size or DEFAULT_GROUP_SIZE
+    if group_size not in awq_cpu.INT4PACK_GROUP_SIZES:
+        raise load_error(f"q4_1 group_size={group_size} is not supported; supported: "
+                         f"{', '.join(map(str, awq_cpu.INT4PACK_GROUP_SIZES))}")
+    return Q4_1Method(group_size, cfg.max_int4_tokens, prepack_weights)
