@@ -2,6 +2,7 @@
 
     python bench/quant_decode.py                         # SmolLM2, 1 and 16 streams
     python bench/quant_decode.py --group-size 32 --streams 1 4 16 --rounds 3
+    python bench/quant_decode.py --variants bf16 q4_1 --streams 16 --rounds 3
 
 The AWQ variant serves a round-to-nearest AWQ checkpoint made once from the same model
 (toolkit.quant.rtn, cached under $TOOLKIT_CACHE_DIR); fp8 quantizes the bf16 checkpoint
@@ -45,13 +46,16 @@ def projection_bytes(runtime) -> tuple[int, int]:
             sum(2 * m.in_features * m.out_features for m in layers))
 
 
-def variants(overrides: list[str], group_size: int) -> dict[str, list[str]]:
-    """Variant name -> its overrides on top of ``overrides``."""
-    out = {"bf16": ["quant=none"],
-           f"awq-rtn-g{group_size}": [f"model.path={rtn_checkpoint(overrides, group_size)}",
-                                      "quant=awq"]}
-    out["fp8"] = ["quant.method=fp8"]
-    out["q4_1"] = ["quant.method=q4_1"]
+VARIANTS = ("bf16", "awq", "fp8", "q4_1")
+
+
+def variants(names: list[str], overrides: list[str], group_size: int) -> dict[str, list[str]]:
+    """Variant name -> its overrides on top of ``overrides`` (bf16 always comes first)."""
+    out = {"bf16": ["quant=none"]}
+    if "awq" in names:
+        out[f"awq-rtn-g{group_size}"] = [
+            f"model.path={rtn_checkpoint(overrides, group_size)}", "quant=awq"]
+    out.update({name: [f"quant.method={name}"] for name in ("fp8", "q4_1") if name in names})
     return out
 
 
@@ -62,10 +66,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=64,
                         help="AWQ group size (SmolLM2's 576-wide layers take 32 or 64)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("overrides", nargs="*", help="config overrides for every variant")
     args = parser.parse_args()
     runtimes = {name: build_runtime(compose_config(args.overrides + extra))
-                for name, extra in variants(args.overrides, args.group_size).items()}
+                for name, extra in variants(args.variants, args.overrides,
+                                                args.group_size).items()}
     prompt_ids = prompt(runtimes["bf16"])
     for runtime in runtimes.values():
         run(runtime.core, prompt_ids, 2, 8)  # warm-up

@@ -6,7 +6,7 @@
 # blocks, port 8002). llama-cpp-python serves one request at a time; by default a new
 # request interrupts the running one, so --interrupt_requests False queues them.
 #   LLAMACPP_PYTHON=/work/llamacpp-venv/bin/python bash bench/vs_llamacpp.sh OUT_DIR [OVERRIDE...]
-# OVERRIDEs go to both toolkit servers; CONCURRENCY="1 16 64" picks the levels.
+# OVERRIDEs go to both toolkit servers; CONCURRENCY="1 4 16 64" (the default) picks the levels.
 set -euo pipefail
 out=${1:-bench-results/vs-llamacpp}
 shift || true
@@ -28,8 +28,9 @@ done
 targets=http://127.0.0.1:8081/v1,http://127.0.0.1:8000/v1,http://127.0.0.1:8002/v1
 common=(bench.model=smollm2 bench.prompt_len=200 bench.output_len=128 bench.ignore_eos=true
         bench.temperature=0 bench.num_warmup=1)
-for concurrency in ${CONCURRENCY:-1 16 64}; do
+for concurrency in ${CONCURRENCY:-1 4 16 64}; do
   num_requests=$(( concurrency == 1 ? 6 : (concurrency < 32 ? 32 : concurrency) ))
   toolkit bench -m "bench.target=$targets" "bench.max_concurrency=$concurrency" \
     "bench.num_requests=$num_requests" "${common[@]}" "bench.output_dir=$out/c$concurrency"
 done
+python bench/plot_vs_llamacpp.py "$out"
