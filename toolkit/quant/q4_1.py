@@ -16,7 +16,8 @@ about 0.3x of the bf16 bytes; longer inputs (prefill, large batches: bound by co
 use a bf16 copy of the same dequantized weights on oneDNN/AMX. Both paths multiply the
 same weights, so a request's tokens do not depend on which path its step took beyond
 rounding. Elsewhere (float32, CUDA) the dequantized weights run dense.
-Resident: the 4-bit codes plus the bf16 copy, ~1.3x of bf16 bytes.
+Resident: the bf16 weight (twice with ``device.prepack_weights``, as for ``none``) plus the
+4-bit codes: ~2.3x of the plain bf16 bytes, ~1.3x without pre-packing.
 """
 
 from __future__ import annotations
