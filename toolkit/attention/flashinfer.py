@@ -57,6 +57,8 @@ class FlashInferBackend(AttentionBackend):
         check_supported(kv_pool, num_qo_heads, num_kv_heads, head_dim)
         self.device = kv_pool.caches[0].device
         self.dtype = kv_pool.caches[0].dtype
+        self.use_tensor_cores = num_qo_heads // num_kv_heads >= MIN_TENSOR_CORE_GROUP
+        """FlashInfer's decode wrappers take the tensor-core (prefill-kernel) route."""
         self._workspace: torch.Tensor | None = None
         self._decode, self._prefill = self._create_wrappers()
         self._graph_wrappers: dict[int, object] = {}
@@ -75,9 +77,8 @@ class FlashInferBackend(AttentionBackend):
         # NOTE: the decode workspace "must be initialized to 0 for its first use".
         workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
         self._workspace = workspace
-        use_tensor_cores = self.num_qo_heads // self.num_kv_heads >= MIN_TENSOR_CORE_GROUP
         decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            workspace, kv_layout="NHD", use_tensor_cores=use_tensor_cores)
+            workspace, kv_layout="NHD", use_tensor_cores=self.use_tensor_cores)
         prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
         return decode, prefill
 
@@ -105,7 +106,7 @@ class FlashInferBackend(AttentionBackend):
 
         return flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             self._workspace, kv_layout="NHD", use_cuda_graph=True,
-            use_tensor_cores=self.num_qo_heads // self.num_kv_heads >= MIN_TENSOR_CORE_GROUP,
+            use_tensor_cores=self.use_tensor_cores,
             paged_kv_indptr_buffer=indptr, paged_kv_indices_buffer=indices,
             paged_kv_last_page_len_buffer=last_page_len)
 

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from toolkit.layers.linear import linear, pack_weight
 from toolkit.quant import awq_cpu
 from toolkit.quant.base import ParamSpec, QuantMethod, load_error
+from toolkit.quant.none import NoQuant
 
 if TYPE_CHECKING:
     from torch import nn
@@ -83,7 +83,8 @@ class Q4_1Method(QuantMethod):
     def __init__(self, group_size: int, max_int4_tokens: int, prepack_weights: bool) -> None:
         self.group_size = group_size
         self.max_int4_tokens = max_int4_tokens
-        self.prepack_weights = prepack_weights
+        self.dense = NoQuant(prepack_weights)
+        """Stores and multiplies the dequantized bf16 copy (the route of long inputs)."""
 
     def __repr__(self) -> str:
         return (f"Q4_1Method(group_size={self.group_size}, "
@@ -94,13 +95,12 @@ class Q4_1Method(QuantMethod):
         if in_features % self.group_size:
             raise load_error(f"q4_1 group_size={self.group_size} does not divide this "
                              f"model's {in_features} -> {out_features} projection")
-        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
+        return self.dense.param_specs(in_features, out_features, dtype)
 
     def after_load(self, layer: nn.Module) -> None:
         codes, scale, minimum = quantize_q4_1(layer.weight, self.group_size)
         layer.weight.copy_(dequantize_q4_1(codes, scale, minimum, layer.weight.dtype))
-        layer.dense_weight = layer.weight.detach()
-        layer.packed_weight = pack_weight(layer.weight) if self.prepack_weights else None
+        self.dense.after_load(layer)
         layer.int4pack = None
         if awq_cpu.can_use_int4pack(layer.out_features, self.group_size, layer.dtype,
                                     layer.weight.device):
@@ -109,16 +109,12 @@ class Q4_1Method(QuantMethod):
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
         if layer.int4pack is not None and x.shape[0] <= self.max_int4_tokens:
-            packed, scales_and_zeros = layer.int4pack
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x, packed, self.group_size, scales_and_zeros)  # [T, N]
-            return out if bias is None else out + bias
-        return linear(x, layer.dense_weight, bias, layer.packed_weight)
+            return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
+        return self.dense.apply(layer, x, bias)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The dense copy (twice when oneDNN-packed) plus the int4 codes and scales."""
-        dense = layer.weight.numel() * layer.weight.element_size()
-        total = super().resident_bytes(layer) + (dense if layer.packed_weight is not None else 0)
+        total = self.dense.resident_bytes(layer)
         if layer.int4pack is not None:
             total += sum(t.numel() * t.element_size() for t in layer.int4pack)
         return total
