@@ -27,6 +27,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_cpu_kernels():
+    """The default CPU route (device.cpu_kernels=auto): the C++ kernels, built once (~30 s,
+    then cached). Tests of the torch route turn it off with ``native.disabled()``."""
+    from toolkit.kernels import native
+
+    return native.load()
+
+
 @pytest.fixture(scope="session")
 def runtime():
     """The real SmolLM2 runtime (bfloat16, CPU), built once per test session."""

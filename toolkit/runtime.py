@@ -11,6 +11,7 @@ import torch
 from toolkit.config.resolve import (
     ResolvedConfig,
     resolve_attention,
+    resolve_cpu_kernels,
     resolve_device,
     resolve_kv_cache_dtype,
     resolve_max_model_len,
@@ -57,8 +58,10 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
 
     device = resolve_device(cfg)
     num_threads = cfg.device.num_threads or torch.get_num_threads()
+    cpu_kernels = None
     if device == "cpu":
         torch.set_num_threads(1 if engine_thread_only else num_threads)
+        cpu_kernels = resolve_cpu_kernels(cfg)
     model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
@@ -86,6 +89,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         block_size=cfg.cache.block_size,
         num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
+        cpu_kernels=cpu_kernels,
         kv_cache_dtype=kv_cache_dtype,
         kv_cache_gib=num_blocks * bytes_per_block / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.registry import ATTENTION_BACKENDS
+from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 from toolkit.runner.forward_batch import ForwardBatch
 
 PAGE_SIZE = 4
 NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8
+
+
+@pytest.fixture(params=["native", "torch"], autouse=True)
+def route(request):
+    """Every test runs on both CPU routes: the C++ kernels (store, decode) and torch ops."""
+    with contextlib.nullcontext() if request.param == "native" else native.disabled():
+        yield request.param
 
 
 def _page_table_batch(requests: list[tuple[int, int, list[int]]]) -> ForwardBatch:
@@ -139,9 +149,10 @@ def test_unknown_backend_lists_valid_names():
 
 
 @pytest.mark.parametrize("cached_prefix", [0, 8])
-def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix):
+def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix, route):
     """Unfused math SDPA made a 2000-token SmolLM2 prefill ~6x slower (3-D or enable_gqa
-    inputs fall back to it on the CPU); every call here must reach the flash kernel."""
+    inputs fall back to it on the CPU); every call here must reach the flash kernel. The
+    native route's decode attention is its own kernel, so only the prefill calls SDPA."""
     pool = KVCachePool(num_layers=1, num_pages=16, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
     backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
@@ -154,5 +165,6 @@ def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         backend.forward(0, q, kv, kv)
     calls = {event.key: event.count for event in profile.key_averages()}
-    assert calls.get("aten::_scaled_dot_product_flash_attention_for_cpu") == 2
+    expected_calls = 1 if route == "native" else 2
+    assert calls.get("aten::_scaled_dot_product_flash_attention_for_cpu") == expected_calls
     assert "aten::_scaled_dot_product_attention_math" not in calls

@@ -62,6 +62,8 @@ def test_model_configs_name_their_source(name, source):
     ("model.dtype=int8", "model.dtype='int8' is not valid; valid choices: bfloat16, float16"),
     ("attention.backend=magic", "attention.backend='magic' is not valid; valid choices: auto"),
     ("device.device=tpu", "device.device='tpu' is not valid"),
+    ("device.cpu_kernels=avx", ("device.cpu_kernels='avx' is not valid; valid choices: auto, "
+                                "native, torch")),
     ("scheduler.max_num_seqs=0", "scheduler.max_num_seqs=0 must be >= 1"),
     ("sampling.top_p=2", "sampling.top_p=2.0 is out of range"),
     ("server.port=70000", "server.port=70000 is not a TCP port"),

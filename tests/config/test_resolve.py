@@ -8,6 +8,7 @@ from toolkit.cli.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.config.resolve import (
     resolve_attention,
+    resolve_cpu_kernels,
     resolve_device,
     resolve_max_model_len,
     resolve_num_blocks,
@@ -44,3 +45,37 @@ def test_auto_device_and_attention_on_this_cpu():
     assert resolve_device(cfg) == "cpu"
     assert resolve_attention(cfg, "cpu") == "torch_ref"
     assert resolve_attention(compose_config(["attention=torch_ref"]), "cpu") == "torch_ref"
+
+
+@pytest.fixture
+def restore_native_route():
+    """These tests switch the process-wide route; the session's default comes back after."""
+    from toolkit.kernels import native
+
+    yield native
+    native.load()
+
+
+def test_cpu_kernels_native_and_torch_switch_the_route(restore_native_route):
+    native = restore_native_route
+    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=torch"])) == "torch"
+    assert native.ops() is None
+    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=native"])) == "native"
+    assert native.ops() is not None
+
+
+def test_cpu_kernels_that_do_not_build(restore_native_route, monkeypatch, caplog):
+    """native fails start-up with one line naming the way out; auto falls back to torch."""
+    native = restore_native_route
+
+    def failing_build():
+        raise native.NativeBuildError("building ops.cpp failed: g++: not found")
+
+    monkeypatch.setattr(native, "load", failing_build)
+    with pytest.raises(ConfigError) as info:
+        resolve_cpu_kernels(compose_config(["device.cpu_kernels=native"]))
+    assert str(info.value) == ("device.cpu_kernels=native: building ops.cpp failed: g++: not "
+                               "found; device.cpu_kernels=torch runs without them")
+    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=auto"])) == "torch"
+    assert native.ops() is None
+    assert "running the torch ops instead" in caplog.text

@@ -5,6 +5,8 @@ It consumes exactly the FlashInfer page table (kv_indptr, kv_indices, kv_last_pa
 index_copy_ for the new K/V, one gather plus one SDPA call for all decode requests
 together, and one gather plus one SDPA call per prefill chunk. An fp8 pool (see
 KVCachePool) is quantized as it is written and dequantized to q's dtype as it is gathered.
+With the native CPU kernels loaded (toolkit.kernels.native) the store is one call and
+decode attention one call that walks the pages itself, with no gather.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.attention.base import AttentionBackend
+from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 from toolkit.runner.forward_batch import ForwardBatch
 
@@ -27,10 +30,15 @@ class _DecodePlan:
     """Bd: how many requests decode this step."""
     query_rows: torch.Tensor | None
     """[Bd] int64 rows of q belonging to decode requests; None when they are rows 0..Bd-1."""
-    k_rows: torch.Tensor
-    """[Bd * L] int64 rows of the flat per-layer cache holding K (padding points at row 0)."""
-    v_rows: torch.Tensor
-    """[Bd * L] int64 rows holding V (k_rows + page_size)."""
+    page_starts: torch.Tensor
+    """[Bd] int32: where each request's pages start in kv_indices (the native kernel)."""
+    seq_lens: torch.Tensor
+    """[Bd] int32 KV lengths (the native kernel)."""
+    k_rows: torch.Tensor | None
+    """[Bd * L] int64 rows of the flat per-layer cache holding K (padding points at row 0);
+    None on the native route, which reads the pages through kv_indices."""
+    v_rows: torch.Tensor | None
+    """[Bd * L] int64 rows holding V (k_rows + page_size); None on the native route."""
     mask: torch.Tensor | None
     """[Bd, 1, 1, L] bool, True where a KV position is real; None when no padding."""
     max_len: int
@@ -81,13 +89,20 @@ class TorchRefBackend(AttentionBackend):
         self.group_size = num_qo_heads // num_kv_heads
         self._write_k_rows: torch.Tensor | None = None
         self._write_v_rows: torch.Tensor | None = None
+        self._slots: torch.Tensor | None = None
+        self._kv_indices: torch.Tensor | None = None
+        self._native = False
+        """This step stores and attends to decodes with the native kernels."""
         self._decode: _DecodePlan | None = None
         self._prefills: list[_PrefillPlan] = []
 
     def plan(self, batch: ForwardBatch) -> None:
         device = self.kv_pool.caches[0].device
         page_size = batch.page_size
+        self._native = native.use_native(self.kv_pool.caches[0]) and not self.kv_pool.quantized
         slots = batch.slot_mapping.to(device=device, dtype=torch.int64)
+        self._slots = slots
+        self._kv_indices = batch.kv_indices.to(device=device, dtype=torch.int32)
         self._write_k_rows = (slots // page_size) * (2 * page_size) + slots % page_size  # [T]
         self._write_v_rows = self._write_k_rows + page_size
         qo_indptr = batch.qo_indptr.tolist()
@@ -96,7 +111,7 @@ class TorchRefBackend(AttentionBackend):
         flat_k_rows = _cache_k_rows(batch, device)
         decode_ids = [i for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] == 1]
         self._decode = self._plan_decode(decode_ids, qo_indptr, page_starts, seq_lens,
-                                         flat_k_rows, page_size, device)
+                                         flat_k_rows, page_size, device, self._native)
         self._prefills = [
             self._plan_prefill(qo_indptr[i], qo_indptr[i + 1], page_starts[i] * page_size,
                                seq_lens[i], flat_k_rows, page_size, device)
@@ -106,13 +121,19 @@ class TorchRefBackend(AttentionBackend):
     @staticmethod
     def _plan_decode(decode_ids: list[int], qo_indptr: list[int], page_starts: list[int],
                      seq_lens: list[int], flat_k_rows: torch.Tensor, page_size: int,
-                     device: torch.device) -> _DecodePlan | None:
+                     device: torch.device, native_route: bool) -> _DecodePlan | None:
         if not decode_ids:
             return None
         query_rows = [qo_indptr[i] for i in decode_ids]
         decode_lens = [seq_lens[i] for i in decode_ids]
         max_len = max(decode_lens)
+        rows = None if query_rows == list(range(len(query_rows))) else torch.tensor(
+            query_rows, device=device)
+        decode_page_starts = torch.tensor([page_starts[i] for i in decode_ids], dtype=torch.int32)
         lens = torch.tensor(decode_lens, device=device)  # [Bd]
+        if native_route:
+            return _DecodePlan(len(decode_ids), rows, decode_page_starts, lens.to(torch.int32),
+                               None, None, None, max_len)
         starts = torch.tensor([page_starts[i] * page_size for i in decode_ids], device=device)
         position = torch.arange(max_len, device=device)  # [L]
         valid = position[None, :] < lens[:, None]  # [Bd, L]
@@ -121,8 +142,9 @@ class TorchRefBackend(AttentionBackend):
         k_rows = flat_k_rows[gather.reshape(-1)]  # [Bd * L]
         return _DecodePlan(
             num_decodes=len(decode_ids),
-            query_rows=None if query_rows == list(range(len(query_rows)))
-            else torch.tensor(query_rows, device=device),
+            query_rows=rows,
+            page_starts=decode_page_starts,
+            seq_lens=lens.to(torch.int32),
             k_rows=k_rows,
             v_rows=k_rows + page_size,
             mask=valid[:, None, None, :] if needs_mask else None,
@@ -151,16 +173,19 @@ class TorchRefBackend(AttentionBackend):
         else:
             if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
                 k, v = k.to(cache.dtype), v.to(cache.dtype)
-            flat.index_copy_(0, self._write_k_rows, k)
-            flat.index_copy_(0, self._write_v_rows, v)
+            if self._native:
+                native.ops().store_kv(k, v, cache, self._slots)
+            else:
+                flat.index_copy_(0, self._write_k_rows, k)
+                flat.index_copy_(0, self._write_v_rows, v)
         if self._decode is not None and not self._prefills and self._decode.query_rows is None:
-            return self._attend_decode(flat, q, scales)
+            return self._attend_decode(cache, flat, q, scales)
         out = torch.empty_like(q)  # [T, Hq, D]
         if self._decode is not None:
             rows = self._decode.query_rows
             num_decodes = self._decode.num_decodes
             decode_q = q[:num_decodes] if rows is None else q.index_select(0, rows)
-            decode_out = self._attend_decode(flat, decode_q, scales)
+            decode_out = self._attend_decode(cache, flat, decode_q, scales)
             if rows is None:
                 out[:num_decodes] = decode_out
             else:
@@ -182,11 +207,15 @@ class TorchRefBackend(AttentionBackend):
             scales.index_copy_(0, rows, x_scales)
         return scales
 
-    def _attend_decode(self, flat: torch.Tensor, q: torch.Tensor,
+    def _attend_decode(self, cache: torch.Tensor, flat: torch.Tensor, q: torch.Tensor,
                        scales: torch.Tensor | None) -> torch.Tensor:
         """q: [Bd, Hq, D] -> [Bd, Hq, D]. GQA groups ride on SDPA's query-length axis.
         ``scales``: the layer's flat fp8 scales, None for an unquantized cache."""
         plan = self._decode
+        if self._native:
+            out = native.ops().decode_attention(q.to(cache.dtype), cache, self._kv_indices,
+                                                plan.page_starts, plan.seq_lens, self.scale)
+            return out.to(q.dtype)  # [Bd, Hq, D]
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)
         if scales is None:

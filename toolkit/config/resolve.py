@@ -7,13 +7,17 @@ the checkpoint's facts are known; its result is logged once and never mutated.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from toolkit.config.errors import ConfigError
 from toolkit.config.schema import ToolkitConfig
 
+logger = logging.getLogger(__name__)
+
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
+CPU_KERNELS = ("auto", "native", "torch")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SPECULATIVE_METHODS = ("none", "ngram", "draft")
 ACCEPTANCE_METHODS = ("rejection_sampler", "typical_acceptance_sampler")
@@ -28,6 +32,7 @@ def validate(cfg: ToolkitConfig) -> None:
 
     _choice("model.dtype", cfg.model.dtype, DTYPES)
     _choice("device.device", cfg.device.device, DEVICES)
+    _choice("device.cpu_kernels", cfg.device.cpu_kernels, CPU_KERNELS)
     _choice("attention.backend", cfg.attention.backend, ("auto", *ATTENTION_BACKENDS.names()))
     from toolkit.quant.registry import method_names
 
@@ -126,6 +131,8 @@ class ResolvedConfig:
     block_size: int
     num_threads: int | None
     eos_token_ids: tuple[int, ...]
+    cpu_kernels: str | None = None
+    """On CPU, the kernels device.cpu_kernels resolved to: native or torch."""
     kv_cache_dtype: str = "auto"
     """The torch dtype name the KV pages are stored in (cache.dtype resolved)."""
     kv_cache_gib: float = 0.0
@@ -143,6 +150,26 @@ def resolve_device(cfg: ToolkitConfig) -> str:
             raise ConfigError("device.device=cuda but no CUDA device is available")
         return cfg.device.device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_cpu_kernels(cfg: ToolkitConfig) -> str:
+    """device.cpu_kernels with auto resolved; loads (building on first use) the native
+    kernels when they are chosen and turns them off otherwise (the route is per process)."""
+    from toolkit.kernels import native
+
+    if cfg.device.cpu_kernels == "torch":
+        native.unload()
+        return "torch"
+    try:
+        native.load()
+    except native.NativeBuildError as exc:
+        if cfg.device.cpu_kernels == "native":
+            raise ConfigError(f"device.cpu_kernels=native: {exc}; "
+                              "device.cpu_kernels=torch runs without them") from None
+        logger.warning("device.cpu_kernels=auto: %s; running the torch ops instead", exc)
+        native.unload()
+        return "torch"
+    return "native"
 
 
 def resolve_attention(cfg: ToolkitConfig, device: str) -> str:

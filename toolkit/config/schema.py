@@ -145,6 +145,11 @@ class DeviceConfig:
     """CPU, bfloat16: pre-pack the matmul weights into oneDNN's blocked layout at load time
     (bit-identical results, ~1.5x faster decode matmuls; costs one extra copy of the
     projection weights in memory). false: plain F.linear."""
+    cpu_kernels: str = "auto"
+    """CPU: the hot-path kernels (RMSNorm, rotary, SiLU-and-mul, KV store, decode
+    attention). native: the C++ kernels of toolkit/kernels/cpu, compiled on first use with
+    g++ (~30 s once, then cached) and failing start-up if they do not build; torch: plain
+    torch ops; auto: native when it builds, else torch with a warning."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """SiLU-and-mul over a fused gate/up projection (toolkit/layers/activation.py's contract).
 
 ``silu_and_mul`` runs the Triton kernel where ``dispatch.use_triton`` says so (CUDA tensors),
-the torch twin otherwise.
+the C++ kernel where ``native.use_native`` does (CPU), the torch twin otherwise.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from toolkit.kernels import native
 from toolkit.kernels.dispatch import use_triton
 
 
@@ -26,7 +27,9 @@ def silu_and_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
 
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """Triton on CUDA tensors, the torch twin otherwise."""
+    """Triton on CUDA tensors, C++ on CPU ones (when loaded), the torch twin otherwise."""
     if use_triton(gate_up):
         return silu_and_mul_triton(gate_up)
+    if native.use_native(gate_up) and gate_up.dim() == 2 and gate_up.is_contiguous():
+        return native.ops().silu_and_mul(gate_up)
     return silu_and_mul_ref(gate_up)

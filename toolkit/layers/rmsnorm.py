@@ -1,7 +1,8 @@
 """RMSNorm with the numerics of the reference implementations (normalise in float32).
 
 On CUDA (``toolkit.kernels.dispatch.use_triton``) both functions launch one Triton kernel;
-elsewhere they are the torch ops below, unchanged.
+on the CPU with the native kernels loaded (``toolkit.kernels.native``) one C++ call; elsewhere
+they are the torch ops below, unchanged.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from toolkit.kernels import native
 from toolkit.kernels.dispatch import use_triton
 from toolkit.kernels.fused_add_rmsnorm import fused_add_rmsnorm_triton
 from toolkit.kernels.rmsnorm import rmsnorm as rmsnorm_triton
@@ -22,6 +24,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """
     if use_triton(x):
         return rmsnorm_triton(x, weight, eps)
+    if native.use_native(x) and x.dim() == 2 and x.is_contiguous() and weight.dtype == x.dtype:
+        return native.ops().rms_norm(x, weight, eps)
     normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # [T, H] float32
     return weight * normed.to(x.dtype)
 
@@ -35,5 +39,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """
     if use_triton(x):
         return fused_add_rmsnorm_triton(x, residual, weight, eps)
+    if (native.use_native(x) and x.dim() == 2 and x.is_contiguous() and residual.is_contiguous()
+            and residual.dtype == weight.dtype == x.dtype):
+        return native.ops().fused_add_rms_norm(x, residual, weight, eps)
     residual = residual + x
     return rms_norm(residual, weight, eps), residual

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from toolkit.kernels import native
 from toolkit.kernels.dispatch import use_triton
 from toolkit.kernels.rotary import apply_rotary_triton
 
@@ -182,11 +183,17 @@ class RotaryEmbedding:
                  cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """heads: [T, Hq + Hkv (+ more), D], q heads first, then k -> rotated q [T, Hq, D]
         and k [T, Hkv, D]. The torch route rotates q and k together (one ``apply``), the
-        Triton route reads them in place from ``heads``."""
+        Triton route reads them in place from ``heads``, the native one (CPU) is ``apply``
+        in one call."""
         num_rotated = num_qo_heads + num_kv_heads
         if self.triton_capable and use_triton(heads):
             q, k = heads[:, :num_qo_heads], heads[:, num_qo_heads:num_rotated]
             return apply_rotary_triton(q, k, cos, sin)
-        qk = self.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
+        if (native.use_native(heads) and heads.stride(-1) == 1
+                and heads.stride(1) == self.head_dim and cos.dtype == heads.dtype
+                and cos.is_contiguous() and sin.is_contiguous()):
+            qk = native.ops().rotary(heads, cos, sin, num_rotated)  # [T, Hq + Hkv, D]
+        else:
+            qk = self.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
         q, k = qk.split((num_qo_heads, num_kv_heads), dim=1)
         return q, k

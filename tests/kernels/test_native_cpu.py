@@ -1,0 +1,168 @@
+"""The C++ CPU kernels (toolkit/kernels/cpu/ops.cpp) against their torch twins.
+
+Each kernel rounds where its twin rounds, so in float32 they agree to summation order and
+in bfloat16 to at most one bf16 step on a few elements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from paged_batch import build_forward_batch
+
+from toolkit.attention.torch_ref import TorchRefBackend
+from toolkit.kernels import native
+from toolkit.kernels.silu_and_mul import silu_and_mul, silu_and_mul_ref
+from toolkit.kv.cache_pool import KVCachePool
+from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
+from toolkit.layers.rotary import RopeParameters, RotaryEmbedding
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _twins(fn, *args):
+    """(native route result, torch route result) of fn(*args)."""
+    native_out = fn(*args)
+    with native.disabled():
+        torch_out = fn(*args)
+    return native_out, torch_out
+
+
+def _assert_twins_close(native_out: torch.Tensor, torch_out: torch.Tensor) -> None:
+    """float32: to summation order; bfloat16: >= 99 % of elements identical, the rest
+    within one bf16 step (a float32 difference that crossed a rounding boundary)."""
+    assert native_out.dtype == torch_out.dtype and native_out.shape == torch_out.shape
+    if native_out.dtype == torch.float32:
+        torch.testing.assert_close(native_out, torch_out, atol=1e-5, rtol=1e-5)
+        return
+    same = (native_out == torch_out).float().mean().item()
+    assert same >= 0.99, same
+    torch.testing.assert_close(native_out.float(), torch_out.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_the_native_route_is_on_for_cpu_float_tensors_only():
+    assert native.ops() is not None
+    assert native.use_native(torch.zeros(2, dtype=torch.bfloat16))
+    assert not native.use_native(torch.zeros(2, dtype=torch.float16))
+    with native.disabled():
+        assert not native.use_native(torch.zeros(2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_tokens", [1, 5, 40])
+def test_rms_norm(dtype, num_tokens):
+    torch.manual_seed(0)
+    x = torch.randn(num_tokens, 576).to(dtype) * 3
+    weight = torch.randn(576).to(dtype)
+    _assert_twins_close(*_twins(rms_norm, x, weight, 1e-5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_tokens", [1, 33])
+def test_fused_add_rms_norm_returns_the_norm_and_the_new_residual(dtype, num_tokens):
+    torch.manual_seed(1)
+    x, residual = (torch.randn(num_tokens, 192).to(dtype) for _ in range(2))
+    weight = torch.randn(192).to(dtype)
+    (native_norm, native_sum), (torch_norm, torch_sum) = _twins(
+        fused_add_rms_norm, x, residual, weight, 1e-6)
+    assert torch.equal(native_sum, torch_sum)  # one rounded add: bit for bit
+    _assert_twins_close(native_norm, torch_norm)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_and_mul(dtype):
+    torch.manual_seed(2)
+    gate_up = torch.randn(7, 2 * 1536).to(dtype) * 4
+    native_out, torch_out = _twins(silu_and_mul, gate_up)
+    _assert_twins_close(native_out, torch_out)
+    assert torch.equal(torch_out, silu_and_mul_ref(gate_up))
+
+
+def test_silu_and_mul_saturates_like_torch_for_large_inputs():
+    gates = [-1e4, -200.0, -89.0, -30.0, 0.0, 30.0, 89.0, 200.0]
+    gate_up = torch.tensor([gates + [1.0] * len(gates)])
+    native_out, torch_out = _twins(silu_and_mul, gate_up)
+    torch.testing.assert_close(native_out, torch_out, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_tokens", [1, 9])
+def test_rotary_rotates_q_and_k_heads_only(dtype, num_tokens):
+    torch.manual_seed(3)
+    num_qo_heads, num_kv_heads, head_dim = 9, 3, 64
+    rotary = RotaryEmbedding(RopeParameters(theta=100000.0), head_dim, 4096, dtype, "cpu")
+    heads = torch.randn(num_tokens, num_qo_heads + 2 * num_kv_heads, head_dim).to(dtype)
+    cos, sin = rotary.cos_sin(torch.randint(0, 4096, (num_tokens,)))
+    (native_q, native_k), (torch_q, torch_k) = _twins(
+        rotary.apply_qk, heads, num_qo_heads, num_kv_heads, cos, sin)
+    _assert_twins_close(native_q, torch_q)
+    _assert_twins_close(native_k, torch_k)
+
+
+def _filled_backend(dtype: torch.dtype, page_size: int, num_qo_heads: int,
+                    num_kv_heads: int, head_dim: int) -> TorchRefBackend:
+    torch.manual_seed(4)
+    pool = KVCachePool(1, 40, page_size, num_kv_heads, head_dim, dtype)
+    pool.caches[0].copy_(torch.randn(pool.caches[0].shape))
+    return TorchRefBackend(pool, num_qo_heads, num_kv_heads, head_dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_qo_heads,num_kv_heads", [(9, 3), (4, 4), (8, 1)])
+def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, num_kv_heads):
+    """A decode batch of different lengths on scattered pages (one request mid-page, one
+    on a page boundary), after a prefill in the same step: the new K/V lands in the same
+    cache slots and every request attends over its own pages."""
+    page_size, head_dim = 16, 64
+    requests = [([5], 37, [7, 3, 12]), ([6], 15, [5]), (list(range(20)), 0, [30, 0]),
+                ([7], 63, [9, 21, 2, 33])]
+    num_tokens = sum(len(tokens) for tokens, _, _ in requests)
+    batch = build_forward_batch(requests, page_size)
+    q = torch.randn(num_tokens, num_qo_heads, head_dim).to(dtype)
+    k, v = (torch.randn(num_tokens, num_kv_heads, head_dim).to(dtype) for _ in range(2))
+    outputs, caches = [], []
+    for route, is_native in ((contextlib.nullcontext, True), (native.disabled, False)):
+        backend = _filled_backend(dtype, page_size, num_qo_heads, num_kv_heads, head_dim)
+        with route():
+            backend.plan(batch)
+            assert backend._native == is_native
+            outputs.append(backend.forward(0, q, k, v))
+        caches.append(backend.kv_pool.caches[0])
+    assert torch.equal(caches[0], caches[1])
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)
+
+
+def test_store_kv_skips_padding_slots():
+    cache = torch.zeros(3, 2, 4, 2, 8)
+    k, v = torch.ones(2, 2, 8), torch.full((2, 2, 8), 2.0)
+    native.ops().store_kv(k, v, cache, torch.tensor([-1, 5]))
+    assert torch.equal(cache[1, 0, 1], k[1]) and torch.equal(cache[1, 1, 1], v[1])
+    assert cache.sum().item() == k[1].sum().item() + v[1].sum().item()
+
+
+def test_decode_attention_over_a_long_context_is_exact_softmax_attention():
+    """4,000 positions in float32 against the dense formula in float64."""
+    torch.manual_seed(5)
+    page_size, num_pages, heads, dim = 16, 250, 2, 64
+    cache = torch.randn(num_pages, 2, page_size, heads, dim)
+    order = torch.randperm(num_pages).to(torch.int32)
+    q = torch.randn(1, 4, dim)
+    out = native.ops().decode_attention(q, cache, order, torch.tensor([0], dtype=torch.int32),
+                                        torch.tensor([num_pages * page_size - 3],
+                                                     dtype=torch.int32), dim**-0.5)
+    keys = cache[order.long(), 0].reshape(-1, heads, dim)[:-3].double()
+    values = cache[order.long(), 1].reshape(-1, heads, dim)[:-3].double()
+    grouped = q.double().view(heads, 2, dim)
+    scores = torch.einsum("hgd,lhd->hgl", grouped, keys) * dim**-0.5
+    expected = torch.einsum("hgl,lhd->hgd", scores.softmax(-1), values).reshape(1, 4, dim)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_reject_mismatched_dtypes_with_a_message():
+    cache = torch.zeros(2, 2, 4, 1, 8, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        native.ops().store_kv(torch.zeros(1, 1, 8), torch.zeros(1, 1, 8), cache,
+                              torch.tensor([0]))

@@ -1,0 +1,381 @@
+// CPU kernels for the decode hot path: one call each where the torch route runs 3 to 12
+// small ops (toolkit/kernels/native.py builds this file on first use and documents it).
+//
+// Every kernel is the twin of a torch function named in its comment and rounds where that
+// function rounds (to the tensor's dtype after each op), so the two routes agree to
+// float32 summation order. Dtypes: float32 and bfloat16; shapes are checked in Python.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+// Rows per parallel chunk: a [1, hidden] decode row stays on the calling thread.
+constexpr int64_t kRowGrain = 16;
+
+// Element access: float32 as is, bfloat16 as its uint16_t bits, converted without branches
+// so that the loops vectorize (round to nearest even, NaN kept quiet, as c10::BFloat16).
+inline float f32(float x) { return x; }
+
+inline float f32(uint16_t bits) {
+  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &widened, sizeof(value));
+  return value;
+}
+
+template <typename T>
+inline T to(float x);
+
+template <>
+inline float to<float>(float x) {
+  return x;
+}
+
+template <>
+inline uint16_t to<uint16_t>(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  return x != x ? uint16_t{0x7fc0} : static_cast<uint16_t>(rounded);
+}
+
+// x rounded to T's precision, kept in float32: what a torch op on T tensors stores.
+template <typename T>
+inline float round_to(float x) {
+  return f32(to<T>(x));
+}
+
+// exp(x) as 2^n * 2^f with n = round(x / ln 2) and 2^f by its Taylor polynomial on
+// [-0.5, 0.5] (relative error ~1e-7, float32's own). Unlike std::exp it vectorizes in simd
+// loops. x is clamped to [-87, 88]: ~1e-38 instead of 0 and ~1.7e38 instead of inf,
+// which softmax and silu absorb.
+inline float exp_approx(float x) {
+  const float t = std::min(std::max(x, -87.f), 88.f) * 1.44269504088896341f;  // x / ln 2
+  const float n = std::nearbyint(t);
+  const float f = (t - n) * 0.693147180559945309f;  // in [-ln2/2, ln2/2]
+  float p = 1.f / 720;
+  p = p * f + 1.f / 120;
+  p = p * f + 1.f / 24;
+  p = p * f + 1.f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.f;
+  p = p * f + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return p * two_n;
+}
+
+// One row of rms_norm (toolkit/layers/rmsnorm.py): normalise in float32, round to T, then
+// multiply by the weight in T.
+template <typename T>
+inline void rms_norm_row(const T* x, const T* weight, T* out, int64_t hidden, float eps) {
+  float sum_squares = 0.f;
+#pragma omp simd reduction(+ : sum_squares)
+  for (int64_t h = 0; h < hidden; ++h) {
+    const float v = f32(x[h]);
+    sum_squares += v * v;
+  }
+  const float inv_rms = 1.f / std::sqrt(sum_squares / static_cast<float>(hidden) + eps);
+#pragma omp simd
+  for (int64_t h = 0; h < hidden; ++h) {
+    const float normed = round_to<T>(f32(x[h]) * inv_rms);
+    out[h] = to<T>(f32(weight[h]) * normed);
+  }
+}
+
+template <typename T>
+void rms_norm_impl(const at::Tensor& x, const at::Tensor& weight, at::Tensor& out, float eps) {
+  const int64_t hidden = x.size(1);
+  const T* x_data = static_cast<const T*>(x.data_ptr());
+  const T* w_data = static_cast<const T*>(weight.data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      rms_norm_row(x_data + t * hidden, w_data, out_data + t * hidden, hidden, eps);
+    }
+  });
+}
+
+// x, residual: [T, H] -> (rms_norm(residual + x), residual + x), the add rounded to T.
+template <typename T>
+void fused_add_rms_norm_impl(const at::Tensor& x, const at::Tensor& residual,
+                             const at::Tensor& weight, at::Tensor& out, at::Tensor& sum,
+                             float eps) {
+  const int64_t hidden = x.size(1);
+  const T* x_data = static_cast<const T*>(x.data_ptr());
+  const T* r_data = static_cast<const T*>(residual.data_ptr());
+  const T* w_data = static_cast<const T*>(weight.data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  T* sum_data = static_cast<T*>(sum.data_ptr());
+  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t row = t * hidden;
+#pragma omp simd
+      for (int64_t h = 0; h < hidden; ++h) {
+        sum_data[row + h] = to<T>(f32(r_data[row + h]) + f32(x_data[row + h]));
+      }
+      rms_norm_row(sum_data + row, w_data, out_data + row, hidden, eps);
+    }
+  });
+}
+
+// gate_up: [T, 2I] -> silu(gate) * up, [T, I]; silu rounded to T, as F.silu(gate) * up.
+template <typename T>
+void silu_and_mul_impl(const at::Tensor& gate_up, at::Tensor& out) {
+  const int64_t inter = out.size(1);
+  const T* in_data = static_cast<const T*>(gate_up.data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, out.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* gate = in_data + t * 2 * inter;
+      const T* up = gate + inter;
+      T* row = out_data + t * inter;
+#pragma omp simd
+      for (int64_t i = 0; i < inter; ++i) {
+        const float g = f32(gate[i]);
+        const float silu = round_to<T>(g / (1.f + exp_approx(-g)));
+        row[i] = to<T>(silu * f32(up[i]));
+      }
+    }
+  });
+}
+
+// heads: [T, >= R, D] (token stride free, heads contiguous), cos and signed sin: [T, D]
+// -> out [T, R, D] = heads * cos + roll(heads, D/2) * sin, each op rounded to T: the
+// torch route of RotaryEmbedding.apply on the first R heads.
+template <typename T>
+void rotary_impl(const at::Tensor& heads, const at::Tensor& cos, const at::Tensor& sin,
+                 at::Tensor& out) {
+  const int64_t num_rotated = out.size(1);
+  const int64_t dim = out.size(2);
+  const int64_t half = dim / 2;
+  const int64_t token_stride = heads.stride(0);
+  const T* in_data = static_cast<const T*>(heads.data_ptr());
+  const T* cos_data = static_cast<const T*>(cos.data_ptr());
+  const T* sin_data = static_cast<const T*>(sin.data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, out.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* c = cos_data + t * dim;
+      const T* s = sin_data + t * dim;
+      for (int64_t h = 0; h < num_rotated; ++h) {
+        const T* x = in_data + t * token_stride + h * dim;
+        T* y = out_data + (t * num_rotated + h) * dim;
+        for (int64_t offset : {half, -half}) {  // the first half reads the second, and back
+          const int64_t first = offset > 0 ? 0 : half;
+#pragma omp simd
+          for (int64_t d = first; d < first + half; ++d) {
+            const float a = round_to<T>(f32(x[d]) * f32(c[d]));
+            const float b = round_to<T>(f32(x[d + offset]) * f32(s[d]));
+            y[d] = to<T>(a + b);
+          }
+        }
+      }
+    }
+  });
+}
+
+// k, v: [T, Hkv, D] (token stride free) -> the cache [pages, 2, P, Hkv, D] at slots [T]
+// (slot = page * P + offset; a negative slot is a padding row and is skipped).
+template <typename T>
+void store_kv_impl(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
+                   const at::Tensor& slots) {
+  const int64_t page_size = cache.size(2);
+  const int64_t row = cache.size(3) * cache.size(4);
+  const int64_t* slot_data = slots.data_ptr<int64_t>();
+  const T* k_data = static_cast<const T*>(k.data_ptr());
+  const T* v_data = static_cast<const T*>(v.data_ptr());
+  T* cache_data = static_cast<T*>(cache.data_ptr());
+  for (int64_t t = 0; t < k.size(0); ++t) {
+    const int64_t slot = slot_data[t];
+    if (slot < 0) continue;
+    T* k_dst = cache_data + ((slot / page_size) * 2 * page_size + slot % page_size) * row;
+    std::copy_n(k_data + t * k.stride(0), row, k_dst);
+    std::copy_n(v_data + t * v.stride(0), row, k_dst + page_size * row);
+  }
+}
+
+// Decode attention of one (request, kv head): its G = Hq / Hkv query heads against the
+// request's first seq_len cached positions, walked through its pages. Scores, softmax and
+// the weighted sum of V are float32; the output is rounded to T once.
+template <typename T>
+void decode_one(const T* q, int64_t q_head_stride, const T* cache, const int32_t* pages,
+                int64_t seq_len, int64_t page_size, int64_t num_kv_heads, int64_t kv_head,
+                int64_t group, int64_t dim, float scale, T* out, std::vector<float>& buffer) {
+  const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
+  buffer.resize(group * (dim + seq_len + dim) + dim);
+  float* q_f = buffer.data();             // [G, D], pre-scaled
+  float* scores = q_f + group * dim;      // [G, L]
+  float* acc = scores + group * seq_len;  // [G, D]
+  float* key_f = acc + group * dim;       // [D]: one key, converted once for G dots
+  for (int64_t g = 0; g < group; ++g) {
+    for (int64_t d = 0; d < dim; ++d) q_f[g * dim + d] = f32(q[g * q_head_stride + d]) * scale;
+  }
+  // fn(l, K or V row of position l) for l in [0, seq_len), page by page.
+  auto for_each_position = [&](int64_t kv, auto&& fn) {
+    for (int64_t first = 0, p = 0; first < seq_len; first += page_size, ++p) {
+      const T* rows = cache + ((pages[p] * 2 + kv) * page_size) * row + kv_head * dim;
+      const int64_t count = std::min(page_size, seq_len - first);
+      for (int64_t i = 0; i < count; ++i) fn(first + i, rows + i * row);
+    }
+  };
+  for_each_position(0, [&](int64_t l, const T* key) {
+#pragma omp simd
+    for (int64_t d = 0; d < dim; ++d) key_f[d] = f32(key[d]);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q_f + g * dim;
+      float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key_f[d];
+      scores[g * seq_len + l] = dot;
+    }
+  });
+  for (int64_t g = 0; g < group; ++g) {
+    float* s = scores + g * seq_len;
+    float max_score = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max_score)
+    for (int64_t l = 0; l < seq_len; ++l) max_score = std::max(max_score, s[l]);
+    float total = 0.f;
+#pragma omp simd reduction(+ : total)
+    for (int64_t l = 0; l < seq_len; ++l) {
+      s[l] = exp_approx(s[l] - max_score);
+      total += s[l];
+    }
+    const float inv_total = 1.f / total;
+    for (int64_t l = 0; l < seq_len; ++l) s[l] *= inv_total;
+  }
+  std::fill_n(acc, group * dim, 0.f);
+  for_each_position(1, [&](int64_t l, const T* value) {
+    for (int64_t g = 0; g < group; ++g) {
+      const float p = scores[g * seq_len + l];
+      float* a = acc + g * dim;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) a[d] += p * f32(value[d]);
+    }
+  });
+  for (int64_t g = 0; g < group; ++g) {
+    for (int64_t d = 0; d < dim; ++d) out[g * dim + d] = to<T>(acc[g * dim + d]);
+  }
+}
+
+template <typename T>
+void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
+                           const at::Tensor& kv_indices, const at::Tensor& page_starts,
+                           const at::Tensor& seq_lens, at::Tensor& out, float scale) {
+  const int64_t num_requests = q.size(0);
+  const int64_t num_qo_heads = q.size(1);
+  const int64_t dim = q.size(2);
+  const int64_t num_kv_heads = cache.size(3);
+  const int64_t page_size = cache.size(2);
+  const int64_t group = num_qo_heads / num_kv_heads;
+  const T* q_data = static_cast<const T*>(q.data_ptr());
+  const T* cache_data = static_cast<const T*>(cache.data_ptr());
+  const int32_t* index_data = kv_indices.data_ptr<int32_t>();
+  const int32_t* start_data = page_starts.data_ptr<int32_t>();
+  const int32_t* len_data = seq_lens.data_ptr<int32_t>();
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, num_requests * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / num_kv_heads;
+      const int64_t h = item % num_kv_heads;
+      decode_one(q_data + b * q.stride(0) + h * group * q.stride(1), q.stride(1), cache_data,
+                 index_data + start_data[b], len_data[b], page_size, num_kv_heads, h, group,
+                 dim, scale, out_data + (b * num_qo_heads + h * group) * dim, buffer);
+    }
+  });
+}
+
+// x with its last two axes dense ([.., H, D] rows of H * D values), copying if need be.
+at::Tensor dense_rows(const at::Tensor& x) {
+  const bool dense = x.stride(-1) == 1 && x.stride(-2) == x.size(-1);
+  return dense ? x : x.contiguous();
+}
+
+#define TOOLKIT_DISPATCH(dtype, ...)                                      \
+  if ((dtype) == at::kBFloat16) {                                         \
+    using scalar_t = uint16_t;                                       \
+    __VA_ARGS__();                                                        \
+  } else {                                                                \
+    TORCH_CHECK((dtype) == at::kFloat, "float32 or bfloat16 expected");   \
+    using scalar_t = float;                                               \
+    __VA_ARGS__();                                                        \
+  }
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor out = at::empty_like(x);
+  TOOLKIT_DISPATCH(x.scalar_type(), [&] { rms_norm_impl<scalar_t>(x, weight, out, eps); });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x,
+                                                      const at::Tensor& residual,
+                                                      const at::Tensor& weight, double eps) {
+  at::Tensor out = at::empty_like(x);
+  at::Tensor sum = at::empty_like(x);
+  TOOLKIT_DISPATCH(x.scalar_type(), [&] {
+    fused_add_rms_norm_impl<scalar_t>(x, residual, weight, out, sum, eps);
+  });
+  return {out, sum};
+}
+
+at::Tensor silu_and_mul(const at::Tensor& gate_up) {
+  at::Tensor out = at::empty({gate_up.size(0), gate_up.size(1) / 2}, gate_up.options());
+  TOOLKIT_DISPATCH(gate_up.scalar_type(), [&] { silu_and_mul_impl<scalar_t>(gate_up, out); });
+  return out;
+}
+
+at::Tensor rotary(const at::Tensor& heads, const at::Tensor& cos, const at::Tensor& sin,
+                  int64_t num_rotated) {
+  at::Tensor out = at::empty({heads.size(0), num_rotated, heads.size(2)}, heads.options());
+  TOOLKIT_DISPATCH(heads.scalar_type(), [&] { rotary_impl<scalar_t>(heads, cos, sin, out); });
+  return out;
+}
+
+void store_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
+              const at::Tensor& slots) {
+  TORCH_CHECK(k.scalar_type() == cache.scalar_type() && v.scalar_type() == cache.scalar_type(),
+              "store_kv: k, v and the cache must share a dtype");
+  TORCH_CHECK(cache.is_contiguous() && slots.scalar_type() == at::kLong, "store_kv: layout");
+  const at::Tensor k_rows = dense_rows(k), v_rows = dense_rows(v);
+  TOOLKIT_DISPATCH(k.scalar_type(),
+                   [&] { store_kv_impl<scalar_t>(k_rows, v_rows, cache, slots); });
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
+                            const at::Tensor& kv_indices, const at::Tensor& page_starts,
+                            const at::Tensor& seq_lens, double scale) {
+  TORCH_CHECK(q.scalar_type() == cache.scalar_type() && cache.is_contiguous(),
+              "decode_attention: q and a contiguous cache of one dtype expected");
+  TORCH_CHECK(kv_indices.scalar_type() == at::kInt && page_starts.scalar_type() == at::kInt &&
+                  seq_lens.scalar_type() == at::kInt,
+              "decode_attention: int32 page tables expected");
+  const at::Tensor q_rows = dense_rows(q);
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  TOOLKIT_DISPATCH(q.scalar_type(), [&] {
+    decode_attention_impl<scalar_t>(q_rows, cache, kv_indices, page_starts, seq_lens, out,
+                                    scale);
+  });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rms_norm", &rms_norm);
+  m.def("fused_add_rms_norm", &fused_add_rms_norm);
+  m.def("silu_and_mul", &silu_and_mul);
+  m.def("rotary", &rotary);
+  m.def("store_kv", &store_kv);
+  m.def("decode_attention", &decode_attention);
+}

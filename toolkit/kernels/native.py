@@ -1,0 +1,104 @@
+"""The CPU kernels of toolkit/kernels/cpu/ops.cpp: built on first use, one call per op.
+
+A batch-1 decode step of a small model on the CPU is bound by per-op overhead, not
+arithmetic: the torch route of an RMSNorm is ~10 ops (~40 us for a 576-wide row), of
+decode attention a gather per K and V plus SDPA. Each kernel here does one of them in
+one call, rounding where its torch twin rounds:
+
+    rms_norm, fused_add_rms_norm   toolkit/layers/rmsnorm.py
+    silu_and_mul                   toolkit/kernels/silu_and_mul.py (silu_and_mul_ref)
+    rotary                         RotaryEmbedding.apply on the q and k heads
+    store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA
+
+``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
+then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and turns the
+route on: ``ops()`` then returns the module and the layers call it for float32 and
+bfloat16 CPU tensors. ``device.cpu_kernels`` (toolkit/config/schema.py) chooses whether
+build_runtime loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import pathlib
+import platform
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
+DTYPES = (torch.float32, torch.bfloat16)
+"""Tensor dtypes the kernels take; others stay on the torch route."""
+
+CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp"]
+"""Built for this CPU (hence ``_cpu_tag`` in the build's name). 256-bit vectors: with
+head_dim 64, 512-bit ones made decode attention 1.35x slower (horizontal sums dominate)."""
+
+_module: ModuleType | None = None
+_enabled = False
+
+
+class NativeBuildError(RuntimeError):
+    """The C++ kernels could not be compiled or loaded."""
+
+
+def load() -> ModuleType:
+    """Build (or load the cached build of) the kernels and turn the native route on."""
+    global _module, _enabled
+    if _module is None:
+        from torch.utils.cpp_extension import load as load_extension
+
+        logger.info("loading the native CPU kernels (their first build takes ~30 s)")
+        try:
+            _module = load_extension(
+                name=f"toolkit_cpu_ops_{_cpu_tag()}", sources=[str(SOURCE)],
+                extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        except (OSError, RuntimeError, ImportError) as exc:
+            raise NativeBuildError(f"building {SOURCE.name} failed: "
+                                   f"{str(exc).strip().splitlines()[-1]}") from exc
+    _enabled = True
+    return _module
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's model and feature flags: a build cache shared between
+    machines (a network home directory) then never hands one CPU another's -march=native."""
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+        lines = [line for line in cpuinfo.splitlines()
+                 if line.startswith(("model name", "flags", "Features"))][:2]
+    except OSError:
+        lines = []
+    return hashlib.sha1("\n".join([platform.machine(), *lines]).encode()).hexdigest()[:10]
+
+
+def ops() -> ModuleType | None:
+    """The loaded kernels while the native route is on, else None."""
+    return _module if _enabled else None
+
+
+def use_native(x: torch.Tensor) -> bool:
+    """True when the layer given ``x`` should call the native kernel."""
+    return _enabled and x.device.type == "cpu" and x.dtype in DTYPES
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block the layers take the torch route (tests: the twins side by side)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def unload() -> None:
+    """Turn the native route off for the rest of the process (the module stays cached)."""
+    global _enabled
+    _enabled = False
