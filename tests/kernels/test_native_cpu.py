@@ -166,3 +166,35 @@ def test_kernels_reject_mismatched_dtypes_with_a_message():
     with pytest.raises(RuntimeError, match="share a dtype"):
         native.ops().store_kv(torch.zeros(1, 1, 8), torch.zeros(1, 1, 8), cache,
                               torch.tensor([0]))
+
+
+def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_threads():
+    """Each request's positions are cut into page-aligned ranges of 128, attended in
+    parallel and merged: exact attention over the request's pages, and bit for bit the
+    same alone or in a batch, on one thread or two."""
+    torch.manual_seed(6)
+    page_size, dim, group = 16, 64, 4
+    lengths, first_pages = [300, 5], [0, 19]
+    cache = torch.randn(20, 2, page_size, 1, dim)
+    kv_indices = torch.randperm(20).to(torch.int32)
+    q = torch.randn(2, group, dim)
+
+    def attend(rows: slice, num_threads: int) -> torch.Tensor:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(num_threads)
+        try:
+            return native.ops().decode_attention(
+                q[rows], cache, kv_indices, torch.tensor(first_pages[rows], dtype=torch.int32),
+                torch.tensor(lengths[rows], dtype=torch.int32), dim**-0.5)
+        finally:
+            torch.set_num_threads(previous)
+
+    out = attend(slice(0, 2), 2)
+    assert torch.equal(out, attend(slice(0, 2), 1))
+    assert torch.equal(out[:1], attend(slice(0, 1), 2))
+    for b, (length, first_page) in enumerate(zip(lengths, first_pages)):
+        pages = kv_indices[first_page:first_page + -(-length // page_size)].long()
+        keys = cache[pages, 0].reshape(-1, dim)[:length].double()
+        values = cache[pages, 1].reshape(-1, dim)[:length].double()
+        weights = (q[b].double() @ keys.t() * dim**-0.5).softmax(-1)
+        torch.testing.assert_close(out[b].double(), weights @ values, atol=1e-5, rtol=1e-5)

@@ -12,6 +12,7 @@ from toolkit.config.schema import QuantConfig
 from toolkit.layers.linear import QuantLinear
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.models.source import resolve_model_dir
+from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.q4_1 import Q4_1Method, create_q4_1, dequantize_q4_1, quantize_q4_1
 from toolkit.quant.registry import create_quant_method
 
@@ -116,3 +117,31 @@ def test_q4_1_refuses_a_quantized_checkpoint_and_bad_group_sizes():
         Q4_1Method(64, 8, True).param_specs(96, 32, torch.bfloat16)
     method = create_quant_method(QuantConfig(method="q4_1"), TINY)
     assert isinstance(method, Q4_1Method) and method.group_size == 32
+
+
+def test_int8_lm_head_is_within_int8_rounding_of_the_dense_head():
+    weight = (torch.randn(2000, 96, generator=torch.Generator().manual_seed(8)) * 0.1).to(
+        torch.bfloat16)
+    head = Int8LMHead.quantize(weight)
+    hidden = torch.randn(1, 96).to(torch.bfloat16)
+    dense = hidden.float() @ weight.float().t()
+    logits = head.logits(hidden).float()
+    assert ((logits - dense).norm() / dense.norm()).item() < 1e-2
+    assert logits.argmax().item() == dense.argmax().item()
+    assert head.logits(torch.randn(2, 96).to(torch.bfloat16)) is None  # batches: dense head
+    assert Int8LMHead.quantize(weight.float()) is None  # a CPU bfloat16 kernel only
+
+
+def test_q4_1_model_uses_the_int8_head_for_one_row_only(tmp_path):
+    directory = _write_model(tmp_path / "dense", _tiny_weights(torch.Generator().manual_seed(9)))
+    model = load_model(directory, torch.bfloat16, "cpu", quant=QuantConfig(method="q4_1"))
+    assert model.quantized_lm_head is not None
+    hidden = torch.randn(2, 32).to(torch.bfloat16)
+    assert torch.equal(model.compute_logits(hidden[:1]),
+                       model.quantized_lm_head.logits(hidden[:1]).float())
+    dense = load_model(directory, torch.bfloat16, "cpu", quant=QuantConfig(method="none"))
+    assert dense.quantized_lm_head is None
+    torch.testing.assert_close(model.compute_logits(hidden), dense.compute_logits(hidden))
+    no_int4 = load_model(directory, torch.bfloat16, "cpu",
+                         quant=QuantConfig(method="q4_1", max_int4_tokens=0))
+    assert no_int4.quantized_lm_head is None

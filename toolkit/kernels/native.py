@@ -84,7 +84,7 @@ def ops() -> ModuleType | None:
 
 def use_native(x: torch.Tensor) -> bool:
     """True when the layer given ``x`` should call the native kernel."""
-    return _enabled and x.device.type == "cpu" and x.dtype in DTYPES
+    return _enabled and x.is_cpu and x.dtype in DTYPES
 
 
 @contextlib.contextmanager

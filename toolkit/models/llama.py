@@ -27,6 +27,7 @@ from toolkit.layers.linear import QuantLinear, ShardLoadError, linear, pack_weig
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.quant.base import QuantMethod
+from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.(.+)")
@@ -149,6 +150,8 @@ class LlamaForCausalLM(nn.Module):
         self.rotary = RotaryEmbedding(rope_parameters_from_hf_config(config), head_dim,
                                       config["max_position_embeddings"], dtype, device)
         self.packed_lm_head: torch.Tensor | None = None
+        self.quantized_lm_head: Int8LMHead | None = None
+        """The quant method's copy of the LM head, for the steps it covers (q4_1: int8)."""
 
     def pack_weights(self) -> None:
         """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU,
@@ -174,6 +177,10 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] -> logits [N, vocab] float32."""
+        if self.quantized_lm_head is not None:
+            logits = self.quantized_lm_head.logits(hidden)
+            if logits is not None:
+                return logits.float()
         return linear(hidden, self.lm_head, None, self.packed_lm_head).float()
 
     @torch.no_grad()
@@ -203,6 +210,7 @@ class LlamaForCausalLM(nn.Module):
         for layer in self.layers:
             for proj in layer.projections():
                 proj.finish_loading()
+        self.quantized_lm_head = self.quant_method.quantize_lm_head(self.lm_head.data)
 
     def _load_one(self, name: str, tensor: torch.Tensor) -> None:
         """Copy one expected HF tensor into its parameter or fused projection slice."""

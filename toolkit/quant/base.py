@@ -10,6 +10,9 @@ never looks inside them. The QuantMethod chosen for the checkpoint decides:
 2. ``after_load``: a one-time conversion once every tensor is in (repack for a kernel,
    quantize a dense weight to fp8, pre-pack for oneDNN), which may replace the parameters;
 3. ``apply``: ``y = x @ W^T + bias`` with the layer's stored tensors.
+
+A method may also offer the model a quantized LM head (``quantize_lm_head``); the head is
+otherwise dense.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from toolkit.quant.int8_lm_head import Int8LMHead
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ class QuantMethod(ABC):
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
         """x: [T, K] -> [T, N] in x's dtype."""
+
+    def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
+        """A quantized copy of the LM head [V, H] that the model uses where it applies
+        (``Int8LMHead.logits`` returns None elsewhere); None, the default: dense only."""
+        return None
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """Bytes of weight data the layer keeps after ``after_load`` (memory reports)."""

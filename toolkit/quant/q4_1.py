@@ -18,6 +18,8 @@ same weights, so a request's tokens do not depend on which path its step took be
 rounding. Elsewhere (float32, CUDA) the dequantized weights run dense.
 Resident: the bf16 weight (twice with ``device.prepack_weights``, as for ``none``) plus the
 4-bit codes: ~2.3x of the plain bf16 bytes, ~1.3x without pre-packing.
+The LM head gets an int8 copy for one-stream steps (toolkit/quant/int8_lm_head.py), as
+llama.cpp's Q4_1 file keeps its output matrix in 8 bits.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from toolkit.quant import awq_cpu
 from toolkit.quant.base import ParamSpec, QuantMethod, load_error
+from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
 if TYPE_CHECKING:
@@ -111,6 +114,11 @@ class Q4_1Method(QuantMethod):
         if layer.int4pack is not None and x.shape[0] <= self.max_int4_tokens:
             return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
         return self.dense.apply(layer, x, bias)
+
+    def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
+        if self.max_int4_tokens < 1:  # every step on the bf16 copy: the head too
+            return None
+        return Int8LMHead.quantize(weight)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The dense copy (twice when oneDNN-packed) plus the int4 codes and scales."""

@@ -205,28 +205,32 @@ void store_kv_impl(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
   }
 }
 
-// Decode attention of one (request, kv head): its G = Hq / Hkv query heads against the
-// request's first seq_len cached positions, walked through its pages. Scores, softmax and
-// the weighted sum of V are float32; the output is rounded to T once.
+// Decode attention of one (request, kv head) over its cached positions [first, last),
+// walked through its pages (first a multiple of the page size), for the G = Hq / Hkv query
+// heads of that kv head. Scores, softmax and the sum of V are float32. Writes a partial,
+// per head [D + 2]: the sum of exp(score - max) * V, the max score and the sum of
+// exp(score - max); merge_partials combines the ranges of one request.
 template <typename T>
-void decode_one(const T* q, int64_t q_head_stride, const T* cache, const int32_t* pages,
-                int64_t seq_len, int64_t page_size, int64_t num_kv_heads, int64_t kv_head,
-                int64_t group, int64_t dim, float scale, T* out, std::vector<float>& buffer) {
+void attend_range(const T* q, int64_t q_head_stride, const T* cache, const int32_t* pages,
+                  int64_t first, int64_t last, int64_t page_size, int64_t num_kv_heads,
+                  int64_t kv_head, int64_t group, int64_t dim, float scale, float* partial,
+                  std::vector<float>& buffer) {
   const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
-  buffer.resize(group * (dim + seq_len + dim) + dim);
-  float* q_f = buffer.data();             // [G, D], pre-scaled
-  float* scores = q_f + group * dim;      // [G, L]
-  float* acc = scores + group * seq_len;  // [G, D]
-  float* key_f = acc + group * dim;       // [D]: one key, converted once for G dots
+  const int64_t length = last - first;
+  buffer.resize(group * (dim + length) + dim);
+  float* q_f = buffer.data();          // [G, D], pre-scaled
+  float* scores = q_f + group * dim;   // [G, length]
+  float* key_f = scores + group * length;  // [D]: one key, converted once for G dots
   for (int64_t g = 0; g < group; ++g) {
     for (int64_t d = 0; d < dim; ++d) q_f[g * dim + d] = f32(q[g * q_head_stride + d]) * scale;
   }
-  // fn(l, K or V row of position l) for l in [0, seq_len), page by page.
+  // fn(l, K or V row of position first + l) for l in [0, length), page by page.
   auto for_each_position = [&](int64_t kv, auto&& fn) {
-    for (int64_t first = 0, p = 0; first < seq_len; first += page_size, ++p) {
-      const T* rows = cache + ((pages[p] * 2 + kv) * page_size) * row + kv_head * dim;
-      const int64_t count = std::min(page_size, seq_len - first);
-      for (int64_t i = 0; i < count; ++i) fn(first + i, rows + i * row);
+    for (int64_t start = first; start < last; start += page_size) {
+      const int64_t page = pages[start / page_size];
+      const T* rows = cache + ((page * 2 + kv) * page_size) * row + kv_head * dim;
+      const int64_t count = std::min(page_size, last - start);
+      for (int64_t i = 0; i < count; ++i) fn(start - first + i, rows + i * row);
     }
   };
   for_each_position(0, [&](int64_t l, const T* key) {
@@ -237,36 +241,61 @@ void decode_one(const T* q, int64_t q_head_stride, const T* cache, const int32_t
       float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
       for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key_f[d];
-      scores[g * seq_len + l] = dot;
+      scores[g * length + l] = dot;
     }
   });
   for (int64_t g = 0; g < group; ++g) {
-    float* s = scores + g * seq_len;
+    float* s = scores + g * length;
     float max_score = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_score)
-    for (int64_t l = 0; l < seq_len; ++l) max_score = std::max(max_score, s[l]);
+    for (int64_t l = 0; l < length; ++l) max_score = std::max(max_score, s[l]);
     float total = 0.f;
 #pragma omp simd reduction(+ : total)
-    for (int64_t l = 0; l < seq_len; ++l) {
+    for (int64_t l = 0; l < length; ++l) {
       s[l] = exp_approx(s[l] - max_score);
       total += s[l];
     }
-    const float inv_total = 1.f / total;
-    for (int64_t l = 0; l < seq_len; ++l) s[l] *= inv_total;
+    float* head = partial + g * (dim + 2);
+    std::fill_n(head, dim, 0.f);
+    head[dim] = max_score;
+    head[dim + 1] = total;
   }
-  std::fill_n(acc, group * dim, 0.f);
   for_each_position(1, [&](int64_t l, const T* value) {
     for (int64_t g = 0; g < group; ++g) {
-      const float p = scores[g * seq_len + l];
-      float* a = acc + g * dim;
+      const float p = scores[g * length + l];
+      float* a = partial + g * (dim + 2);
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) a[d] += p * f32(value[d]);
     }
   });
+}
+
+// The partials of one request's num_splits ranges (split_stride floats apart) -> its G
+// output heads [G, D].
+template <typename T>
+void merge_partials(const float* partials, int64_t num_splits, int64_t split_stride,
+                    int64_t group, int64_t dim, T* out) {
   for (int64_t g = 0; g < group; ++g) {
-    for (int64_t d = 0; d < dim; ++d) out[g * dim + d] = to<T>(acc[g * dim + d]);
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t s = 0; s < num_splits; ++s) {
+      max_score = std::max(max_score, partials[s * split_stride + g * (dim + 2) + dim]);
+    }
+    float total = 0.f;
+    std::vector<float> acc(dim, 0.f);
+    for (int64_t s = 0; s < num_splits; ++s) {
+      const float* head = partials + s * split_stride + g * (dim + 2);
+      const float weight = std::exp(head[dim] - max_score);
+      total += weight * head[dim + 1];
+      for (int64_t d = 0; d < dim; ++d) acc[d] += weight * head[d];
+    }
+    for (int64_t d = 0; d < dim; ++d) out[g * dim + d] = to<T>(acc[d] / total);
   }
 }
+
+// Positions per range (rounded down to whole pages, at least one): a request's positions
+// are cut into ranges of this length, attended in parallel and merged. The cut depends on
+// the request alone, so its output does not change with the batch or the thread count.
+constexpr int64_t kRangeLength = 128;
 
 template <typename T>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
@@ -284,14 +313,36 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   const int32_t* start_data = page_starts.data_ptr<int32_t>();
   const int32_t* len_data = seq_lens.data_ptr<int32_t>();
   T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, num_requests * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  const int64_t range_length = std::max<int64_t>(1, kRangeLength / page_size) * page_size;
+  std::vector<int64_t> first_range(num_requests + 1, 0);  // request b: its ranges' offset
+  for (int64_t b = 0; b < num_requests; ++b) {
+    first_range[b + 1] = first_range[b] + (len_data[b] + range_length - 1) / range_length;
+  }
+  const int64_t num_ranges = first_range[num_requests];
+  const int64_t partial_size = group * (dim + 2);
+  std::vector<float> partials(num_ranges * num_kv_heads * partial_size);  // [range, Hkv, ..]
+  at::parallel_for(0, num_ranges * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / num_kv_heads;
+      const int64_t range = item / num_kv_heads;
       const int64_t h = item % num_kv_heads;
-      decode_one(q_data + b * q.stride(0) + h * group * q.stride(1), q.stride(1), cache_data,
-                 index_data + start_data[b], len_data[b], page_size, num_kv_heads, h, group,
-                 dim, scale, out_data + (b * num_qo_heads + h * group) * dim, buffer);
+      const int64_t b = std::upper_bound(first_range.begin(), first_range.end(), range) -
+                        first_range.begin() - 1;
+      const int64_t first = (range - first_range[b]) * range_length;
+      const int64_t last = std::min<int64_t>(len_data[b], first + range_length);
+      attend_range(q_data + b * q.stride(0) + h * group * q.stride(1), q.stride(1),
+                   cache_data, index_data + start_data[b], first, last, page_size,
+                   num_kv_heads, h, group, dim, scale, partials.data() + item * partial_size,
+                   buffer);
+    }
+  });
+  at::parallel_for(0, num_requests * num_kv_heads, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t b = pair / num_kv_heads;
+      const int64_t h = pair % num_kv_heads;
+      merge_partials(partials.data() + (first_range[b] * num_kv_heads + h) * partial_size,
+                     first_range[b + 1] - first_range[b], num_kv_heads * partial_size, group,
+                     dim, out_data + (b * num_qo_heads + h * group) * dim);
     }
   });
 }
