@@ -16,6 +16,8 @@ with prompt_logprobs, so it measures exactly what `toolkit serve` would run:
     awq     4-bit AWQ checkpoint from `toolkit quantize` (--awq DIR)
     fp8     quant=fp8 (weight-only e4m3, made at load time)
     q4_1    quant=q4_1 (llama.cpp's Q4_1 blocks, requantized at load time)
+    q4_1_decode  quant=q4_1 with every token on its decode-step routes: the int4 kernel
+            for the projections and the int8 LM head (toolkit/quant/int8_lm_head.py)
     fp8_kv  cache.dtype=fp8_e4m3 (bf16 weights, fp8 KV cache)
 
 A variant that cannot be built yet (a missing checkpoint or a feature not in the toolkit)
@@ -25,6 +27,7 @@ is skipped with a printed note, so the script can simply be rerun later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import pathlib
 import tempfile
@@ -35,7 +38,7 @@ from toolkit.protocol import SamplingParams
 from toolkit.quant.calibration import token_blocks
 from toolkit.runtime import build_runtime
 
-VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1")
+VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1", "q4_1_decode")
 ENGINE = ["device=cpu", "model.dtype=bfloat16", "cache.enable_prefix_caching=false"]
 
 
@@ -46,6 +49,8 @@ def variant_overrides(name: str, args: argparse.Namespace, scratch: pathlib.Path
         return ["quant=none"]
     if name in ("fp8", "q4_1"):
         return [f"quant={name}"]
+    if name == "q4_1_decode":
+        return ["quant=q4_1", f"quant.max_int4_tokens={1 << 20}"]
     if name == "fp8_kv":
         return ["quant=none", "cache.dtype=fp8_e4m3"]
     if name == "awq":
@@ -104,6 +109,9 @@ def score(name: str, overrides: list[str], blocks: list[list[int]]) -> dict | st
         runtime = build_runtime(compose_config([*ENGINE, *overrides]))
     except Exception as exc:  # noqa: BLE001 - report and move on to the next variant
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if name == "q4_1_decode":  # the int8 head on every row, not only one-row steps
+        model = runtime.core.runner.model
+        model.quantized_lm_head = dataclasses.replace(model.quantized_lm_head, max_rows=1 << 20)
     started = time.perf_counter()
     total, count = negative_log_likelihood(runtime.core, blocks)
     expected = sum(len(b) - 1 for b in blocks)

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import pathlib
 import platform
+import subprocess
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -35,21 +36,25 @@ SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
 DTYPES = (torch.float32, torch.bfloat16)
 """Tensor dtypes the kernels take; others stay on the torch route."""
 
+
+class NativeBuildError(RuntimeError):
+    """The C++ kernels could not be compiled or loaded."""
+
+
 CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp"]
 """Built for this CPU (hence ``_cpu_tag`` in the build's name). 256-bit vectors: with
 head_dim 64, 512-bit ones made decode attention 1.35x slower (horizontal sums dominate)."""
 
 _module: ModuleType | None = None
 _enabled = False
-
-
-class NativeBuildError(RuntimeError):
-    """The C++ kernels could not be compiled or loaded."""
+_build_error: NativeBuildError | None = None
 
 
 def load() -> ModuleType:
     """Build (or load the cached build of) the kernels and turn the native route on."""
-    global _module, _enabled
+    global _module, _enabled, _build_error
+    if _build_error is not None:  # failed once in this process: do not build again
+        raise _build_error
     if _module is None:
         from torch.utils.cpp_extension import load as load_extension
 
@@ -58,9 +63,10 @@ def load() -> ModuleType:
             _module = load_extension(
                 name=f"toolkit_cpu_ops_{_cpu_tag()}", sources=[str(SOURCE)],
                 extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
-        except (OSError, RuntimeError, ImportError) as exc:
-            raise NativeBuildError(f"building {SOURCE.name} failed: "
-                                   f"{str(exc).strip().splitlines()[-1]}") from exc
+        except (OSError, RuntimeError, ImportError, subprocess.SubprocessError) as exc:
+            _build_error = NativeBuildError(f"building {SOURCE.name} failed: "
+                                            f"{str(exc).strip().splitlines()[-1]}")
+            raise _build_error from exc
     _enabled = True
     return _module
 

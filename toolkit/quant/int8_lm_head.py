@@ -5,7 +5,7 @@ Per output row (token) one scale, ``scale = amax(|W[v]|) / 127``, and int8 codes
 kernel (``aten._weight_int8pack_mm``), half the bytes of the bf16 head. llama.cpp's Q4_1
 GGUF of SmolLM2 keeps its (tied) output matrix in 8 bits too (Q8_0). On SmolLM2 with
 ``quant=q4_1`` the held-out perplexity moved from 16.282 to 16.288 and a one-stream decode
-step was ~1.1 ms (7 %) shorter on 2 cores.
+step was ~1.1 ms (6 %) shorter on 2 cores (bench/RESULTS.md).
 
 Only one-row steps use it: the kernel's time grows with the rows (SmolLM2's head, hot in
 cache, 2 threads: 1.55 / 2.34 / 4.41 ms at 1 / 4 / 8 rows, against 1.63-1.69 ms for the
@@ -20,18 +20,21 @@ import torch
 
 MAX_CODE = 127
 MAX_ROWS = 1
-"""Hidden-state rows (sampled tokens) up to which the int8 kernel runs; more rows (batches,
-prompt logprobs) take the dense head."""
+"""Default ``max_rows``."""
 
 
 @dataclass(frozen=True)
 class Int8LMHead:
-    """The int8 codes and scales of an LM head, used for steps of at most MAX_ROWS rows."""
+    """The int8 codes and scales of an LM head, used for steps of at most ``max_rows`` rows."""
 
     codes: torch.Tensor
     """[V, H] int8."""
     scales: torch.Tensor
     """[V] in the activations' dtype."""
+    max_rows: int = MAX_ROWS
+    """Hidden-state rows (sampled tokens) up to which the int8 kernel runs; more rows
+    (batches, prompt logprobs) take the dense head. bench/perplexity.py raises it to score
+    the int8 head on held-out text."""
 
     @classmethod
     def quantize(cls, weight: torch.Tensor) -> Int8LMHead | None:
@@ -44,7 +47,7 @@ class Int8LMHead:
         return cls(codes.to(torch.int8).contiguous(), scales.to(weight.dtype))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """hidden [N, H] -> logits [N, V] in hidden's dtype, or None for N > MAX_ROWS."""
-        if hidden.shape[0] > MAX_ROWS or hidden.dtype != self.scales.dtype:
+        """hidden [N, H] -> logits [N, V] in hidden's dtype, or None for N > max_rows."""
+        if hidden.shape[0] > self.max_rows or hidden.dtype != self.scales.dtype:
             return None
         return torch.ops.aten._weight_int8pack_mm(hidden.contiguous(), self.codes, self.scales)
