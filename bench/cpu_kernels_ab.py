@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
+import functools
 
-from decode_throughput import prompt, run
+from decode_throughput import interleaved_rounds, prompt, rates, run
 
 from toolkit.cli.compose import compose_config
 from toolkit.kernels import native
@@ -43,20 +43,18 @@ def main() -> None:
           f"{args.rounds} rounds, routes interleaved")
     print(f"{'streams':>7} {'route':>7} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x torch':>8} {'same outputs':>12}")
+    def run_on(route, num_streams: int) -> dict:
+        with route():
+            return run(runtime.core, prompt_ids, num_streams, args.output_len)
+
     for num_streams in args.streams:
-        rows: dict[str, list[dict]] = {name: [] for name in ROUTES}
-        for _ in range(args.rounds):
-            for name, route in ROUTES.items():
-                with route():
-                    rows[name].append(run(runtime.core, prompt_ids, num_streams,
-                                          args.output_len))
-        baseline = statistics.median(r["tokens_per_s"] for r in rows["torch"])
+        rows = interleaved_rounds({name: functools.partial(run_on, route, num_streams)
+                                   for name, route in ROUTES.items()}, args.rounds)
+        baseline = rates(rows["torch"])[0]
         for name, route_rows in rows.items():
-            rate = statistics.median(r["tokens_per_s"] for r in route_rows)
-            decode = statistics.median(r["decode_tokens_per_s"] for r in route_rows)
+            rate, best, decode = rates(route_rows)
             same = all(r["outputs"] == rows["torch"][0]["outputs"] for r in route_rows)
-            print(f"{num_streams:>7} {name:>7} {rate:>8.1f} "
-                  f"{max(r['tokens_per_s'] for r in route_rows):>8.1f} {decode:>13.1f} "
+            print(f"{num_streams:>7} {name:>7} {rate:>8.1f} {best:>8.1f} {decode:>13.1f} "
                   f"{rate / baseline:>8.2f} {same!s:>12}")
 
 

@@ -19,9 +19,11 @@ the ratio of each aggregate rate to the single-stream rate.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import statistics
 import time
+from collections.abc import Callable
 
 from toolkit.cli.compose import compose_config
 from toolkit.protocol import SamplingParams
@@ -61,6 +63,23 @@ def run(core, prompt_ids: list[int], num_streams: int, output_len: int) -> dict:
             "outputs": [token_ids[k] for k in sorted(token_ids)]}
 
 
+def interleaved_rounds(runs: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """Each variant's ``run`` results over ``rounds`` rounds, the variants alternating round by
+    round so that machine noise hits them alike."""
+    rows: dict[str, list[dict]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run_once in runs.items():
+            rows[name].append(run_once())
+    return rows
+
+
+def rates(rows: list[dict]) -> tuple[float, float, float]:
+    """One variant's rounds -> (median tok/s, best tok/s, median decode-only tok/s)."""
+    return (statistics.median(r["tokens_per_s"] for r in rows),
+            max(r["tokens_per_s"] for r in rows),
+            statistics.median(r["decode_tokens_per_s"] for r in rows))
+
+
 def run_ab(variants: list[str], base_overrides: list[str], streams: list[int],
            output_len: int, rounds: int) -> None:
     """Each variant's runtime, run alternately per concurrency; medians and ratios."""
@@ -74,18 +93,15 @@ def run_ab(variants: list[str], base_overrides: list[str], streams: list[int],
     print(f"{'streams':>7} {'variant':>40} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x first':>8} {'same outputs':>12}")
     for num_streams in streams:
-        rows: list[list[dict]] = [[] for _ in variants]
-        for _ in range(rounds):
-            for i, runtime in enumerate(runtimes):
-                rows[i].append(run(runtime.core, prompt_ids, num_streams, output_len))
-        first = statistics.median(r["tokens_per_s"] for r in rows[0])
+        rows = list(interleaved_rounds({
+            str(i): functools.partial(run, runtime.core, prompt_ids, num_streams, output_len)
+            for i, runtime in enumerate(runtimes)}, rounds).values())
+        first = rates(rows[0])[0]
         for variant, variant_rows in zip(variants, rows):
-            rate = statistics.median(r["tokens_per_s"] for r in variant_rows)
-            best = max(r["tokens_per_s"] for r in variant_rows)
-            decode = statistics.median(r["decode_tokens_per_s"] for r in variant_rows)
+            rate, best, decode = rates(variant_rows)
             same = all(r["outputs"] == rows[0][0]["outputs"] for r in variant_rows)
             print(f"{num_streams:>7} {variant or '(no overrides)':>40} {rate:>8.1f} {best:>8.1f} "
-                  f"{decode:>13.1f} {rate / first:>8.2f} {str(same):>12}")
+                  f"{decode:>13.1f} {rate / first:>8.2f} {same!s:>12}")
 
 
 def prompt(runtime) -> list[int]:

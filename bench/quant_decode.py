@@ -16,10 +16,10 @@ oneDNN-packed copy) as MiB and as a fraction of their plain bf16 weight bytes.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
-import statistics
 
-from decode_throughput import prompt, run
+from decode_throughput import interleaved_rounds, prompt, rates, run
 
 from toolkit.cli.compose import compose_config
 from toolkit.models.source import cache_root, resolve_model_dir
@@ -81,15 +81,12 @@ def main() -> None:
     print(f"{'streams':>7} {'variant':>14} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x bf16':>7} {'proj MiB':>9} {'x bf16 weights':>14}")
     for num_streams in args.streams:
-        rows: dict[str, list[dict]] = {name: [] for name in runtimes}
-        for _ in range(args.rounds):
-            for name, runtime in runtimes.items():
-                rows[name].append(run(runtime.core, prompt_ids, num_streams, args.output_len))
-        base = statistics.median(r["tokens_per_s"] for r in rows["bf16"])
+        rows = interleaved_rounds({
+            name: functools.partial(run, runtime.core, prompt_ids, num_streams, args.output_len)
+            for name, runtime in runtimes.items()}, args.rounds)
+        base = rates(rows["bf16"])[0]
         for name, name_rows in rows.items():
-            rate = statistics.median(r["tokens_per_s"] for r in name_rows)
-            best = max(r["tokens_per_s"] for r in name_rows)
-            decode = statistics.median(r["decode_tokens_per_s"] for r in name_rows)
+            rate, best, decode = rates(name_rows)
             print(f"{num_streams:>7} {name:>14} {rate:>8.1f} {best:>8.1f} {decode:>13.1f} "
                   f"{rate / base:>7.2f} {sizes[name][0] / 2**20:>9.1f} "
                   f"{sizes[name][0] / sizes[name][1]:>14.2f}")

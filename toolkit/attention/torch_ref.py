@@ -30,10 +30,10 @@ class _DecodePlan:
     """Bd: how many requests decode this step."""
     query_rows: torch.Tensor | None
     """[Bd] int64 rows of q belonging to decode requests; None when they are rows 0..Bd-1."""
-    page_starts: torch.Tensor
-    """[Bd] int32: where each request's pages start in kv_indices (the native kernel)."""
-    seq_lens: torch.Tensor
-    """[Bd] int32 KV lengths (the native kernel)."""
+    page_starts: torch.Tensor | None
+    """[Bd] int32: where each request's pages start in kv_indices; the native route only."""
+    seq_lens: torch.Tensor | None
+    """[Bd] int32 KV lengths; the native route only."""
     k_rows: torch.Tensor | None
     """[Bd * L] int64 rows of the flat per-layer cache holding K (padding points at row 0);
     None on the native route, which reads the pages through kv_indices."""
@@ -101,10 +101,12 @@ class TorchRefBackend(AttentionBackend):
         page_size = batch.page_size
         self._native = native.use_native(self.kv_pool.caches[0]) and not self.kv_pool.quantized
         slots = batch.slot_mapping.to(device=device, dtype=torch.int64)
-        self._slots = slots
-        self._kv_indices = batch.kv_indices.to(device=device, dtype=torch.int32)
-        self._write_k_rows = (slots // page_size) * (2 * page_size) + slots % page_size  # [T]
-        self._write_v_rows = self._write_k_rows + page_size
+        if self._native:
+            self._slots = slots
+            self._kv_indices = batch.kv_indices.to(device=device, dtype=torch.int32)
+        else:
+            self._write_k_rows = (slots // page_size) * (2 * page_size) + slots % page_size
+            self._write_v_rows = self._write_k_rows + page_size  # [T] each
         qo_indptr = batch.qo_indptr.tolist()
         page_starts = batch.kv_indptr[:-1].tolist()
         seq_lens = batch.seq_lens().tolist()
@@ -129,11 +131,14 @@ class TorchRefBackend(AttentionBackend):
         max_len = max(decode_lens)
         rows = None if query_rows == list(range(len(query_rows))) else torch.tensor(
             query_rows, device=device)
-        decode_page_starts = torch.tensor([page_starts[i] for i in decode_ids], dtype=torch.int32)
         lens = torch.tensor(decode_lens, device=device)  # [Bd]
         if native_route:
-            return _DecodePlan(len(decode_ids), rows, decode_page_starts, lens.to(torch.int32),
-                               None, None, None, max_len)
+            return _DecodePlan(
+                num_decodes=len(decode_ids), query_rows=rows,
+                page_starts=torch.tensor([page_starts[i] for i in decode_ids],
+                                         dtype=torch.int32),
+                seq_lens=lens.to(torch.int32), k_rows=None, v_rows=None, mask=None,
+                max_len=max_len)
         starts = torch.tensor([page_starts[i] * page_size for i in decode_ids], device=device)
         position = torch.arange(max_len, device=device)  # [L]
         valid = position[None, :] < lens[:, None]  # [Bd, L]
@@ -143,8 +148,8 @@ class TorchRefBackend(AttentionBackend):
         return _DecodePlan(
             num_decodes=len(decode_ids),
             query_rows=rows,
-            page_starts=decode_page_starts,
-            seq_lens=lens.to(torch.int32),
+            page_starts=None,
+            seq_lens=None,
             k_rows=k_rows,
             v_rows=k_rows + page_size,
             mask=valid[:, None, None, :] if needs_mask else None,

@@ -88,9 +88,16 @@ def ops() -> ModuleType | None:
     return _module if _enabled else None
 
 
-def use_native(x: torch.Tensor) -> bool:
-    """True when the layer given ``x`` should call the native kernel."""
-    return _enabled and x.is_cpu and x.dtype in DTYPES
+def use_native(*tensors: torch.Tensor) -> bool:
+    """True when the native route is on and ``tensors`` (a layer's inputs) are contiguous
+    CPU tensors of one dtype that the kernels take."""
+    if not _enabled or tensors[0].dtype not in DTYPES:
+        return False
+    dtype = tensors[0].dtype
+    for tensor in tensors:
+        if not (tensor.is_cpu and tensor.dtype == dtype and tensor.is_contiguous()):
+            return False
+    return True
 
 
 @contextlib.contextmanager

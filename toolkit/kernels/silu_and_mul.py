@@ -30,6 +30,6 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """Triton on CUDA tensors, C++ on CPU ones (when loaded), the torch twin otherwise."""
     if use_triton(gate_up):
         return silu_and_mul_triton(gate_up)
-    if native.use_native(gate_up) and gate_up.dim() == 2 and gate_up.is_contiguous():
+    if gate_up.dim() == 2 and native.use_native(gate_up):
         return native.ops().silu_and_mul(gate_up)
     return silu_and_mul_ref(gate_up)

@@ -24,7 +24,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """
     if use_triton(x):
         return rmsnorm_triton(x, weight, eps)
-    if native.use_native(x) and x.dim() == 2 and x.is_contiguous() and weight.dtype == x.dtype:
+    if x.dim() == 2 and native.use_native(x, weight):
         return native.ops().rms_norm(x, weight, eps)
     normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # [T, H] float32
     return weight * normed.to(x.dtype)
@@ -39,8 +39,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """
     if use_triton(x):
         return fused_add_rmsnorm_triton(x, residual, weight, eps)
-    if (native.use_native(x) and x.dim() == 2 and x.is_contiguous() and residual.is_contiguous()
-            and residual.dtype == weight.dtype == x.dtype):
+    if x.dim() == 2 and native.use_native(x, residual, weight):
         return native.ops().fused_add_rms_norm(x, residual, weight, eps)
     residual = residual + x
     return rms_norm(residual, weight, eps), residual

@@ -189,9 +189,7 @@ class RotaryEmbedding:
         if self.triton_capable and use_triton(heads):
             q, k = heads[:, :num_qo_heads], heads[:, num_qo_heads:num_rotated]
             return apply_rotary_triton(q, k, cos, sin)
-        if (native.use_native(heads) and heads.stride(-1) == 1
-                and heads.stride(1) == self.head_dim and cos.dtype == heads.dtype
-                and cos.is_contiguous() and sin.is_contiguous()):
+        if native.use_native(heads, cos, sin):
             qk = native.ops().rotary(heads, cos, sin, num_rotated)  # [T, Hq + Hkv, D]
         else:
             qk = self.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
