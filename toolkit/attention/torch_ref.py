@@ -110,8 +110,9 @@ class TorchRefBackend(AttentionBackend):
         qo_indptr = batch.qo_indptr.tolist()
         page_starts = batch.kv_indptr[:-1].tolist()
         seq_lens = batch.seq_lens().tolist()
-        flat_k_rows = _cache_k_rows(batch, device)
         decode_ids = [i for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] == 1]
+        needs_rows = not self._native or len(decode_ids) < batch.num_requests  # gathers
+        flat_k_rows = _cache_k_rows(batch, device) if needs_rows else None
         self._decode = self._plan_decode(decode_ids, qo_indptr, page_starts, seq_lens,
                                          flat_k_rows, page_size, device, self._native)
         self._prefills = [
@@ -122,7 +123,7 @@ class TorchRefBackend(AttentionBackend):
 
     @staticmethod
     def _plan_decode(decode_ids: list[int], qo_indptr: list[int], page_starts: list[int],
-                     seq_lens: list[int], flat_k_rows: torch.Tensor, page_size: int,
+                     seq_lens: list[int], flat_k_rows: torch.Tensor | None, page_size: int,
                      device: torch.device, native_route: bool) -> _DecodePlan | None:
         if not decode_ids:
             return None
