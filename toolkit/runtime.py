@@ -72,7 +72,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, kv_dtype)
     memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
     model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
-                       allow_pickle=cfg.model.allow_pickle, quant=cfg.quant)
+                       allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
+                       batch_invariant=cfg.device.deterministic and device == "cpu")
     attention_backend = resolve_attention(cfg, device)
     gpu_plan = None
     if memory_at_start is not None and cfg.cache.num_blocks is None:
@@ -80,6 +81,10 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
                                        max_model_len, memory_at_start)
     gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
     num_blocks = resolve_num_blocks(cfg, bytes_per_block, max_model_len, gpu_kv_bytes)
+    kv_pool = KVCachePool(info.num_layers, num_blocks, cfg.cache.block_size,
+                          info.num_kv_heads, info.head_dim, kv_dtype, device)
+    attention = ATTENTION_BACKENDS.get(attention_backend)(
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
@@ -90,17 +95,15 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
         cpu_kernels=cpu_kernels,
+        deterministic=_make_deterministic(cfg, device, model, attention, attention_backend),
         kv_cache_dtype=kv_cache_dtype,
         kv_cache_gib=num_blocks * bytes_per_block / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
     )
     logger.info("resolved config: %s", asdict(resolved))
 
-    kv_pool = KVCachePool(info.num_layers, resolved.num_blocks, resolved.block_size,
-                          info.num_kv_heads, info.head_dim, kv_dtype, device)
-    attention = ATTENTION_BACKENDS.get(resolved.attention_backend)(
-        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
-    runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg))
+    runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg),
+                         exact_seeded_drafts=resolved.deterministic)
     if device == "cuda" and cfg.runner.cuda_graphs:
         runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
     proposer = _proposer(cfg, resolved, info.vocab_size)
@@ -108,6 +111,29 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
     core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided, proposer)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
+
+
+def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module, attention,
+                       attention_backend: str) -> bool:
+    """device.deterministic as far as the built parts allow (the matmuls were asked at
+    load time); says in one line why not where it was asked for and cannot be."""
+    if not cfg.device.deterministic:
+        logger.info("device.deterministic=false: outputs may depend on the batch")
+        return False
+    blockers = []
+    if device != "cpu":
+        blockers.append(f"on {device} the GPU libraries choose their reduction splits by "
+                        "batch shape")
+    elif not model.quant_method.batch_invariant:
+        blockers.append(f"quant={model.quant_method.name} has no batch-invariant matmul "
+                        "(quant=none has)")
+    if not blockers and not attention.enable_batch_invariance():
+        blockers.append(f"attention={attention_backend} with device.cpu_kernels="
+                        f"{cfg.device.cpu_kernels}, cache.dtype={cfg.cache.dtype} is not "
+                        "batch-invariant (the native kernels on an unquantized cache are)")
+    if blockers:
+        logger.warning("not deterministic: %s", "; ".join(blockers))
+    return not blockers
 
 
 def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,
@@ -184,15 +210,14 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
     """A runtime for `cfg` around `runtime`'s loaded model, KV pool and runner, with a new
     scheduler, engine core and AsyncEngine (benchmark sweeps over scheduler knobs).
 
-    NOTE: only `scheduler.*`, `cache.enable_prefix_caching`, `speculative.*` other than
-    the draft model, and groups that build no objects (server, sampling, bench) may differ
-    from runtime.config; the old engine must be idle.
+    NOTE: only `scheduler.*`, `cache.enable_prefix_caching`, `speculative.*` (a draft
+    model is loaded anew) and groups that build no objects (server, sampling, bench) may
+    differ from runtime.config; the old engine must be idle. The runner is shared: its
+    acceptance method becomes cfg's.
     """
     proposer = runtime.core.scheduler.proposer
     if cfg.speculative != runtime.config.speculative:
-        if cfg.speculative.method == "draft":
-            raise ValueError("rebuild_engine cannot change the draft model; build a runtime")
-        proposer = _proposer(cfg, runtime.resolved, 0)
+        proposer = _proposer(cfg, runtime.resolved, runtime.core.runner.model.config["vocab_size"])
         runtime.core.runner.acceptance = _acceptance(cfg)
     core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer,
                                 runtime.core.guided, proposer)
@@ -211,5 +236,5 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,
-                         resolved.num_threads)
+                         resolved.num_threads, resolved.deterministic)
     return core, engine

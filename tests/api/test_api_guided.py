@@ -38,7 +38,9 @@ async def test_chat_json_schema(api, chat_body, extra):
 
 async def test_json_object_choice_regex_grammar(api, chat_body):
     bodies = [
-        chat_body(max_tokens=60, temperature=1.0, seed=2,
+        chat_body(max_tokens=60, temperature=0.7, seed=2,
+                  messages=[{"role": "user", "content": "Describe a cat as a JSON object with "
+                             "the keys name and age."}],
                   response_format={"type": "json_object"}),
         chat_body(max_tokens=10, guided_choice=["alpha", "beta"], temperature=1.0),
         chat_body(max_tokens=10, guided_regex=r"[0-9]{3}-[a-z]{2}", temperature=1.0),

@@ -18,6 +18,7 @@ async def test_models_lists_the_served_model(api, engine):
     assert card["object"] == "model"
     assert card["owned_by"] == "toolkit"
     assert card["max_model_len"] == engine.max_model_len
+    assert card["deterministic"] is True  # the default CPU route is batch-invariant
     assert isinstance(card["created"], int)
 
 
@@ -41,7 +42,7 @@ async def test_generation_503_when_engine_died(api, engine, monkeypatch, chat_bo
 async def test_version(api):
     reply = await api.get("/version")
     assert reply.status == 200
-    assert reply.json() == {"version": toolkit.__version__}
+    assert reply.json() == {"version": toolkit.__version__, "deterministic": True}
 
 
 async def test_unknown_route_is_openai_404(api):

@@ -65,6 +65,7 @@ def test_model_configs_name_their_source(name, source):
     ("device.cpu_kernels=avx", ("device.cpu_kernels='avx' is not valid; valid choices: auto, "
                                 "native, torch")),
     ("scheduler.max_num_seqs=0", "scheduler.max_num_seqs=0 must be >= 1"),
+    ("server.max_n=0", "server.max_n=0 must be >= 1"),
     ("sampling.top_p=2", "sampling.top_p=2.0 is out of range"),
     ("server.port=70000", "server.port=70000 is not a TCP port"),
     ("runner.max_cuda_graph_batch_size=0", "runner.max_cuda_graph_batch_size=0 must be >= 1"),

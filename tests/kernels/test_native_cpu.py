@@ -198,3 +198,28 @@ def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_thr
         values = cache[pages, 1].reshape(-1, dim)[:length].double()
         weights = (q[b].double() @ keys.t() * dim**-0.5).softmax(-1)
         torch.testing.assert_close(out[b].double(), weights @ values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernels_give_each_row_the_same_bits_whatever_its_neighbours(dtype):
+    """RMSNorm, fused add+RMSNorm, SiLU-and-mul and rotary: a row alone, and as row i of
+    a batch of 1 .. 300 rows (split across both threads)."""
+    torch.manual_seed(5)
+    x, residual = (torch.randn(300, 576).to(dtype) for _ in range(2))
+    weight = torch.randn(576).to(dtype)
+    gate_up = torch.randn(300, 2 * 1536).to(dtype) * 4
+    rotary = RotaryEmbedding(RopeParameters(theta=100000.0), 64, 4096, dtype, "cpu")
+    heads = torch.randn(300, 15, 64).to(dtype)
+    cos, sin = rotary.cos_sin(torch.randint(0, 4096, (300,)))
+    kernels = {
+        "rms_norm": lambda rows: rms_norm(x[rows], weight, 1e-5),
+        "fused_add_rms_norm": lambda rows: torch.cat(fused_add_rms_norm(
+            x[rows], residual[rows], weight, 1e-5), dim=1),
+        "silu_and_mul": lambda rows: silu_and_mul(gate_up[rows]),
+        "rotary": lambda rows: torch.cat(rotary.apply_qk(
+            heads[rows], 9, 3, cos[rows], sin[rows]), dim=1),
+    }
+    for name, kernel in kernels.items():
+        alone = torch.cat([kernel(slice(i, i + 1)) for i in range(300)])
+        for rows in (slice(0, 300), slice(7, 23), slice(150, 300)):
+            assert torch.equal(kernel(rows), alone[rows]), name

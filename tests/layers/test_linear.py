@@ -47,3 +47,37 @@ def test_float32_and_non_cpu_weights_are_not_packed():
     assert pack_weight(torch.randn(8, dtype=torch.bfloat16)) is None  # not a matrix
     x, weight = torch.randn(3, 4), torch.randn(8, 4)
     assert torch.equal(linear(x, weight), F.linear(x, weight))
+
+
+def _rows_alone_and_batched(x: torch.Tensor, fn) -> list[int]:
+    """Row counts n (and offsets) at which fn(x[a:a+n]) differs from fn on each row alone."""
+    alone = torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
+    differing = []
+    for start, num_rows in [(0, 2), (0, 7), (3, 16), (0, 64), (5, 64), (0, 128), (0, 129),
+                            (0, x.shape[0])]:
+        if not torch.equal(fn(x[start:start + num_rows]), alone[start:start + num_rows]):
+            differing.append((start, num_rows))
+    return differing
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(960, 576), (576, 1536), (49152, 576)])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_invariant_linear_rows_do_not_depend_on_their_neighbours(dtype, shape, num_threads):
+    """SmolLM2's projections and LM head: every row the same bits alone (padded to two
+    rows), beside 1 .. 199 others, and across a 128-row cut; on one thread or two."""
+    generator = torch.Generator().manual_seed(1)
+    weight = (torch.randn(shape, generator=generator) / 20).to(dtype)
+    bias = torch.randn(shape[0], generator=generator).to(dtype)
+    x = torch.randn(200 if shape[0] < 10000 else 140, shape[1], generator=generator).to(dtype)
+    packed = pack_weight(weight, batch_invariant=True)
+    assert packed is not None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        assert _rows_alone_and_batched(x, lambda rows: linear(rows, weight, bias, packed,
+                                                              batch_invariant=True)) == []
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(linear(x[:0], weight, bias, packed, True), x[:0, :0].new_empty(0, shape[0]))

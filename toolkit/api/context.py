@@ -30,6 +30,8 @@ class ServingContext:
     """Role of generated chat messages."""
     max_logprobs: int = 20
     """Most logprob alternatives a request may ask for."""
+    max_n: int = 16
+    """Most choices (n) and samples (best_of, beams) one request may ask for."""
     return_tokens_as_token_ids: bool = False
     """Logprob tokens as ``token_id:<id>``."""
     log_requests: bool = True
@@ -58,13 +60,15 @@ class ServingContext:
 
     @classmethod
     def from_config(cls, engine: EngineClient, config: ServerConfig) -> ServingContext:
-        """Resolve aliases and the chat template; a bad template path is a ValueError."""
+        """Resolve aliases and the chat template; a bad template path (or pooling, or a
+        max_n below 1) is a ValueError."""
         return cls(
             engine=engine,
             model_names=tuple(config.served_model_name) or (engine.model_name,),
             chat_template=load_chat_template(config.chat_template),
             response_role=config.response_role,
             max_logprobs=config.max_logprobs,
+            max_n=_max_n(config.max_n),
             return_tokens_as_token_ids=config.return_tokens_as_token_ids,
             log_requests=not config.disable_log_requests,
             max_log_len=config.max_log_len,
@@ -76,6 +80,12 @@ class ServingContext:
             normalize=config.embedding.normalize,
             kobold_max_length=config.kobold_max_length,
         )
+
+
+def _max_n(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"server.max_n={value} must be >= 1")
+    return value
 
 
 def _pooling(value: str) -> str:

@@ -33,6 +33,7 @@ class EngineClient(Protocol):
 
     model_name: str
     max_model_len: int
+    deterministic: bool
     healthy: bool
     tokenizer: TokenizerClient
     supports_priority: bool

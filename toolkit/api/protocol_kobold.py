@@ -4,7 +4,9 @@ names map onto ``SamplingParams``. Fields Kobold clients send that have no effec
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.api.protocol_sampling import SEED_MAX, SEED_MIN
 
 SAMPLING_EPS = 1e-5
 """Below this temperature a request is greedy (Aphrodite's _SAMPLING_EPS)."""
@@ -17,7 +19,10 @@ PARAM_NAMES = {
 
 
 class KoboldGenerateRequest(BaseModel):
-    """Body of ``POST /api/v1/generate`` and ``POST /api/extra/generate/stream``."""
+    """Body of ``POST /api/v1/generate`` and ``POST /api/extra/generate/stream``; every
+    float must be finite (NaN and infinities are a 400 naming the field)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     prompt: str = Field(description="The text to continue.")
     max_context_length: int = Field(
@@ -25,7 +30,8 @@ class KoboldGenerateRequest(BaseModel):
         "max_context_length - max_length tokens (capped at the model's context).",
     )
     max_length: int = Field(ge=1, description="Tokens to generate (max_tokens).")
-    n: int = Field(1, ge=1, description="How many texts to generate.")
+    n: int = Field(1, ge=1, description="How many texts to generate (at most the server's "
+                   "max_n).")
     genkey: str | None = Field(None, description="A client key for the generation.")
     rep_pen: float = Field(1.0, description="repetition_penalty.")
     temperature: float = Field(1.0, description="Below 1e-5: greedy (and n = 1).")
@@ -43,7 +49,9 @@ class KoboldGenerateRequest(BaseModel):
     include_stop_str_in_output: bool = Field(
         False, description="Keep the stop string in the text."
     )
-    sampler_seed: int | None = Field(None, description="seed.")
+    sampler_seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="seed, a signed 64-bit integer."
+    )
     use_default_badwordsids: bool = Field(
         False, description="Ban EOS and every token containing '[' or ']' (Aphrodite's "
         "default bad words ids).",

@@ -1,14 +1,21 @@
 """The request fields chat and text completions share: sampling, stopping, scheduling.
 
-Ranges are checked where the value is used (``SamplingParams`` and ``api/sampling.py``) so
-that every bad value is a 400 naming its parameter.
+Ranges are checked where the value is used (``SamplingParams``, ``api/sampling.py`` and
+``api/validation.py``) so that every bad value is a 400 naming its parameter; here only
+what holds for every field (finite floats) and the seed's range.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+SEED_MIN = -(2**63)
+"""The smallest accepted seed: a signed 64-bit integer, as in vLLM."""
+SEED_MAX = 2**63 - 1
+"""The largest accepted seed. ``torch.Generator.manual_seed`` takes [-2**63, 2**64 - 1],
+so the per-choice seeds seed + i (i < n <= server.max_n) stay in its range."""
 
 
 class StreamOptions(BaseModel):
@@ -70,15 +77,24 @@ class GuidedRequest(BaseModel):
 
 
 class SamplingRequest(GuidedRequest):
-    """Fields shared by chat and text completions (OpenAI, vLLM and Aphrodite)."""
+    """Fields shared by chat and text completions (OpenAI, vLLM and Aphrodite).
+
+    Every float must be finite: NaN and infinities (``NaN``, ``Infinity``, ``1e999``) are
+    a 400 naming the field.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     model: str | None = Field(None, description="A served model name; defaults to the first.")
     temperature: float | None = Field(None, description="0 is greedy. Default 1.")
     top_p: float | None = Field(None, description="Nucleus probability mass (0, 1]. Default 1.")
-    n: int = Field(1, ge=1, description="How many choices to return for each prompt.")
+    n: int = Field(
+        1, ge=1, description="How many choices to return for each prompt (at most the "
+        "server's max_n).",
+    )
     best_of: int | None = Field(
-        None, description="Samples drawn per prompt (>= n); the n with the highest "
-        "cumulative logprob are returned.",
+        None, description="Samples drawn per prompt (>= n, at most the server's max_n); "
+        "the n with the highest cumulative logprob are returned.",
     )
     stream: bool = Field(False, description="Stream deltas as server-sent events.")
     stream_options: StreamOptions | None = Field(
@@ -95,7 +111,10 @@ class SamplingRequest(GuidedRequest):
     min_tokens: int | None = Field(
         None, description="Tokens to generate before EOS or a stop can end generation."
     )
-    seed: int | None = Field(None, description="Reproducible sampling; choice i uses seed + i.")
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX,
+        description="Reproducible sampling, a signed 64-bit integer; choice i uses seed + i.",
+    )
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
     presence_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
     frequency_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
@@ -120,9 +139,9 @@ class SamplingRequest(GuidedRequest):
         None, description="Epsilon sampling, units of 1e-4; 0 is off."
     )
     smoothing_factor: float | None = Field(
-        None, description="Quadratic sampling strength (>= 0); 0 is off."
+        None, description="Quadratic sampling strength [0, 100]; 0 is off."
     )
-    smoothing_curve: float | None = Field(None, description="Quadratic sampling curve (>= 1).")
+    smoothing_curve: float | None = Field(None, description="Quadratic sampling curve [1, 100].")
     skip_special_tokens: bool = Field(True, description="Leave special tokens out of the text.")
     spaces_between_special_tokens: bool = Field(
         True, description="Spaces around special tokens (slow tokenizers only)."
@@ -135,7 +154,8 @@ class SamplingRequest(GuidedRequest):
         "returned. Not with stream, stop strings, logprobs or structured output.",
     )
     length_penalty: float = Field(
-        1.0, description="Beam search: score = cumulative logprob / length ** length_penalty."
+        1.0, description="Beam search: score = cumulative logprob / length ** length_penalty; "
+        "[-10, 10].",
     )
     early_stopping: bool | Literal["never"] = Field(
         False, description="Beam search: true stops once best_of beams finished; false "

@@ -147,6 +147,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "toolkit"
     max_model_len: int
+    deterministic: bool
+    """A request's tokens (greedy or seeded) never depend on what else the server runs."""
 
 
 class ModelList(BaseModel):

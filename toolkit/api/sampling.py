@@ -9,6 +9,7 @@ from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.errors import APIError
 from toolkit.api.protocol_sampling import SamplingRequest
 from toolkit.protocol import GuidedSpec, SamplingParams
+from toolkit.protocol.sampling_params import MIN_TEMPERATURE
 
 _LEADING_NAME = re.compile(r"^([a-z_]+)")
 
@@ -63,6 +64,7 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int,
     ``guided``: the output constraint (already validated by the engine); ``bad_words_ids``:
     ``request.bad_words`` tokenized (``bad_words_token_ids``).
 
+    A temperature above 0 but below ``MIN_TEMPERATURE`` samples greedily (vLLM's rule).
     With best_of > n the sampled tokens' logprobs are always computed (the best choices
     are picked by cumulative logprob); the response shows them only when asked.
     """
@@ -71,6 +73,8 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int,
         for name in request.PASSED_THROUGH
         if getattr(request, name) is not None
     }
+    if 0.0 < kwargs.get("temperature", 1.0) < MIN_TEMPERATURE:
+        kwargs["temperature"] = 0.0  # too small to divide float32 logits by: greedy
     logprobs = request.num_logprobs()
     if logprobs is None and request.num_samples > request.n:
         logprobs = 0

@@ -33,7 +33,7 @@ from toolkit.api.render import json_response
 from toolkit.api.responses import new_id
 from toolkit.api.sampling import choice_params
 from toolkit.api.serving_base import check_healthy
-from toolkit.api.validation import invalid
+from toolkit.api.validation import check_max_n, invalid
 from toolkit.protocol import SamplingParams
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -156,6 +156,7 @@ class KoboldServing:
         if body.max_length >= context:
             raise invalid("max_length", f"max_length ({body.max_length}) must be less than "
                           f"the context length ({context})")
+        check_max_n("n", body.n, self.ctx.max_n)
         ids = self.ctx.engine.tokenizer.encode(body.prompt)[-(context - body.max_length):]
         if not ids:
             raise invalid("prompt", "The prompt has no tokens")

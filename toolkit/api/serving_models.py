@@ -21,7 +21,8 @@ class InfoServing:
     async def models(self, request: Request) -> Response:
         """Every served name (the reported one first), in OpenAI's model-list shape."""
         cards = [
-            ModelCard(id=name, created=self.created, max_model_len=self.ctx.engine.max_model_len)
+            ModelCard(id=name, created=self.created, max_model_len=self.ctx.engine.max_model_len,
+                      deterministic=self.ctx.engine.deterministic)
             for name in self.ctx.model_names
         ]
         return json_response(ModelList(data=cards))
@@ -33,5 +34,6 @@ class InfoServing:
         return json_response({"status": "ok"})
 
     async def version(self, request: Request) -> Response:
-        """The toolkit version."""
-        return json_response({"version": toolkit.__version__})
+        """The toolkit version, and whether this server is deterministic."""
+        return json_response({"version": toolkit.__version__,
+                              "deterministic": self.ctx.engine.deterministic})

@@ -11,6 +11,10 @@ from toolkit.api.protocol_sampling import SamplingRequest
 CHAT_TOP_LOGPROBS_MAX = 20
 """OpenAI's documented upper bound of top_logprobs."""
 
+LENGTH_PENALTY_MAX = 10.0
+"""Beam search's length_penalty is in [-10, 10]: num_tokens ** length_penalty then stays a
+finite, non-zero float for any context length (a larger one overflows or divides by 0)."""
+
 
 def invalid(param: str, message: str) -> APIError:
     """A 400 ``invalid_value`` naming ``param``."""
@@ -24,6 +28,8 @@ def check_request(request: SamplingRequest, ctx: ServingContext) -> None:
         raise unsupported(names[0])
     if request.stream_options is not None and not request.stream:
         raise invalid("stream_options", "stream_options is only allowed when stream is true")
+    for param in ("n", "best_of"):
+        check_max_n(param, getattr(request, param), ctx.max_n)
     _check_beam_options(request)
     _check_best_of(request)
     _check_logprobs(request, ctx.max_logprobs)
@@ -45,6 +51,13 @@ _BEAM_IGNORED = {"bad_words": [], "allowed_token_ids": None, "logit_bias": {},
 does), with their neutral values."""
 
 
+def check_max_n(param: str, value: int | None, max_n: int) -> None:
+    """A 400 when a sample count (n, best_of) is more than the server's max_n: each sample
+    is a whole generation."""
+    if value is not None and value > max_n:
+        raise invalid(param, f"{param}={value} is more than this server's max_n ({max_n})")
+
+
 def _check_beam_options(request: SamplingRequest) -> None:
     """Beam options need use_beam_search; beam search is neither streamed nor combined
     with what it cannot honour (stop strings, logprobs, logits processors; structured
@@ -64,6 +77,9 @@ def _check_beam_options(request: SamplingRequest) -> None:
     for param, present in conflicts:
         if present:
             raise invalid(param, f"{param} cannot be combined with use_beam_search")
+    if not -LENGTH_PENALTY_MAX <= request.length_penalty <= LENGTH_PENALTY_MAX:
+        raise invalid("length_penalty", f"length_penalty={request.length_penalty} is out of "
+                      f"range: must be in [-{LENGTH_PENALTY_MAX:g}, {LENGTH_PENALTY_MAX:g}]")
 
 
 def _check_best_of(request: SamplingRequest) -> None:

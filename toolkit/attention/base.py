@@ -26,6 +26,16 @@ class AttentionBackend(ABC):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = scale if scale is not None else head_dim**-0.5
+        self.batch_invariant = False
+        """Each query row's output depends only on that row and its request's KV positions
+        up to its own: not on the batch, on how many queries its request brought this step,
+        nor on which of its pages were cached (set by ``enable_batch_invariance``)."""
+
+    def enable_batch_invariance(self) -> bool:
+        """Make ``forward`` batch-invariant (``device.deterministic``); returns whether this
+        backend can, on this KV pool. The default cannot (a GPU library's split heuristics
+        are its own)."""
+        return False
 
     @abstractmethod
     def plan(self, batch: ForwardBatch) -> None:

@@ -7,6 +7,12 @@ together, and one gather plus one SDPA call per prefill chunk. An fp8 pool (see
 KVCachePool) is quantized as it is written and dequantized to q's dtype as it is gathered.
 With the native CPU kernels loaded (toolkit.kernels.native) the store is one call and
 decode attention one call that walks the pages itself, with no gather.
+
+Batch-invariant (``enable_batch_invariance``, native kernels only): every query row, prefill
+rows included, is attended as a decode of its own position by the native kernel, which cuts
+a request's positions into fixed 128-position ranges. A row's output is then the same
+whether its request is prefilled whole, in chunks, after a prefix-cache hit, verified with
+drafts or decoded, and whatever else shares the step.
 """
 
 from __future__ import annotations
@@ -96,14 +102,25 @@ class TorchRefBackend(AttentionBackend):
         self._decode: _DecodePlan | None = None
         self._prefills: list[_PrefillPlan] = []
 
+    def enable_batch_invariance(self) -> bool:
+        """Possible on the native route (an unquantized CPU cache of a dtype it takes)."""
+        self.batch_invariant = self._native_route()
+        return self.batch_invariant
+
+    def _native_route(self) -> bool:
+        return native.use_native(self.kv_pool.caches[0]) and not self.kv_pool.quantized
+
     def plan(self, batch: ForwardBatch) -> None:
         device = self.kv_pool.caches[0].device
         page_size = batch.page_size
-        self._native = native.use_native(self.kv_pool.caches[0]) and not self.kv_pool.quantized
+        self._native = self._native_route()
         slots = batch.slot_mapping.to(device=device, dtype=torch.int64)
         if self._native:
             self._slots = slots
             self._kv_indices = batch.kv_indices.to(device=device, dtype=torch.int32)
+            if self.batch_invariant:
+                self._decode, self._prefills = self._plan_every_row_as_decode(batch), []
+                return
         else:
             self._write_k_rows = (slots // page_size) * (2 * page_size) + slots % page_size
             self._write_v_rows = self._write_k_rows + page_size  # [T] each
@@ -120,6 +137,21 @@ class TorchRefBackend(AttentionBackend):
                                seq_lens[i], flat_k_rows, page_size, device)
             for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] > 1
         ]
+
+    @staticmethod
+    def _plan_every_row_as_decode(batch: ForwardBatch) -> _DecodePlan:
+        """The batch-invariant plan: query row t of request i attends to the first
+        seq_len_i - qo_len_i + 1 + (t - qo_start_i) positions of i's pages."""
+        qo_lens = batch.qo_indptr.diff()  # [B]
+        row_owner_starts = batch.qo_indptr[:-1].repeat_interleave(qo_lens)  # [T]
+        rows = torch.arange(batch.num_tokens, dtype=qo_lens.dtype)
+        lens = (batch.seq_lens() - qo_lens).repeat_interleave(qo_lens) + rows - \
+            row_owner_starts + 1  # [T]
+        return _DecodePlan(
+            num_decodes=batch.num_tokens, query_rows=None,
+            page_starts=batch.kv_indptr[:-1].repeat_interleave(qo_lens).to(torch.int32),
+            seq_lens=lens.to(torch.int32), k_rows=None, v_rows=None, mask=None,
+            max_len=int(lens.max()) if batch.num_tokens else 0)
 
     @staticmethod
     def _plan_decode(decode_ids: list[int], qo_indptr: list[int], page_starts: list[int],

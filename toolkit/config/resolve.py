@@ -43,6 +43,7 @@ def validate(cfg: ToolkitConfig) -> None:
     _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
     _choice("scheduler.policy", cfg.scheduler.policy, SCHEDULER_POLICIES)
     _at_least("server.max_logprobs", cfg.server.max_logprobs, 0)
+    _at_least("server.max_n", cfg.server.max_n, 1)
     if cfg.server.ssl_cert_reqs not in (0, 1, 2):
         raise ConfigError(f"server.ssl_cert_reqs={cfg.server.ssl_cert_reqs} must be 0, 1 or 2")
     if not cfg.server.response_role:
@@ -133,6 +134,8 @@ class ResolvedConfig:
     eos_token_ids: tuple[int, ...]
     cpu_kernels: str | None = None
     """On CPU, the kernels device.cpu_kernels resolved to: native or torch."""
+    deterministic: bool = False
+    """device.deterministic as achieved: every matmul and the attention are batch-invariant."""
     kv_cache_dtype: str = "auto"
     """The torch dtype name the KV pages are stored in (cache.dtype resolved)."""
     kv_cache_gib: float = 0.0

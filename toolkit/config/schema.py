@@ -150,6 +150,12 @@ class DeviceConfig:
     attention). native: the C++ kernels of toolkit/kernels/cpu, compiled on first use with
     g++ (~30 s once, then cached) and failing start-up if they do not build; torch: plain
     torch ops; auto: native when it builds, else torch with a warning."""
+    deterministic: bool = True
+    """Batch-invariant inference: a request's tokens (greedy, or sampled with a seed) never
+    depend on what else the server runs (batch, prefix-cache hits, chunked prefill,
+    speculative decoding, preemption, thread count). Needs the CPU, the native kernels,
+    quant=none and an unquantized KV cache; elsewhere the server says at start-up why it is
+    not deterministic. false: the faster, batch-dependent route."""
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,10 @@ class ServerConfig:
     """Do not log each request's prompt and sampling parameters."""
     max_logprobs: int = 20
     """Most logprob alternatives a request may ask for (top_logprobs, logprobs)."""
+    max_n: int = 16
+    """Most choices (n) and samples (best_of, beam width) one request may ask for; a
+    larger value is answered 400. Each sample is a full generation, so this caps what one
+    request can cost (n and best_of times max_tokens)."""
     middleware: list[str] = field(default_factory=list)
     """Import paths (`package.module:name`) of BlackSheep middlewares `async (request,
     handler) -> response`, applied in order; a class is instantiated without arguments."""

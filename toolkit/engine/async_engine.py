@@ -61,8 +61,11 @@ class AsyncEngine:
     iteration early (client gone, cancellation) aborts the request and frees its pages."""
 
     def __init__(self, core: EngineCore, tokenizer: Tokenizer, model_name: str,
-                 max_model_len: int, num_threads: int | None = None) -> None:
+                 max_model_len: int, num_threads: int | None = None,
+                 deterministic: bool = False) -> None:
         self.core = core
+        self.deterministic = deterministic
+        """The runtime is batch-invariant (ResolvedConfig.deterministic); /version says so."""
         self.num_threads = num_threads
         """torch intra-op threads of the loop thread (CPU); None leaves torch's default."""
         self.tokenizer = tokenizer

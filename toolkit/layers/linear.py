@@ -12,6 +12,14 @@ Bit-identity holds only while F.linear takes the same oneDNN route: above a few 
 rows (measured: from M = 289 for a 576x576 weight, 342 for 576x1536, with 2 threads) it
 switches algorithms, so inputs with more than PACKED_MAX_TOKENS rows (prefill chunks,
 where the matmuls are compute bound and the reorder is amortised) keep F.linear.
+
+Batch invariance (``device.deterministic``): a row's bits must not depend on how many rows
+share the call. oneDNN's packed matmul gives that for any 2 .. a few hundred rows, in
+bfloat16 and float32, on 1 thread or 2; its one-row kernel does not (it reduces K in
+another order: on an AMD EPYC without AMX, one row of a 1536-wide down projection differed
+in some outputs), nor does MKL's float32 sgemm (every row differed between 1 and 64 rows).
+So the invariant route packs float32 too, pads a one-row input to two rows and cuts inputs
+into calls of at most MAX_INVARIANT_ROWS rows.
 """
 
 from __future__ import annotations
@@ -31,31 +39,60 @@ PACKED_MAX_TOKENS = 128
 """Inputs with more rows than this use F.linear even when a packed weight exists."""
 
 PACKABLE_DTYPES = (torch.bfloat16,)
-"""Dtypes whose CPU linear is packed; float32 stays on MKL sgemm (the parity oracle)."""
+"""Dtypes whose CPU linear is packed for speed; float32 stays on MKL sgemm (the parity
+oracle) unless the route must be batch-invariant."""
+
+INVARIANT_DTYPES = (torch.bfloat16, torch.float32)
+"""Dtypes the batch-invariant route packs (it needs oneDNN's packed matmul)."""
+
+MAX_INVARIANT_ROWS = 128
+"""The batch-invariant route cuts its input into oneDNN calls of at most this many rows."""
 
 
-def can_pack(weight: torch.Tensor) -> bool:
-    """True where a oneDNN-packed copy of ``weight`` [N, K] can be made and pays."""
-    return (weight.device.type == "cpu" and weight.dtype in PACKABLE_DTYPES
+def can_pack(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = PACKABLE_DTYPES) -> bool:
+    """True where a oneDNN-packed copy of ``weight`` [N, K] in one of ``dtypes`` can be made."""
+    return (weight.device.type == "cpu" and weight.dtype in dtypes
             and weight.dim() == 2 and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
-def pack_weight(weight: torch.Tensor, batch_size_hint: int = 16) -> torch.Tensor | None:
+def pack_weight(weight: torch.Tensor, batch_size_hint: int = 16,
+                batch_invariant: bool = False) -> torch.Tensor | None:
     """A oneDNN-blocked (opaque, ``is_mkldnn``) copy of ``weight`` [N, K], or None where
-    packing does not apply (not a bf16 CPU tensor, or no oneDNN in this torch build)."""
-    if not can_pack(weight):
+    packing does not apply (not a bf16 CPU tensor, float32 too when ``batch_invariant``,
+    or no oneDNN in this torch build)."""
+    if not can_pack(weight, INVARIANT_DTYPES if batch_invariant else PACKABLE_DTYPES):
         return None
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), batch_size_hint)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None) -> torch.Tensor:
+           packed: torch.Tensor | None = None, batch_invariant: bool = False) -> torch.Tensor:
     """x: [T, K], weight: [N, K] -> [T, N]; uses ``packed`` (from pack_weight) when given
-    and T <= PACKED_MAX_TOKENS, F.linear otherwise (identical results either way)."""
+    and T <= PACKED_MAX_TOKENS, F.linear otherwise (identical results either way).
+    ``batch_invariant`` (with ``packed``): each row's bits independent of T, see above."""
+    if packed is not None and batch_invariant:
+        return invariant_linear(x, packed, bias)
     if packed is not None and x.shape[0] <= PACKED_MAX_TOKENS:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        return _packed_linear(x, packed, bias)
     return F.linear(x, weight, bias)
+
+
+def invariant_linear(x: torch.Tensor, packed: torch.Tensor,
+                     bias: torch.Tensor | None) -> torch.Tensor:
+    """x: [T, K] -> [T, N] through oneDNN calls of 2 .. MAX_INVARIANT_ROWS rows each."""
+    num_rows = x.shape[0]
+    if num_rows == 1:
+        return _packed_linear(x.expand(2, -1).contiguous(), packed, bias)[:1]
+    if num_rows <= MAX_INVARIANT_ROWS:
+        return _packed_linear(x, packed, bias)
+    return torch.cat([invariant_linear(part, packed, bias)
+                      for part in x.split(MAX_INVARIANT_ROWS)])
+
+
+def _packed_linear(x: torch.Tensor, packed: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 class ShardLoadError(ValueError):

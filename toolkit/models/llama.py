@@ -154,10 +154,11 @@ class LlamaForCausalLM(nn.Module):
         """The quant method's copy of the LM head, for the steps it covers (q4_1: int8)."""
 
     def pack_weights(self) -> None:
-        """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU,
-        a no-op otherwise). The projections are packed by their QuantMethod (``none``
+        """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU, and
+        float32 when the quant method is batch-invariant; a no-op otherwise). The projections are packed by their QuantMethod (``none``
         with ``prepack_weights``). Call after ``load_weights``, which drops the copy."""
-        self.packed_lm_head = pack_weight(self.lm_head)
+        self.packed_lm_head = pack_weight(self.lm_head,
+                                          batch_invariant=self.quant_method.batch_invariant)
 
     def unpack_weights(self) -> None:
         """Drop the LM head's packed copy; its matmul goes back to F.linear."""
@@ -181,7 +182,8 @@ class LlamaForCausalLM(nn.Module):
             logits = self.quantized_lm_head.logits(hidden)
             if logits is not None:
                 return logits.float()
-        return linear(hidden, self.lm_head, None, self.packed_lm_head).float()
+        return linear(hidden, self.lm_head, None, self.packed_lm_head,
+                      self.quant_method.batch_invariant).float()
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

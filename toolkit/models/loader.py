@@ -140,7 +140,8 @@ def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
 
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
-               allow_pickle: bool = False, quant: QuantConfig | None = None) -> nn.Module:
+               allow_pickle: bool = False, quant: QuantConfig | None = None,
+               batch_invariant: bool = False) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
@@ -148,6 +149,8 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     ``allow_pickle``: fall back to *.bin pickle checkpoints when there are no safetensors.
     ``quant``: the quantization config (default ``method=auto``: as the checkpoint's
     config.json declares); a mismatch with the checkpoint raises ModelLoadError.
+    ``batch_invariant``: ask the quant method for batch-invariant matmuls
+    (``device.deterministic``); ``model.quant_method.batch_invariant`` says whether it could.
     """
     from toolkit.config.schema import QuantConfig
     from toolkit.quant.registry import create_quant_method
@@ -163,9 +166,11 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     model_cls = MODEL_ARCHITECTURES.get(architectures[0])()
     files = _weight_files(model_dir, allow_pickle)
     method = create_quant_method(quant or QuantConfig(), config, prepack_weights)
+    if batch_invariant:
+        method.enable_batch_invariance()
     method.check_checkpoint(tensor_shapes(files))
     model = model_cls(config, dtype=dtype, device=device, quant_method=method)
     model.load_weights(iter_weights(files))
-    if prepack_weights and hasattr(model, "pack_weights"):
+    if (prepack_weights or method.batch_invariant) and hasattr(model, "pack_weights"):
         model.pack_weights()
     return model.eval()

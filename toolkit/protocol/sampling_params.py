@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 
 from toolkit.protocol.guided import GuidedSpec
 
+MIN_TEMPERATURE = 1e-5
+"""The smallest temperature above 0: float32 logits divided by less can overflow into NaN
+probabilities. The API reads a smaller positive one as 0 (greedy), as vLLM does."""
+TOP_K_MAX = 2**63 - 1
+"""The largest top_k: the sampler holds it in an int64 tensor (any top_k at least the
+vocabulary size keeps every token)."""
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -21,7 +28,7 @@ class SamplingParams:
     min_tokens: int = 0
     """EOS and stop_token_ids are masked (and stop strings ignored) until this many tokens."""
     temperature: float = 1.0
-    """0 means greedy."""
+    """0 means greedy; otherwise at least MIN_TEMPERATURE."""
     top_p: float = 1.0
     """Nucleus sampling: keep the smallest set of tokens whose probability sums to top_p."""
     top_k: int = -1
@@ -43,7 +50,8 @@ class SamplingParams:
     """Epsilon sampling, in units of 1e-4: drop tokens below this probability; 0 disables."""
     smoothing_factor: float = 0.0
     """Quadratic sampling: logit' = max - factor * k * d^2 + factor * s * d^3 around the
-    top logit (d = logit - max); 0 disables."""
+    top logit (d = logit - max); 0 disables. At most 100, as smoothing_curve: larger
+    products overflow float32 into NaN logits."""
     smoothing_curve: float = 1.0
     """Shape of quadratic sampling: k = (3 - curve) / 2, s = (curve - 1) / 2."""
     presence_penalty: float = 0.0
@@ -100,9 +108,11 @@ class SamplingParams:
             ("max_tokens", self.max_tokens >= 1, "must be >= 1"),
             ("min_tokens", 0 <= self.min_tokens <= self.max_tokens,
              "must be in [0, max_tokens]"),
-            ("temperature", 0.0 <= self.temperature <= 100.0, "must be in [0, 100]"),
+            ("temperature", self.temperature == 0.0
+             or MIN_TEMPERATURE <= self.temperature <= 100.0,
+             f"must be 0 (greedy) or in [{MIN_TEMPERATURE:g}, 100]"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("top_k", self.top_k >= -1, "must be -1 (all) or >= 0"),
+            ("top_k", -1 <= self.top_k <= TOP_K_MAX, "must be -1 (all) or in [0, 2**63 - 1]"),
             ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
             ("top_a", 0.0 <= self.top_a <= 1.0, "must be in [0, 1]"),
             ("tfs", 0.0 < self.tfs <= 1.0, "must be in (0, 1]"),
@@ -110,8 +120,8 @@ class SamplingParams:
             ("eta_cutoff", 0.0 <= self.eta_cutoff <= 10_000.0, "must be in [0, 10000]"),
             ("epsilon_cutoff", 0.0 <= self.epsilon_cutoff <= 10_000.0,
              "must be in [0, 10000]"),
-            ("smoothing_factor", self.smoothing_factor >= 0.0, "must be >= 0"),
-            ("smoothing_curve", self.smoothing_curve >= 1.0, "must be >= 1"),
+            ("smoothing_factor", 0.0 <= self.smoothing_factor <= 100.0, "must be in [0, 100]"),
+            ("smoothing_curve", 1.0 <= self.smoothing_curve <= 100.0, "must be in [1, 100]"),
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0,
              "must be in [-2, 2]"),

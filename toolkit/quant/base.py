@@ -50,6 +50,14 @@ class QuantMethod(ABC):
 
     name: str
     """Registry name (``quant.method``)."""
+    batch_invariant: bool = False
+    """``apply`` gives each output row the same bits whatever other rows share the call
+    (set by ``enable_batch_invariance``, before the weights load)."""
+
+    def enable_batch_invariance(self) -> bool:
+        """Make ``apply`` batch-invariant (``device.deterministic``); call before the
+        weights load. Returns whether this method can: the default cannot."""
+        return False
 
     @abstractmethod
     def param_specs(self, in_features: int, out_features: int,

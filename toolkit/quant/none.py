@@ -2,7 +2,8 @@
 
 On the CPU in bfloat16 with ``device.prepack_weights``, after_load keeps a oneDNN-packed
 copy of the weight beside it (bit-identical results, faster decode matmuls; see
-toolkit.layers.linear).
+toolkit.layers.linear). Batch-invariant (``device.deterministic``), it packs bfloat16 and
+float32 weights and runs every matmul on the invariant route.
 """
 
 from __future__ import annotations
@@ -32,14 +33,21 @@ class NoQuant(QuantMethod):
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
         return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
 
+    def enable_batch_invariance(self) -> bool:
+        """Possible wherever oneDNN is: the weights are then always packed."""
+        self.batch_invariant = torch.backends.mkldnn.is_available()
+        return self.batch_invariant
+
     def after_load(self, layer: nn.Module) -> None:
-        layer.packed_weight = pack_weight(layer.weight) if self.prepack_weights else None
+        layer.packed_weight = None
+        if self.prepack_weights or self.batch_invariant:
+            layer.packed_weight = pack_weight(layer.weight, batch_invariant=self.batch_invariant)
         # NOTE: a plain attribute (same storage) skips nn.Module's parameter lookup per call
         layer.dense_weight = layer.weight.detach()
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
-        return linear(x, layer.dense_weight, bias, layer.packed_weight)
+        return linear(x, layer.dense_weight, bias, layer.packed_weight, self.batch_invariant)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The weight (and bias); the packed copy, when there is one, is the same size."""

@@ -22,13 +22,28 @@ if TYPE_CHECKING:
     from toolkit.runner.cuda_graph_runner import CudaGraphRunner
 
 
+SEED_STRIDE = 0x9E3779B97F4A7C15
+"""Output token n of a request seeded s draws from a generator seeded s + n * SEED_STRIDE
+(mod 2^64): the golden-ratio increment of splitmix64, so neighbouring tokens' seeds are far
+apart."""
+
+
 class ModelRunner:
-    """Owns the model, the attention backend and the per-request sampling generators."""
+    """Owns the model and the attention backend; samples and verifies drafts.
+
+    A seeded request's n-th output token is drawn from a generator keyed by its seed and n
+    alone, so the draw depends on nothing else in the step (the batch, a preemption, how
+    many drafts were verified). ``exact_seeded_drafts``: drafts of seeded requests are
+    accepted only while they equal those draws, so speculation emits exactly the tokens
+    plain decoding would (device.deterministic); otherwise ``acceptance`` verifies them.
+    """
 
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
                  device: torch.device | str, acceptance: AcceptanceMethod | None = None,
-                 graph_runner: CudaGraphRunner | None = None) -> None:
+                 graph_runner: CudaGraphRunner | None = None,
+                 exact_seeded_drafts: bool = False) -> None:
         self.model = model
+        self.exact_seeded_drafts = exact_seeded_drafts
         self.graph_runner = graph_runner
         """Replays decode steps from CUDA graphs (None: every step runs eagerly)."""
         self.acceptance = acceptance or RejectionSampler()
@@ -36,7 +51,6 @@ class ModelRunner:
         self.attention = attention
         self.page_size = page_size
         self.device = device
-        self._generators: dict[str, torch.Generator] = {}
         self._grammars: GrammarMatchers | None = None
 
     @torch.inference_mode()
@@ -70,7 +84,7 @@ class ModelRunner:
     def _sample(self, sampling: list[Request], logits: torch.Tensor) -> dict[str, list[int]]:
         """One token per request (no drafts this step)."""
         params = [r.sampling_params for r in sampling]
-        generators = [self._generator(r.request_id, r.sampling_params.seed) for r in sampling]
+        generators = [self._generator(r) for r in sampling]
         histories = [TokenHistory(r.prompt_token_ids, r.output_token_ids) for r in sampling]
         ids = [r.request_id for r in sampling]
         grammar = self._grammars.fill(ids, logits.shape[1]) if self._grammars else None
@@ -82,8 +96,8 @@ class ModelRunner:
         """Accepted drafts plus one recovered or bonus token per request."""
         rows = [VerifyRow(s.request.sampling_params,
                           TokenHistory(s.request.prompt_token_ids, s.request.output_token_ids),
-                          s.draft_token_ids, s.draft_probs,
-                          self._generator(s.request.request_id, s.request.sampling_params.seed))
+                          s.draft_token_ids, s.draft_probs, self._generator(s.request),
+                          self._position_generators(s))
                 for s in sampling]
         grammar = None
         if self._grammars:
@@ -145,19 +159,27 @@ class ModelRunner:
         self._grammars.add(request_id, grammar, stop_token_ids)
 
     def release(self, request_id: str) -> None:
-        """Forget a finished request's generator and grammar matcher."""
-        self._generators.pop(request_id, None)
+        """Forget a finished request's grammar matcher."""
         if self._grammars is not None:
             self._grammars.release(request_id)
 
     @property
     def num_request_states(self) -> int:
-        """Seed generators and grammar matchers still held; 0 when no request is in flight."""
-        return len(self._generators) + (len(self._grammars) if self._grammars else 0)
+        """Grammar matchers still held; 0 when no request is in flight."""
+        return len(self._grammars) if self._grammars else 0
 
-    def _generator(self, request_id: str, seed: int | None) -> torch.Generator | None:
+    def _generator(self, request: Request, offset: int = 0) -> torch.Generator | None:
+        """The generator of ``request``'s output token num_output_tokens + offset; None
+        for an unseeded request (it draws from torch's global generator)."""
+        seed = request.sampling_params.seed
         if seed is None:
             return None
-        if request_id not in self._generators:
-            self._generators[request_id] = torch.Generator(self.device).manual_seed(seed)
-        return self._generators[request_id]
+        index = request.num_output_tokens + offset
+        return torch.Generator(self.device).manual_seed((seed + index * SEED_STRIDE) % 2**64)
+
+    def _position_generators(self, item: ScheduledRequest) -> list[torch.Generator] | None:
+        """One generator per verified position (plain decoding's draws) where seeded drafts
+        are verified exactly, else None."""
+        if not self.exact_seeded_drafts or item.request.sampling_params.seed is None:
+            return None
+        return [self._generator(item.request, j) for j in range(item.num_draft_tokens + 1)]

@@ -33,6 +33,11 @@ class VerifyRow:
     draft_ids: list[int]
     draft_probs: torch.Tensor | None
     generator: torch.Generator | None
+    """The acceptance method's generator (None: torch's global one)."""
+    position_generators: list[torch.Generator] | None = None
+    """k + 1 generators, plain decoding's draw at each position: when given, drafts are
+    accepted while they equal those draws (exact-match verification: the emitted tokens
+    are the ones plain decoding emits), whatever the acceptance method."""
 
 
 def verify_drafts(logits: torch.Tensor, rows: Sequence[VerifyRow],
@@ -54,12 +59,28 @@ def verify_drafts(logits: torch.Tensor, rows: Sequence[VerifyRow],
         end = offset + len(row.draft_ids) + 1
         if row.params.greedy:
             emitted.append(verify_greedy(argmax[offset:end], row.draft_ids))
+        elif row.position_generators is not None:
+            emitted.append(verify_by_draws(probs[offset:end], row.draft_ids,
+                                           row.position_generators))
         elif not row.draft_ids:
             emitted.append([int(torch.multinomial(probs[offset], 1, generator=row.generator))])
         else:
             emitted.append(acceptance.verify(probs[offset:end], row.draft_ids,
                                              row.draft_probs, row.generator))
         offset = end
+    return emitted
+
+
+def verify_by_draws(target_probs: torch.Tensor, draft_ids: list[int],
+                    generators: Sequence[torch.Generator]) -> list[int]:
+    """target_probs [k+1, V] -> the emitted tokens: position j draws from its own generator
+    (as plain decoding would) until a draw differs from draft j, or the bonus position."""
+    emitted = []
+    for j, generator in enumerate(generators):
+        token = int(torch.multinomial(target_probs[j], 1, generator=generator))
+        emitted.append(token)
+        if j == len(draft_ids) or token != draft_ids[j]:
+            break
     return emitted
 
 

@@ -205,73 +205,111 @@ void store_kv_impl(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
   }
 }
 
-// Decode attention of one (request, kv head) over its cached positions [first, last),
-// walked through its pages (first a multiple of the page size), for the G = Hq / Hkv query
-// heads of that kv head. Scores, softmax and the sum of V are float32. Writes a partial,
-// per head [D + 2]: the sum of exp(score - max) * V, the max score and the sum of
-// exp(score - max); merge_partials combines the ranges of one request.
-template <typename T>
-void attend_range(const T* q, int64_t q_head_stride, const T* cache, const int32_t* pages,
-                  int64_t first, int64_t last, int64_t page_size, int64_t num_kv_heads,
-                  int64_t kv_head, int64_t group, int64_t dim, float scale, float* partial,
-                  std::vector<float>& buffer) {
-  const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
-  const int64_t length = last - first;
-  buffer.resize(group * (dim + length) + dim);
-  float* q_f = buffer.data();          // [G, D], pre-scaled
-  float* scores = q_f + group * dim;   // [G, length]
-  float* key_f = scores + group * length;  // [D]: one key, converted once for G dots
-  for (int64_t g = 0; g < group; ++g) {
-    for (int64_t d = 0; d < dim; ++d) q_f[g * dim + d] = f32(q[g * q_head_stride + d]) * scale;
-  }
-  // fn(l, K or V row of position first + l) for l in [0, length), page by page.
-  auto for_each_position = [&](int64_t kv, auto&& fn) {
-    for (int64_t start = first; start < last; start += page_size) {
-      const int64_t page = pages[start / page_size];
-      const T* rows = cache + ((page * 2 + kv) * page_size) * row + kv_head * dim;
-      const int64_t count = std::min(page_size, last - start);
-      for (int64_t i = 0; i < count; ++i) fn(start - first + i, rows + i * row);
-    }
-  };
-  for_each_position(0, [&](int64_t l, const T* key) {
-#pragma omp simd
-    for (int64_t d = 0; d < dim; ++d) key_f[d] = f32(key[d]);
-    for (int64_t g = 0; g < group; ++g) {
-      const float* qg = q_f + g * dim;
-      float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key_f[d];
-      scores[g * length + l] = dot;
-    }
-  });
-  for (int64_t g = 0; g < group; ++g) {
-    float* s = scores + g * length;
-    float max_score = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : max_score)
-    for (int64_t l = 0; l < length; ++l) max_score = std::max(max_score, s[l]);
-    float total = 0.f;
-#pragma omp simd reduction(+ : total)
-    for (int64_t l = 0; l < length; ++l) {
-      s[l] = exp_approx(s[l] - max_score);
-      total += s[l];
-    }
-    float* head = partial + g * (dim + 2);
-    std::fill_n(head, dim, 0.f);
-    head[dim] = max_score;
-    head[dim + 1] = total;
-  }
-  for_each_position(1, [&](int64_t l, const T* value) {
-    for (int64_t g = 0; g < group; ++g) {
-      const float p = scores[g * length + l];
-      float* a = partial + g * (dim + 2);
-#pragma omp simd
-      for (int64_t d = 0; d < dim; ++d) a[d] += p * f32(value[d]);
-    }
-  });
+constexpr int64_t kAlignFloats = 16;  // 64 bytes
+
+inline int64_t padded(int64_t count) {
+  return (count + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
 }
 
-// The partials of one request's num_splits ranges (split_stride floats apart) -> its G
-// output heads [G, D].
+inline float* aligned(float* p) {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<float*>((address + 63) & ~static_cast<std::uintptr_t>(63));
+}
+
+// Positions per range (rounded down to whole pages, at least one): each query row's
+// positions are cut into ranges of this length, attended in parallel and merged. The cut
+// depends on the row's own length alone.
+constexpr int64_t kRangeLength = 128;
+
+// Query rows of one request attended together (they share the K/V tiles of a range).
+constexpr int64_t kRowBlock = 16;
+
+// Consecutive query rows that read the same pages: first row, row count, longest length.
+struct RowBlock {
+  int64_t first_row;
+  int64_t num_rows;
+  int64_t max_len;
+};
+
+// Attention of the query rows [block.first_row, + num_rows) for one kv head over the
+// positions [first, first + range_length) of their pages (each row up to its own length).
+// K and V of the range are converted to float32 once for all the rows. A row's scores are
+// dot products over D, each computed by the same vector loop on 64-byte aligned data,
+// and its softmax and sum of V run over its own positions in order, so its partial (per
+// head [D + 2]: the sum of exp(score - max) * V, the max score, the sum of
+// exp(score - max)) depends on that row and its positions alone: prefill, chunked
+// prefill, drafts and the decode of one position give the same bits.
+template <typename T>
+void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const T* cache,
+                  const int32_t* pages, const int32_t* lens, const RowBlock& block,
+                  int64_t first, int64_t range_length, int64_t page_size, int64_t num_kv_heads,
+                  int64_t kv_head, int64_t group, int64_t dim, float scale,
+                  float* const* row_partials, std::vector<float>& buffer) {
+  const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
+  const int64_t last = std::min(block.max_len, first + range_length);
+  const int64_t length = last - first, stride = padded(dim);
+  buffer.resize(2 * length * stride + padded(group * dim) + padded(length) + kAlignFloats);
+  float* keys = aligned(buffer.data());         // [length, stride]
+  float* values = keys + length * stride;       // [length, stride]
+  float* q_f = values + length * stride;        // [G, D], pre-scaled
+  float* scores = q_f + padded(group * dim);    // [length]
+  for (int64_t start = first; start < last; start += page_size) {
+    const int64_t page = pages[start / page_size];
+    const T* k_rows = cache + (page * 2 * page_size) * row + kv_head * dim;
+    const T* v_rows = k_rows + page_size * row;
+    const int64_t count = std::min(page_size, last - start);
+    for (int64_t i = 0; i < count; ++i) {
+      float* key = keys + (start - first + i) * stride;
+      float* value = values + (start - first + i) * stride;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) key[d] = f32(k_rows[i * row + d]);
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) value[d] = f32(v_rows[i * row + d]);
+    }
+  }
+  for (int64_t r = 0; r < block.num_rows; ++r) {
+    const int64_t count = std::min<int64_t>(lens[r], last) - first;
+    if (count <= 0) continue;
+    const T* q_row = q + r * q_row_stride;
+    for (int64_t g = 0; g < group; ++g) {
+      float* qg = q_f + g * dim;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) qg[d] = f32(q_row[g * q_head_stride + d]) * scale;
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q_f + g * dim;
+      for (int64_t l = 0; l < count; ++l) {
+        const float* key = keys + l * stride;
+        float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key[d];
+        scores[l] = dot;
+      }
+      float max_score = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max_score)
+      for (int64_t l = 0; l < count; ++l) max_score = std::max(max_score, scores[l]);
+      float total = 0.f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t l = 0; l < count; ++l) {
+        scores[l] = exp_approx(scores[l] - max_score);
+        total += scores[l];
+      }
+      float* head = row_partials[r] + g * (dim + 2);
+      std::fill_n(head, dim, 0.f);
+      for (int64_t l = 0; l < count; ++l) {
+        const float p = scores[l];
+        const float* value = values + l * stride;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) head[d] += p * value[d];
+      }
+      head[dim] = max_score;
+      head[dim + 1] = total;
+    }
+  }
+}
+
+// The partials of one row's num_splits ranges (split_stride floats apart) -> its G output
+// heads [G, D].
 template <typename T>
 void merge_partials(const float* partials, int64_t num_splits, int64_t split_stride,
                     int64_t group, int64_t dim, T* out) {
@@ -292,16 +330,26 @@ void merge_partials(const float* partials, int64_t num_splits, int64_t split_str
   }
 }
 
-// Positions per range (rounded down to whole pages, at least one): a request's positions
-// are cut into ranges of this length, attended in parallel and merged. The cut depends on
-// the request alone, so its output does not change with the batch or the thread count.
-constexpr int64_t kRangeLength = 128;
+// Rows that read the same pages (same page_starts entry), in order, kRowBlock at most.
+std::vector<RowBlock> row_blocks(const int32_t* page_starts, const int32_t* lens,
+                                 int64_t num_rows) {
+  std::vector<RowBlock> blocks;
+  for (int64_t r = 0; r < num_rows; ++r) {
+    if (blocks.empty() || page_starts[r] != page_starts[blocks.back().first_row] ||
+        blocks.back().num_rows == kRowBlock) {
+      blocks.push_back({r, 0, 0});
+    }
+    blocks.back().num_rows += 1;
+    blocks.back().max_len = std::max<int64_t>(blocks.back().max_len, lens[r]);
+  }
+  return blocks;
+}
 
 template <typename T>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
                            const at::Tensor& kv_indices, const at::Tensor& page_starts,
                            const at::Tensor& seq_lens, at::Tensor& out, float scale) {
-  const int64_t num_requests = q.size(0);
+  const int64_t num_rows = q.size(0);
   const int64_t num_qo_heads = q.size(1);
   const int64_t dim = q.size(2);
   const int64_t num_kv_heads = cache.size(3);
@@ -314,35 +362,46 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   const int32_t* len_data = seq_lens.data_ptr<int32_t>();
   T* out_data = static_cast<T*>(out.data_ptr());
   const int64_t range_length = std::max<int64_t>(1, kRangeLength / page_size) * page_size;
-  std::vector<int64_t> first_range(num_requests + 1, 0);  // request b: its ranges' offset
-  for (int64_t b = 0; b < num_requests; ++b) {
-    first_range[b + 1] = first_range[b] + (len_data[b] + range_length - 1) / range_length;
+  std::vector<int64_t> first_range(num_rows + 1, 0);  // row r: its ranges' offset
+  for (int64_t r = 0; r < num_rows; ++r) {
+    first_range[r + 1] = first_range[r] + (len_data[r] + range_length - 1) / range_length;
   }
-  const int64_t num_ranges = first_range[num_requests];
+  const std::vector<RowBlock> blocks = row_blocks(start_data, len_data, num_rows);
+  std::vector<int64_t> first_item(blocks.size() + 1, 0);  // block b: its ranges' offset
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    first_item[b + 1] = first_item[b] + (blocks[b].max_len + range_length - 1) / range_length;
+  }
   const int64_t partial_size = group * (dim + 2);
-  std::vector<float> partials(num_ranges * num_kv_heads * partial_size);  // [range, Hkv, ..]
-  at::parallel_for(0, num_ranges * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  // [row range, Hkv, G, D + 2]
+  std::vector<float> partials(first_range[num_rows] * num_kv_heads * partial_size);
+  at::parallel_for(0, first_item.back() * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
+    std::vector<float*> row_partials(kRowBlock);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t range = item / num_kv_heads;
       const int64_t h = item % num_kv_heads;
-      const int64_t b = std::upper_bound(first_range.begin(), first_range.end(), range) -
-                        first_range.begin() - 1;
-      const int64_t first = (range - first_range[b]) * range_length;
-      const int64_t last = std::min<int64_t>(len_data[b], first + range_length);
-      attend_range(q_data + b * q.stride(0) + h * group * q.stride(1), q.stride(1),
-                   cache_data, index_data + start_data[b], first, last, page_size,
-                   num_kv_heads, h, group, dim, scale, partials.data() + item * partial_size,
-                   buffer);
+      const int64_t block_range = item / num_kv_heads;
+      const int64_t b = std::upper_bound(first_item.begin(), first_item.end(), block_range) -
+                        first_item.begin() - 1;
+      const RowBlock& block = blocks[b];
+      const int64_t range = block_range - first_item[b];
+      for (int64_t r = 0; r < block.num_rows; ++r) {
+        const int64_t row_range = first_range[block.first_row + r] + range;
+        row_partials[r] = partials.data() + (row_range * num_kv_heads + h) * partial_size;
+      }
+      attend_block(q_data + block.first_row * q.stride(0) + h * group * q.stride(1),
+                   q.stride(0), q.stride(1), cache_data,
+                   index_data + start_data[block.first_row], len_data + block.first_row,
+                   block, range * range_length, range_length, page_size, num_kv_heads, h,
+                   group, dim, scale, row_partials.data(), buffer);
     }
   });
-  at::parallel_for(0, num_requests * num_kv_heads, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_rows * num_kv_heads, 16, [&](int64_t begin, int64_t end) {
     for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t b = pair / num_kv_heads;
+      const int64_t r = pair / num_kv_heads;
       const int64_t h = pair % num_kv_heads;
-      merge_partials(partials.data() + (first_range[b] * num_kv_heads + h) * partial_size,
-                     first_range[b + 1] - first_range[b], num_kv_heads * partial_size, group,
-                     dim, out_data + (b * num_qo_heads + h * group) * dim);
+      merge_partials(partials.data() + (first_range[r] * num_kv_heads + h) * partial_size,
+                     first_range[r + 1] - first_range[r], num_kv_heads * partial_size, group,
+                     dim, out_data + (r * num_qo_heads + h * group) * dim);
     }
   });
 }

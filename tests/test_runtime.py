@@ -1,0 +1,60 @@
+"""build_runtime's resolution of device.deterministic: on where every part is
+batch-invariant, off with one line naming the part where one is not."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from toolkit.cli.compose import compose_config
+from toolkit.runtime import _make_deterministic
+
+
+class _Attention:
+    def __init__(self, can: bool) -> None:
+        self.can = can
+        self.batch_invariant = False
+
+    def enable_batch_invariance(self) -> bool:
+        self.batch_invariant = self.can
+        return self.can
+
+
+def _model(quant: str, invariant: bool):
+    return SimpleNamespace(quant_method=SimpleNamespace(name=quant, batch_invariant=invariant))
+
+
+def _resolve(overrides, device="cpu", quant=("none", True), attention=True):
+    cfg = compose_config(overrides)
+    backend = _Attention(attention)
+    return _make_deterministic(cfg, device, _model(*quant), backend, "torch_ref"), backend
+
+
+def test_on_by_default_where_every_part_is_batch_invariant(caplog):
+    with caplog.at_level(logging.WARNING):
+        deterministic, attention = _resolve([])
+    assert deterministic and attention.batch_invariant
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("overrides, device, quant, attention, reason", [
+    (["quant=q4_1"], "cpu", ("q4_1", False), True, "quant=q4_1 has no batch-invariant matmul"),
+    (["device.cpu_kernels=torch"], "cpu", ("none", True), False, "device.cpu_kernels=torch"),
+    (["cache.dtype=fp8_e4m3"], "cpu", ("none", True), False, "cache.dtype=fp8_e4m3"),
+    ([], "cuda", ("none", False), True, "on cuda"),
+])
+def test_off_with_one_line_naming_the_part(caplog, overrides, device, quant, attention, reason):
+    with caplog.at_level(logging.WARNING):
+        deterministic, backend = _resolve(overrides, device, quant, attention)
+    assert not deterministic
+    assert [r.getMessage() for r in caplog.records if reason in r.getMessage()]
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_opting_out_leaves_the_attention_alone(caplog):
+    with caplog.at_level(logging.WARNING):
+        deterministic, attention = _resolve(["device.deterministic=false"])
+    assert not deterministic and not attention.batch_invariant
+    assert not caplog.records
