@@ -18,12 +18,18 @@ os.environ.setdefault("TOOLKIT_CACHE_DIR", str(Path(__file__).resolve().parents[
 ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
 
 
+MODEL_FIXTURES = {"runtime", "engine", "smollm2_dir", "smollm2_gguf_path"}
+"""Fixtures that load the real SmolLM2: a test using one (directly or through another
+fixture) is marked ``slow``, so ``-m "not slow"`` is the fast tier."""
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
+    slow = pytest.mark.slow
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(slow)
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
 
 

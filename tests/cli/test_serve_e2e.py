@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+pytestmark = pytest.mark.slow  # loads the real SmolLM2
+
 STARTUP_TIMEOUT_S = 180
 
 

@@ -8,6 +8,8 @@ from toolkit.cli.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime
 
+pytestmark = pytest.mark.slow  # loads the real SmolLM2
+
 PROMPTS = [
     "What is the capital of France?",
     "Write a short poem about autumn leaves.",

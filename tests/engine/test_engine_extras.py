@@ -9,6 +9,8 @@ from toolkit.cli.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime
 
+pytestmark = pytest.mark.slow  # loads the real SmolLM2
+
 PROMPTS = ["Name a colour.", "Count to five.", "Say hi.", "What is 2 + 2?",
            "Write a word.", "Name a fruit.", "Spell cat.", "Say yes."]
 

@@ -16,6 +16,8 @@ import time
 import httpx
 import pytest
 
+pytestmark = pytest.mark.slow  # loads the real SmolLM2
+
 STARTUP_TIMEOUT_S = 180
 SHUTDOWN_TIMEOUT_S = 8
 

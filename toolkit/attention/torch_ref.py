@@ -30,10 +30,11 @@ from toolkit.runner.forward_batch import ForwardBatch
 
 @dataclass(frozen=True)
 class _DecodePlan:
-    """All qo_len == 1 requests, padded to the longest one."""
+    """The rows attended as decodes: all qo_len == 1 requests (padded to the longest one on
+    the torch route), or every query row on the batch-invariant route."""
 
     num_decodes: int
-    """Bd: how many requests decode this step."""
+    """Bd: how many rows decode this step."""
     query_rows: torch.Tensor | None
     """[Bd] int64 rows of q belonging to decode requests; None when they are rows 0..Bd-1."""
     page_starts: torch.Tensor | None

@@ -231,6 +231,51 @@ struct RowBlock {
   int64_t max_len;
 };
 
+typedef float Vec8 __attribute__((vector_size(32)));  // 8 float32 lanes
+
+// The 8 lanes summed in a fixed order.
+inline float lane_sum(Vec8 v) {
+  return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+inline Vec8 load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// scores[l] = q . keys[l] for l < count (keys [count, stride], stride a multiple of 8
+// floats, zero past dim). Four keys at a time share each load of q; every dot is the same
+// sequence of lane-wise multiply-adds over d and the same lane_sum whatever its neighbours
+// (a short last group repeats its last key), so its bits depend on q and that key alone.
+inline void dots(const float* q, const float* keys, int64_t stride, int64_t count,
+                 float* scores) {
+  for (int64_t l = 0; l < count; l += 4) {
+    const float* k[4];
+    for (int64_t j = 0; j < 4; ++j) k[j] = keys + std::min(l + j, count - 1) * stride;
+    Vec8 acc[4] = {};
+    for (int64_t d = 0; d < stride; d += 8) {
+      const Vec8 qd = load8(q + d);
+      for (int64_t j = 0; j < 4; ++j) acc[j] += qd * load8(k[j] + d);
+    }
+    for (int64_t j = 0; j < 4 && l + j < count; ++j) scores[l + j] = lane_sum(acc[j]);
+  }
+}
+
+// out[:stride] = sum over l < count of weights[l] * values[l] (values [count, stride],
+// stride a multiple of 64 floats), 64 columns at a time in registers, l in order.
+inline void weighted_sum(const float* weights, const float* values, int64_t stride,
+                         int64_t count, float* out) {
+  for (int64_t d0 = 0; d0 < stride; d0 += 64) {
+    Vec8 acc[8] = {};
+    for (int64_t l = 0; l < count; ++l) {
+      const float* v = values + l * stride + d0;
+      for (int64_t i = 0; i < 8; ++i) acc[i] += weights[l] * load8(v + 8 * i);
+    }
+    std::memcpy(out + d0, acc, sizeof(acc));
+  }
+}
+
 // Attention of the query rows [block.first_row, + num_rows) for one kv head over the
 // positions [first, first + range_length) of their pages (each row up to its own length).
 // K and V of the range are converted to float32 once for all the rows. A row's scores are
@@ -247,12 +292,13 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
                   float* const* row_partials, std::vector<float>& buffer) {
   const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
   const int64_t last = std::min(block.max_len, first + range_length);
-  const int64_t length = last - first, stride = padded(dim);
-  buffer.resize(2 * length * stride + padded(group * dim) + padded(length) + kAlignFloats);
-  float* keys = aligned(buffer.data());         // [length, stride]
+  const int64_t length = last - first, stride = (dim + 63) / 64 * 64;
+  buffer.resize(2 * length * stride + group * stride + padded(length) + stride + kAlignFloats);
+  float* keys = aligned(buffer.data());         // [length, stride], zero past D
   float* values = keys + length * stride;       // [length, stride]
-  float* q_f = values + length * stride;        // [G, D], pre-scaled
-  float* scores = q_f + padded(group * dim);    // [length]
+  float* q_f = values + length * stride;        // [G, stride], pre-scaled, zero past D
+  float* scores = q_f + group * stride;         // [length]
+  float* sum = scores + padded(length);         // [stride]
   for (int64_t start = first; start < last; start += page_size) {
     const int64_t page = pages[start / page_size];
     const T* k_rows = cache + (page * 2 * page_size) * row + kv_head * dim;
@@ -263,8 +309,10 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       float* value = values + (start - first + i) * stride;
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) key[d] = f32(k_rows[i * row + d]);
+      std::fill(key + dim, key + stride, 0.f);
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) value[d] = f32(v_rows[i * row + d]);
+      std::fill(value + dim, value + stride, 0.f);
     }
   }
   for (int64_t r = 0; r < block.num_rows; ++r) {
@@ -272,19 +320,13 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
     if (count <= 0) continue;
     const T* q_row = q + r * q_row_stride;
     for (int64_t g = 0; g < group; ++g) {
-      float* qg = q_f + g * dim;
+      float* qg = q_f + g * stride;
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) qg[d] = f32(q_row[g * q_head_stride + d]) * scale;
+      std::fill(qg + dim, qg + stride, 0.f);
     }
     for (int64_t g = 0; g < group; ++g) {
-      const float* qg = q_f + g * dim;
-      for (int64_t l = 0; l < count; ++l) {
-        const float* key = keys + l * stride;
-        float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key[d];
-        scores[l] = dot;
-      }
+      dots(q_f + g * stride, keys, stride, count, scores);
       float max_score = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_score)
       for (int64_t l = 0; l < count; ++l) max_score = std::max(max_score, scores[l]);
@@ -295,13 +337,8 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
         total += scores[l];
       }
       float* head = row_partials[r] + g * (dim + 2);
-      std::fill_n(head, dim, 0.f);
-      for (int64_t l = 0; l < count; ++l) {
-        const float p = scores[l];
-        const float* value = values + l * stride;
-#pragma omp simd
-        for (int64_t d = 0; d < dim; ++d) head[d] += p * value[d];
-      }
+      weighted_sum(scores, values, stride, count, sum);
+      std::copy_n(sum, dim, head);
       head[dim] = max_score;
       head[dim + 1] = total;
     }
