@@ -22,14 +22,16 @@ class _Attention:
         return self.can
 
 
-def _model(quant: str, invariant: bool):
-    return SimpleNamespace(quant_method=SimpleNamespace(name=quant, batch_invariant=invariant))
+def _model(quant: str, invariant: bool, variance: str | None = None):
+    return SimpleNamespace(quant_method=SimpleNamespace(name=quant, batch_invariant=invariant),
+                           batch_variance=lambda: variance)
 
 
-def _resolve(overrides, device="cpu", quant=("none", True), attention=True):
+def _resolve(overrides, device="cpu", quant=("none", True), attention=True, variance=None):
     cfg = compose_config(overrides)
     backend = _Attention(attention)
-    return _make_deterministic(cfg, device, _model(*quant), backend, "torch_ref"), backend
+    model = _model(*quant, variance)
+    return _make_deterministic(cfg, device, model, backend, "torch_ref"), backend
 
 
 def test_on_by_default_where_every_part_is_batch_invariant(caplog):
@@ -58,3 +60,16 @@ def test_opting_out_leaves_the_attention_alone(caplog):
         deterministic, attention = _resolve(["device.deterministic=false"])
     assert not deterministic and not attention.batch_invariant
     assert not caplog.records
+
+
+def test_off_where_this_cpus_matmul_is_not_batch_invariant(caplog):
+    with caplog.at_level(logging.WARNING):
+        deterministic, attention = _resolve([], variance="[576, 1536] at 1 rows")
+    assert not deterministic and not attention.batch_invariant
+    assert "changes a row's bits with the batch ([576, 1536] at 1 rows)" in caplog.text
+
+
+def test_the_real_models_matmuls_pass_the_start_up_check(runtime):
+    """On this CPU the check finds nothing (else the server says it is not deterministic)."""
+    assert runtime.core.runner.model.batch_variance() is None
+    assert runtime.resolved.deterministic

@@ -127,6 +127,9 @@ def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module,
     elif not model.quant_method.batch_invariant:
         blockers.append(f"quant={model.quant_method.name} has no batch-invariant matmul "
                         "(quant=none has)")
+    elif (variance := model.batch_variance()) is not None:
+        blockers.append(f"oneDNN's matmul on this CPU changes a row's bits with the batch "
+                        f"({variance})")
     if not blockers and not attention.enable_batch_invariance():
         blockers.append(f"attention={attention_backend} with device.cpu_kernels="
                         f"{cfg.device.cpu_kernels}, cache.dtype={cfg.cache.dtype} is not "

@@ -81,3 +81,16 @@ def test_invariant_linear_rows_do_not_depend_on_their_neighbours(dtype, shape, n
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(linear(x[:0], weight, bias, packed, True), x[:0, :0].new_empty(0, shape[0]))
+
+
+@needs_onednn
+def test_batch_variance_names_the_shape_and_row_count_where_rows_change(monkeypatch):
+    from toolkit.layers import linear as linear_module
+
+    weight = torch.randn(96, 64).bfloat16()
+    packed = pack_weight(weight, batch_invariant=True)
+    assert linear_module.batch_variance(weight, packed) is None
+    real = linear_module._packed_linear
+    monkeypatch.setattr(linear_module, "_packed_linear",
+                        lambda x, p, bias: real(x, p, bias) + (x.shape[0] == 16))
+    assert linear_module.batch_variance(weight, packed) == "[96, 64] at 16 rows"

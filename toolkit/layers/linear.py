@@ -90,6 +90,20 @@ def invariant_linear(x: torch.Tensor, packed: torch.Tensor,
                       for part in x.split(MAX_INVARIANT_ROWS)])
 
 
+def batch_variance(weight: torch.Tensor, packed: torch.Tensor) -> str | None:
+    """Where ``invariant_linear`` gives rows other bits than among MAX_INVARIANT_ROWS + 3
+    rows on this CPU ("[N, K] at 16 rows"), or None. oneDNN picks its kernels per CPU, so
+    build_runtime checks each weight shape at start-up instead of trusting one CPU's test."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(MAX_INVARIANT_ROWS + 3, weight.shape[1], generator=generator)
+    x = x.to(weight.dtype)
+    whole = invariant_linear(x, packed, None)
+    for num_rows in (1, 2, 3, 16, 64):
+        if not torch.equal(invariant_linear(x[:num_rows], packed, None), whole[:num_rows]):
+            return f"{list(weight.shape)} at {num_rows} rows"
+    return None
+
+
 def _packed_linear(x: torch.Tensor, packed: torch.Tensor,
                    bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")

@@ -23,7 +23,13 @@ from torch import nn
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.layers.activation import silu_and_mul
-from toolkit.layers.linear import QuantLinear, ShardLoadError, linear, pack_weight
+from toolkit.layers.linear import (
+    QuantLinear,
+    ShardLoadError,
+    batch_variance,
+    linear,
+    pack_weight,
+)
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.quant.base import QuantMethod
@@ -159,6 +165,21 @@ class LlamaForCausalLM(nn.Module):
         with ``prepack_weights``). Call after ``load_weights``, which drops the copy."""
         self.packed_lm_head = pack_weight(self.lm_head,
                                           batch_invariant=self.quant_method.batch_invariant)
+
+    def batch_variance(self) -> str | None:
+        """Where this CPU's packed matmuls give a row other bits among other rows (one
+        weight shape of the projections or the LM head, see linear.batch_variance), or
+        None; only meaningful when the quant method is batch-invariant."""
+        weights = {tuple(self.lm_head.shape): (self.lm_head, self.packed_lm_head)}
+        for layer in self.layers:
+            for proj in layer.projections():
+                weights[tuple(proj.weight.shape)] = (proj.weight, getattr(proj, "packed_weight",
+                                                                           None))
+        for weight, packed in weights.values():
+            variance = "no packed weight" if packed is None else batch_variance(weight, packed)
+            if variance is not None:
+                return variance
+        return None
 
     def unpack_weights(self) -> None:
         """Drop the LM head's packed copy; its matmul goes back to F.linear."""
