@@ -79,8 +79,9 @@ def _run(core, requests, preemptions: dict[str, int] | None = None) -> dict[str,
 
 
 def _engine(runtime, **groups):
-    """A new engine core around the session's model: ``groups`` replace config groups'
-    fields, e.g. scheduler={"enable_chunked_prefill": True}."""
+    """A new engine core (a new, empty prefix cache) around the session's model, in the
+    default configuration (prefix caching on) but for ``groups``, which replace config
+    groups' fields, e.g. scheduler={"enable_chunked_prefill": True}."""
     cfg = runtime.config
     for group, fields in groups.items():
         cfg = replace(cfg, **{group: replace(getattr(cfg, group), **fields)})
@@ -107,7 +108,7 @@ def _assert_same(reference, got):
 
 @pytest.mark.parametrize("batch_size", [7, 16, 64])
 def test_in_a_batch(runtime, corpus, reference, batch_size):
-    core = _engine(runtime, cache={"enable_prefix_caching": False})
+    core = _engine(runtime)
     ids = list(corpus)
     got = {}
     for start in range(0, len(ids), batch_size):
@@ -132,15 +133,14 @@ def test_after_full_and_partial_prefix_cache_hits(runtime, corpus, reference):
 
 @pytest.mark.parametrize("chunk", [16, 37])
 def test_chunked_prefill(runtime, corpus, reference, chunk):
-    core = _engine(runtime, cache={"enable_prefix_caching": False},
+    core = _engine(runtime,
                    scheduler={"enable_chunked_prefill": True, "max_num_batched_tokens": chunk})
     _assert_same(reference, _run(core, corpus))
 
 
 @pytest.mark.parametrize("method", ["ngram", "draft"])
 def test_speculative_decoding(runtime, corpus, reference, method):
-    core = _engine(runtime, cache={"enable_prefix_caching": False},
-                   speculative={"method": method, "num_speculative_tokens": 3})
+    core = _engine(runtime, speculative={"method": method, "num_speculative_tokens": 3})
     accepted_before = core.metrics.num_accepted_tokens
     _assert_same(reference, _run(core, corpus))
     assert core.metrics.num_accepted_tokens > accepted_before
@@ -148,8 +148,7 @@ def test_speculative_decoding(runtime, corpus, reference, method):
 
 def test_preempted_and_recomputed(runtime, corpus, reference):
     small = replace(runtime, resolved=replace(runtime.resolved, num_blocks=40))
-    core = rebuild_engine(small, replace(runtime.config, cache=replace(
-        runtime.config.cache, enable_prefix_caching=False))).core
+    core = rebuild_engine(small, runtime.config).core
     preemptions = {}
     got = _run(core, corpus, preemptions)
     assert sum(preemptions.values()) > 0, "40 pages should not hold 30 requests at once"
@@ -157,7 +156,7 @@ def test_preempted_and_recomputed(runtime, corpus, reference):
 
 
 def test_on_one_thread(runtime, corpus, reference):
-    core = _engine(runtime, cache={"enable_prefix_caching": False})
+    core = _engine(runtime)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
