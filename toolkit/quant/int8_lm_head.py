@@ -5,7 +5,7 @@ Per output row (token) one scale, ``scale = amax(|W[v]|) / 127``, and int8 codes
 kernel (``aten._weight_int8pack_mm``), half the bytes of the bf16 head. llama.cpp's Q4_1
 GGUF of SmolLM2 keeps its (tied) output matrix in 8 bits too (Q8_0). On SmolLM2 with
 ``quant=q4_1`` the held-out perplexity moved from 16.282 to 16.288 and a one-stream decode
-step was ~1.1 ms (6 %) shorter on 2 cores (bench/RESULTS.md).
+step was ~1.1 ms (6 %) shorter on 2 cores (docs/performance.md).
 
 Only one-row steps use it: the kernel's time grows with the rows (SmolLM2's head, hot in
 cache, 2 threads: 1.55 / 2.34 / 4.41 ms at 1 / 4 / 8 rows, against 1.63-1.69 ms for the

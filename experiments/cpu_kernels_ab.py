@@ -1,0 +1,62 @@
+"""Decode throughput with the native CPU kernels vs the torch ops, side by side in one run.
+
+    python experiments/cpu_kernels_ab.py -- quant.method=q4_1 device.num_threads=2
+    python experiments/cpu_kernels_ab.py --streams 1 4 16 64 --rounds 3 -- device.num_threads=2
+
+One runtime (so the same weights and KV pool) drives the in-process EngineCore; the two
+routes of toolkit.kernels.native alternate round by round (``native.disabled()`` around
+the torch rounds), so that machine noise hits them alike. Every stream gets the same
+~200-token prompt and generates --output-len tokens (greedy, ignore_eos). Prints each
+route's median rate, its best, its median decode-only rate, the ratio to the torch route,
+and whether the greedy outputs equal the torch route's (they may part after many tokens:
+the routes agree to float32 summation order, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+
+from decode_throughput import interleaved_rounds, prompt, rates, run
+
+from toolkit.cli.compose import compose_config
+from toolkit.kernels import native
+from toolkit.runtime import build_runtime
+
+ROUTES = {"torch": native.disabled, "native": contextlib.nullcontext}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. quant.method=q4_1")
+    args = parser.parse_args()
+    runtime = build_runtime(compose_config([*args.overrides, "device.cpu_kernels=native"]))
+    prompt_ids = prompt(runtime)
+    for route in ROUTES.values():
+        with route():
+            run(runtime.core, prompt_ids, 2, 8)  # warm-up
+    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {args.output_len}, "
+          f"{args.rounds} rounds, routes interleaved")
+    print(f"{'streams':>7} {'route':>7} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
+          f"{'x torch':>8} {'same outputs':>12}")
+    def run_on(route, num_streams: int) -> dict:
+        with route():
+            return run(runtime.core, prompt_ids, num_streams, args.output_len)
+
+    for num_streams in args.streams:
+        rows = interleaved_rounds({name: functools.partial(run_on, route, num_streams)
+                                   for name, route in ROUTES.items()}, args.rounds)
+        baseline = rates(rows["torch"])[0]
+        for name, route_rows in rows.items():
+            rate, best, decode = rates(route_rows)
+            same = all(r["outputs"] == rows["torch"][0]["outputs"] for r in route_rows)
+            print(f"{num_streams:>7} {name:>7} {rate:>8.1f} {best:>8.1f} {decode:>13.1f} "
+                  f"{rate / baseline:>8.2f} {same!s:>12}")
+
+
+if __name__ == "__main__":
+    main()
