@@ -9,7 +9,9 @@ from dataclasses import replace
 import httpx
 import pytest
 import uvicorn
+from reliability_helpers import FAIL_AFTER, FAULTY_SEED
 
+import toolkit.runner.model_runner as model_runner
 from toolkit.api.app import build_app
 from toolkit.api.shutdown import ShutdownGate
 from toolkit.config.schema import ServerConfig
@@ -59,3 +61,18 @@ async def http():
     """An httpx client with generous timeouts (the CPU model is slow under load)."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
         yield client
+
+
+@pytest.fixture
+def faulty_sampler(monkeypatch):
+    """The real sampler, except that it raises for a batch holding a row of a request
+    seeded ``FAULTY_SEED`` that already has ``FAIL_AFTER`` tokens."""
+    real = model_runner.sample
+
+    def sample(logits, params, generators, histories=None, grammar=None):
+        if any(p.seed == FAULTY_SEED and len(h.output) >= FAIL_AFTER
+               for p, h in zip(params, histories or ())):
+            raise RuntimeError("injected sampling failure")
+        return real(logits, params, generators, histories, grammar)
+
+    monkeypatch.setattr(model_runner, "sample", sample)

@@ -4,13 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import uvicorn
+
+from toolkit.api.app import build_app
+from toolkit.config.schema import ServerConfig
 
 MODEL = "smollm2"
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
+
+
+FAULTY_SEED = 4242
+"""A greedy request with this seed (the seed does not change its tokens) is the one whose
+sampling fails under the ``faulty_sampler`` fixture."""
+FAIL_AFTER = 3
+"""Injected faults let the faulty request get this many tokens first: it fails mid-batch."""
+
+
+class Faulty:
+    """``target`` with one method that raises once it has been called ``after`` times."""
+
+    def __init__(self, target: Any, method: str, after: int) -> None:
+        self._target, self._method, self._after = target, method, after
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if name != self._method:
+            return attribute
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self.calls > self._after:
+                raise RuntimeError(f"injected failure in {name}")
+            return attribute(*args, **kwargs)
+
+        return call
 
 
 def chat(content: str = "Tell me a long story about a dragon.", **fields: Any) -> dict:
@@ -80,3 +117,23 @@ def metrics_gauges(text: str) -> dict[str, float]:
 
 def chunk_json(payload: str) -> dict:
     return json.loads(payload)
+
+
+@contextmanager
+def server_thread(engine, config: ServerConfig) -> Iterator[str]:
+    """The app over ``engine`` served by uvicorn in its own thread (for synchronous tests
+    such as hypothesis ones); yields its base URL and stops it on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(engine, config), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()

@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from reliability_helpers import CHAT, assert_openai_error, chat, sse_payloads, wait_idle
+from reliability_helpers import (
+    CHAT,
+    FAULTY_SEED,
+    assert_openai_error,
+    chat,
+    chunk_json,
+    sse_payloads,
+    wait_idle,
+)
 
 BROKEN_TEMPLATES = [
     "{{ raise_exception('no') }}",
@@ -48,6 +56,31 @@ async def test_output_processing_failure_fails_only_that_request(
     assert engine.healthy
     assert not any((await wait_idle(engine)).values())
     assert engine.metrics.finished_requests.get("error", 0) >= 2
+
+
+async def test_a_request_whose_sampling_fails_is_a_500_and_the_others_go_on(
+        engine, serve, http, faulty_sampler):
+    url, _ = await serve()
+    good = chat(max_tokens=16, stream=True)
+    alone = await http.post(url + CHAT, json=good)
+    bad_reply, good_reply = await asyncio.gather(
+        http.post(url + CHAT, json=chat(max_tokens=16, seed=FAULTY_SEED)),
+        http.post(url + CHAT, json=good))
+    error = assert_openai_error(bad_reply, 500, code="engine_error")
+    assert "sampling failed" in error["message"]
+    assert good_reply.status_code == 200, good_reply.text
+    assert streamed_text(alone.text)
+    assert streamed_text(good_reply.text) == streamed_text(alone.text)
+    assert (await http.get(url + "/health")).status_code == 200
+    assert engine.healthy
+    assert not any((await wait_idle(engine)).values())
+
+
+def streamed_text(body: str) -> str:
+    """The content of a chat stream's deltas, joined."""
+    chunks = [chunk_json(p) for p in sse_payloads(body) if p != "[DONE]"]
+    return "".join(c["choices"][0]["delta"].get("content") or ""
+                   for c in chunks if c["choices"])
 
 
 @pytest.mark.parametrize("template", BROKEN_TEMPLATES)

@@ -7,19 +7,15 @@ TOOLKIT_FUZZ_EXAMPLES sets examples per operation (CI's default is small).
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from reliability_helpers import server_thread
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from toolkit.api.app import build_app
 from toolkit.api.openapi import OPERATIONS
 from toolkit.config.schema import ServerConfig
 
@@ -30,18 +26,9 @@ MAX_EXAMPLES = int(os.environ.get("TOOLKIT_FUZZ_EXAMPLES", "12"))
 def live_url(engine):
     """The app over the real engine, served by uvicorn in its own thread; generation is cut
     at 2 s so that fuzzed max_tokens cannot stall the run."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = build_app(engine, ServerConfig(request_timeout=2.0, disable_log_requests=True))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join()
-    sock.close()
+    with server_thread(engine, ServerConfig(request_timeout=2.0,
+                                            disable_log_requests=True)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,13 @@ def test_neutral_values_leave_a_mixed_batch_row_untouched():
         out = transform(logits, torch.tensor([active, neutral]))
         assert not torch.isfinite(out[0]).all(), transform.__name__
         assert torch.equal(out[1], logits[1]), transform.__name__
+
+
+@pytest.mark.parametrize("transform", [
+    lambda logits, p: truncation.apply_top_k_top_p(logits, torch.tensor([4] * 2), p),
+    truncation.apply_typical_p,
+])
+def test_a_mass_that_underflows_in_float32_still_keeps_one_token(transform):
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    kept = torch.isfinite(transform(logits, torch.tensor([5e-324, 5e-324], dtype=torch.float64)))
+    assert kept.sum(dim=-1).tolist() == [1, 1]

@@ -15,9 +15,9 @@ from toolkit.protocol import (
     RequestStatus,
     RunnerOutput,
     SamplingParams,
-    SchedulerOutput,
 )
-from toolkit.runner.model_runner import ModelRunner
+from toolkit.protocol.outputs import ScheduledRequest
+from toolkit.runner.model_runner import ENGINE_FAULTS, ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -73,32 +73,54 @@ class EngineCore:
             self.metrics.on_finish(request_id, "abort")
 
     def step(self) -> list[RequestOutput]:
-        """Run one step; return a delta for every request that got a token."""
+        """Run one step; return a delta for every request that got a token and a final
+        error delta (reason "abort", ``error`` set) for every request that failed in it.
+
+        Fault isolation: a failure pinned on requests (the runner's ``failed``: sampling,
+        grammar, prompt logprobs; or, here, one request's update, stop checks and output
+        processing) fails only those requests, releasing their pages and state; the rest
+        of the batch goes on as if they had not been in it. A failure no request owns
+        (scheduling, the forward, memory exhausted) propagates."""
         scheduler_output = self.scheduler.schedule()
         if scheduler_output.empty:
             return []
         runner_output = self.runner.execute(scheduler_output)
-        self._record_verifications(scheduler_output, runner_output)
-        advanced = self.scheduler.update(scheduler_output, runner_output)
-        self.output_processor.record(runner_output)
-        for request_id in runner_output.grammar_finished:
-            self.scheduler.finish_request(request_id, RequestStatus.FINISHED_STOPPED)
+        outputs = [self._fail(request_id, what)
+                   for request_id, what in runner_output.failed.items()]
         now = time.monotonic()
-        outputs = []
-        for request in advanced:
+        for item in scheduler_output.scheduled:
+            request_id = item.request.request_id
+            if request_id in runner_output.failed:
+                continue
             try:
-                outputs.append(self._process(request, now))
-            except Exception:  # noqa: BLE001 (fault isolation: one request fails, not the step)
-                outputs.append(self._fail(request.request_id))
+                output = self._advance(item, runner_output, now)
+            except ENGINE_FAULTS:
+                raise
+            except Exception:
+                logger.exception("updating request %s failed; aborting it", request_id)
+                output = self._fail(request_id, "output processing")
+            if output is not None:
+                outputs.append(output)
         return outputs
 
-    def _record_verifications(self, scheduler_output: SchedulerOutput,
-                              runner_output: RunnerOutput) -> None:
-        """Acceptance counters of the requests that verified drafts this step."""
-        for item in scheduler_output.scheduled:
-            tokens = runner_output.sampled_token_ids.get(item.request.request_id)
-            if item.draft_token_ids and tokens:
-                self.metrics.on_verify(item.num_draft_tokens, len(tokens) - 1)
+    def _advance(self, item: ScheduledRequest, runner_output: RunnerOutput,
+                 now: float) -> RequestOutput | None:
+        """One scheduled request's share of the step after the runner: its progress and
+        tokens (stop checks), logprobs, grammar end and delta; None when it got no token."""
+        request = item.request
+        tokens = runner_output.sampled_token_ids.get(request.request_id)
+        self._record_verification(item, tokens)
+        self.output_processor.record(request.request_id, runner_output)
+        if not self.scheduler.update_request(item, tokens):
+            return None
+        if request.request_id in runner_output.grammar_finished:
+            self.scheduler.finish_request(request.request_id, RequestStatus.FINISHED_STOPPED)
+        return self._process(request, now)
+
+    def _record_verification(self, item: ScheduledRequest, tokens: list[int] | None) -> None:
+        """The acceptance counters of a request that verified drafts this step."""
+        if item.draft_token_ids and tokens:
+            self.metrics.on_verify(item.num_draft_tokens, len(tokens) - 1)
 
     def _process(self, request: Request, now: float) -> RequestOutput:
         """A request's delta; finishes it on a stop string and releases it when done."""
@@ -112,14 +134,13 @@ class EngineCore:
             self.metrics.on_finish(request.request_id, output.finish_reason)
         return output
 
-    def _fail(self, request_id: str) -> RequestOutput:
-        """Abort one request whose output could not be processed; the others go on."""
-        logger.exception("processing the output of request %s failed; aborting it", request_id)
+    def _fail(self, request_id: str, what: str) -> RequestOutput:
+        """Abort a request that failed in this step (``what`` failed): its pages and
+        per-request state are released and its final delta carries the error."""
         self.scheduler.finish_request(request_id, RequestStatus.FINISHED_ABORTED)
         self._release(request_id)
         self.metrics.on_finish(request_id, "error")
-        return RequestOutput(request_id, [], "", "abort",
-                             error="processing this request's output failed")
+        return RequestOutput(request_id, [], "", "abort", error=f"{what} failed for this request")
 
     def num_request_states(self) -> dict[str, int]:
         """Per-request state still held by the scheduler, the output processor and the

@@ -57,16 +57,17 @@ class OutputProcessor:
     def remove(self, request_id: str) -> None:
         self._states.pop(request_id, None)
 
-    def record(self, runner_output: RunnerOutput) -> None:
-        """Keep a step's logprobs until ``process`` sends them with their tokens."""
-        for request_id, entries in runner_output.logprobs.items():
-            state = self._states.get(request_id)
-            if state is not None:
-                state.pending_logprobs.extend(entries)
-        for request_id, (first, entries) in runner_output.prompt_logprobs.items():
-            state = self._states.get(request_id)
-            if state is not None and state.prompt_logprobs is not None:
-                state.prompt_logprobs[first:first + len(entries)] = entries
+    def record(self, request_id: str, runner_output: RunnerOutput) -> None:
+        """Keep ``request_id``'s logprobs of a step until ``process`` sends them with
+        their tokens."""
+        state = self._states.get(request_id)
+        if state is None:
+            return
+        state.pending_logprobs.extend(runner_output.logprobs.get(request_id, ()))
+        prompt = runner_output.prompt_logprobs.get(request_id)
+        if prompt is not None and state.prompt_logprobs is not None:
+            first, entries = prompt
+            state.prompt_logprobs[first:first + len(entries)] = entries
 
     def process(self, request: Request) -> tuple[RequestOutput, bool]:
         """The delta for a request that just got tokens; True when a stop string hit

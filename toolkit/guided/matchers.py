@@ -89,24 +89,27 @@ class GrammarMatchers:
         return masked
 
     def accept(self, sampled: dict[str, list[int]]) -> set[str]:
-        """Advance each guided request by its emitted tokens, in order; the ids whose
-        grammar has terminated (the stop token was accepted) or rejected a token. A run is
-        cut (in place) after the token that ends it."""
-        terminated = set()
-        for request_id, tokens in sampled.items():
-            matcher = self._matchers.get(request_id)
-            if matcher is None:
+        """Advance each guided request by its emitted tokens (``accept_run``); the ids
+        whose grammar has terminated or rejected a token."""
+        return {request_id for request_id, tokens in sampled.items()
+                if self.accept_run(request_id, tokens)}
+
+    def accept_run(self, request_id: str, tokens: list[int]) -> bool:
+        """Advance ``request_id``'s matcher by its emitted tokens, in order; True when its
+        grammar has terminated (the stop token was accepted) or rejected a token, and the
+        run is then cut (in place) after the token that ends it. False for a request that
+        is not guided."""
+        matcher = self._matchers.get(request_id)
+        if matcher is None:
+            return False
+        for i, token in enumerate(tokens):
+            if not matcher.accept_token(token):
+                logger.warning("request %s: token %d rejected by its grammar", request_id, token)
+            elif not matcher.is_terminated():
                 continue
-            for i, token in enumerate(tokens):
-                if not matcher.accept_token(token):
-                    logger.warning("request %s: token %d rejected by its grammar", request_id,
-                                   token)
-                elif not matcher.is_terminated():
-                    continue
-                terminated.add(request_id)
-                del tokens[i + 1:]
-                break
-        return terminated
+            del tokens[i + 1:]
+            return True
+        return False
 
     def _buffer(self, rows: int, vocab_size: int) -> torch.Tensor:
         """A bitmask with at least ``rows`` rows for ``vocab_size`` logits, reused."""

@@ -80,6 +80,18 @@ class RunnerOutput:
     grammar_finished: set[str] = field(default_factory=set)
     """Guided requests whose grammar terminated (or rejected the sampled token) this step;
     the engine finishes them with reason "stop"."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Requests whose own work in the step raised, with the work that failed ("sampling",
+    "the grammar", "prompt logprobs"); they have no tokens or logprobs here, and the
+    engine fails them."""
+
+    def fail(self, request_id: str, what: str) -> None:
+        """Mark ``request_id`` failed (``what`` failed) and drop its results."""
+        self.failed[request_id] = what
+        self.sampled_token_ids.pop(request_id, None)
+        self.logprobs.pop(request_id, None)
+        self.prompt_logprobs.pop(request_id, None)
+        self.grammar_finished.discard(request_id)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers
     from toolkit.runner.cuda_graph_runner import CudaGraphRunner
 
+
+logger = logging.getLogger(__name__)
+
+ENGINE_FAULTS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+"""Failures no single request owns, even inside its own work: they are never pinned on a
+request but raised (the engine loop then stops)."""
 
 SEED_STRIDE = 0x9E3779B97F4A7C15
 """Output token n of a request seeded s draws from a generator seeded s + n * SEED_STRIDE
@@ -55,24 +62,83 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        """Run one step: the batch's forward, then each request's own work (prompt
+        logprobs, sampling or draft verification, logprobs, its grammar).
+
+        Fault isolation: a request whose own work raises is listed in
+        ``RunnerOutput.failed`` with no results, and the other requests' results are the
+        ones they get in a step without it (exactly, for greedy and seeded requests: an
+        unseeded draw depends on the global generator). Batched sampling that raises is
+        redone request by request to find the culprits. What no request owns raises:
+        building the batch, the forward, the LM head, and ``ENGINE_FAULTS`` (memory
+        exhausted) anywhere."""
         scheduled = scheduler_output.scheduled
         batch = build_forward_batch(scheduled, self.page_size, self.device)
         hidden = self._forward(batch)  # [T, H]
-        output = RunnerOutput(prompt_logprobs=self._prompt_logprobs(scheduled, hidden, batch))
+        output = RunnerOutput()
         sampling = [s for s in scheduled if s.samples]
-        if not sampling:
-            return output
-        # [M, V] float32; M = sum(1 + k_i): one row per position that gets a token
-        logits = self.model.compute_logits(hidden[batch.logits_indices])
+        if sampling:
+            # [M, V] float32; M = sum(1 + k_i): one row per position that gets a token
+            logits = self.model.compute_logits(hidden[batch.logits_indices])
+            self._emit_isolated(sampling, logits, output)
+        self._add_prompt_logprobs(scheduled, hidden, batch, output)
+        if self._grammars:
+            self._accept_grammars(output)
+        return output
+
+    def _emit_isolated(self, sampling: list[ScheduledRequest], logits: torch.Tensor,
+                       output: RunnerOutput) -> None:
+        """``_emit`` for the whole batch; when that raises, request by request."""
+        try:
+            self._emit(sampling, logits, output)
+        except ENGINE_FAULTS:
+            raise
+        except Exception:
+            logger.exception("sampling a batch of %d requests failed; redoing it request by "
+                             "request", len(sampling))
+            self._emit_each(sampling, logits, output)
+
+    def _emit(self, sampling: list[ScheduledRequest], logits: torch.Tensor,
+              output: RunnerOutput) -> None:
+        """Sample (or verify the drafts of) ``sampling``, whose logits rows are
+        ``logits``, into ``output`` with their logprobs; ``output`` is left as it was
+        when this raises."""
         if any(s.draft_token_ids for s in sampling):
             emitted = self._verify(sampling, logits)
         else:
             emitted = self._sample([s.request for s in sampling], logits)
-        output.sampled_token_ids = emitted
-        if self._grammars:
-            output.grammar_finished = self._grammars.accept(emitted)
-        output.logprobs = self._logprobs(sampling, logits, emitted)
-        return output
+        logprobs = self._logprobs(sampling, logits, emitted)
+        output.sampled_token_ids.update(emitted)
+        output.logprobs.update(logprobs)
+
+    def _emit_each(self, sampling: list[ScheduledRequest], logits: torch.Tensor,
+                   output: RunnerOutput) -> None:
+        """``_emit`` request by request, on each one's own logits rows; a request that
+        still raises is failed."""
+        first_row = 0
+        for item in sampling:
+            rows = slice(first_row, first_row + item.num_draft_tokens + 1)
+            first_row = rows.stop
+            try:
+                self._emit([item], logits[rows], output)
+            except ENGINE_FAULTS:
+                raise
+            except Exception:
+                logger.exception("sampling request %s failed", item.request.request_id)
+                output.fail(item.request.request_id, "sampling")
+
+    def _accept_grammars(self, output: RunnerOutput) -> None:
+        """Advance the guided requests' matchers by their emitted tokens; a request whose
+        matcher raises is failed (its matcher is released with it)."""
+        for request_id, tokens in list(output.sampled_token_ids.items()):
+            try:
+                if self._grammars.accept_run(request_id, tokens):
+                    output.grammar_finished.add(request_id)
+            except ENGINE_FAULTS:
+                raise
+            except Exception:
+                logger.exception("the grammar of request %s failed", request_id)
+                output.fail(request_id, "the grammar")
 
     def _forward(self, batch: ForwardBatch) -> torch.Tensor:
         """hidden [T, H]: replayed from a CUDA graph when the batch qualifies, else eager."""
@@ -133,22 +199,36 @@ class ModelRunner:
             start += count
         return result
 
-    def _prompt_logprobs(self, scheduled: list[ScheduledRequest], hidden: torch.Tensor,
-                         batch: ForwardBatch) -> dict[str, tuple[int, list[TokenLogprobs]]]:
+    def _add_prompt_logprobs(self, scheduled: list[ScheduledRequest], hidden: torch.Tensor,
+                             batch: ForwardBatch, output: RunnerOutput) -> None:
         """Logprobs of the prompt tokens each prefill chunk predicts (position p predicts
         token p + 1), for requests that asked and have no output yet (so a recompute after
-        preemption is not reported twice)."""
-        result = {}
+        preemption is not reported twice). A request whose computation raises is failed."""
         for item, start_row in zip(scheduled, batch.qo_indptr.tolist()):
-            request, first = item.request, item.start + 1
-            asked = request.sampling_params.prompt_logprobs
-            count = min(item.num_tokens, request.num_prompt_tokens - first)
-            if asked is None or request.num_output_tokens or count <= 0:
+            request_id = item.request.request_id
+            try:
+                entries = self._prompt_logprobs(item, hidden, start_row)
+            except ENGINE_FAULTS:
+                raise
+            except Exception:
+                logger.exception("the prompt logprobs of request %s failed", request_id)
+                output.fail(request_id, "prompt logprobs")
                 continue
-            logits = self.model.compute_logits(hidden[start_row:start_row + count])
-            targets = torch.tensor(request.prompt_token_ids[first:first + count])
-            result[request.request_id] = (first, token_logprobs(logits, targets, [asked] * count))
-        return result
+            if entries is not None:
+                output.prompt_logprobs[request_id] = entries
+
+    def _prompt_logprobs(self, item: ScheduledRequest, hidden: torch.Tensor,
+                         start_row: int) -> tuple[int, list[TokenLogprobs]] | None:
+        """(first prompt token covered, logprobs) of one chunk whose hidden rows start at
+        ``start_row``; None when it has none to report."""
+        request, first = item.request, item.start + 1
+        asked = request.sampling_params.prompt_logprobs
+        count = min(item.num_tokens, request.num_prompt_tokens - first)
+        if asked is None or request.num_output_tokens or count <= 0:
+            return None
+        logits = self.model.compute_logits(hidden[start_row:start_row + count])
+        targets = torch.tensor(request.prompt_token_ids[first:first + count])
+        return first, token_logprobs(logits, targets, [asked] * count)
 
     def add_grammar(self, request_id: str, grammar, stop_token_ids: tuple[int, ...]) -> None:
         """Guide ``request_id``'s sampling by ``grammar`` (an xgrammar CompiledGrammar)."""

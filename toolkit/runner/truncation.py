@@ -25,6 +25,12 @@ def _keep_top(mask: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return mask.scatter(1, probs.argmax(dim=-1, keepdim=True), False)
 
 
+def _keep_first(sorted_mask: torch.Tensor) -> torch.Tensor:
+    """Never drop a row's first token in sorted order (a mass threshold that underflows
+    to 0 in float32, e.g. top_p=5e-324, would otherwise drop them all)."""
+    return torch.cat([torch.zeros_like(sorted_mask[:, :1]), sorted_mask[:, 1:]], dim=-1)
+
+
 def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Divide each row by its temperature (greedy rows pass 1)."""
     return logits / _column(temperature)
@@ -39,7 +45,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor,
     sorted_logits = sorted_logits.masked_fill(ranks >= top_k.unsqueeze(1), NEG_INF)
     sorted_probs = sorted_logits.softmax(dim=-1)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    sorted_logits = sorted_logits.masked_fill(mass_before >= _column(top_p), NEG_INF)
+    drop = _keep_first(mass_before >= _column(top_p))
+    sorted_logits = sorted_logits.masked_fill(drop, NEG_INF)
     return torch.empty_like(logits).scatter_(1, sorted_ids, sorted_logits)
 
 
@@ -107,7 +114,7 @@ def apply_typical_p(logits: torch.Tensor, typical_p: torch.Tensor) -> torch.Tens
     order = deviation.argsort(dim=-1)
     sorted_probs = probs.gather(1, order)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    drop_sorted = (mass_before >= _column(typical_p)) & (_column(typical_p) < 1.0)
+    drop_sorted = _keep_first((mass_before >= _column(typical_p)) & (_column(typical_p) < 1.0))
     drop = torch.empty_like(drop_sorted).scatter_(1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
 

@@ -191,18 +191,22 @@ class Scheduler:
 
         Returns the requests that received a token this step (finished ones included).
         """
-        advanced = []
-        for item in output.scheduled:
-            request = item.request
-            request.num_computed_tokens += item.num_tokens
-            tokens = runner_output.sampled_token_ids.get(request.request_id)
-            if not tokens:
-                continue
-            num_rejected = item.num_draft_tokens - (len(tokens) - 1)
-            request.num_computed_tokens -= max(num_rejected, 0)
-            advanced.append(request)
-            self._append(request, tokens)
-        return advanced
+        return [item.request for item in output.scheduled
+                if self.update_request(item, runner_output.sampled_token_ids.get(
+                    item.request.request_id))]
+
+    def update_request(self, item: ScheduledRequest, tokens: list[int] | None) -> bool:
+        """One scheduled request's share of ``update``: advance its KV progress (rewinding
+        over rejected drafts) and append its emitted ``tokens``, retiring it on a stop
+        condition; True when it received tokens."""
+        request = item.request
+        request.num_computed_tokens += item.num_tokens
+        if not tokens:
+            return False
+        num_rejected = item.num_draft_tokens - (len(tokens) - 1)
+        request.num_computed_tokens -= max(num_rejected, 0)
+        self._append(request, tokens)
+        return True
 
     def _append(self, request: Request, tokens: list[int]) -> None:
         """Append emitted tokens one by one; the first stop condition finishes the request

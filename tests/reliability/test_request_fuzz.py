@@ -1,0 +1,131 @@
+"""Request fields at their edges, through the real app and engine, while a steady normal
+request keeps running: no input gets a 5xx, every error is OpenAI-shaped, the server stays
+healthy, the steady request's text never changes, and no per-request state is left."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reliability_helpers import CHAT, chat, idle_state, server_thread
+
+from toolkit.config.schema import ServerConfig
+
+pytestmark = pytest.mark.slow
+
+INT64 = 2**63
+EDGE_INTS = st.sampled_from([-INT64 - 1, -INT64, -1, 0, 1, 2, 49151, 49152, INT64 - 1, INT64])
+EDGE_FLOATS = st.one_of(
+    st.sampled_from([-1e308, -2.0, -1.0, -1e-9, 0.0, 1e-9, 0.5, 1.0, 2.0, 100.0, 1e308,
+                     math.inf, -math.inf, math.nan]),
+    st.floats(allow_nan=True, allow_infinity=True))
+TEXT = st.text(max_size=12)
+FIELDS = {
+    "max_tokens": st.sampled_from([-1, 0, 1, 2, 3]),
+    "min_tokens": st.sampled_from([-1, 0, 1, 2, 5]),
+    "temperature": EDGE_FLOATS,
+    "top_p": EDGE_FLOATS,
+    "top_k": EDGE_INTS,
+    "min_p": EDGE_FLOATS,
+    "top_a": EDGE_FLOATS,
+    "tfs": EDGE_FLOATS,
+    "typical_p": EDGE_FLOATS,
+    "eta_cutoff": EDGE_FLOATS,
+    "epsilon_cutoff": EDGE_FLOATS,
+    "smoothing_factor": EDGE_FLOATS,
+    "smoothing_curve": EDGE_FLOATS,
+    "presence_penalty": EDGE_FLOATS,
+    "frequency_penalty": EDGE_FLOATS,
+    "repetition_penalty": EDGE_FLOATS,
+    "seed": EDGE_INTS,
+    "n": st.sampled_from([-1, 0, 1, 2, 17]),
+    "logprobs": st.booleans(),
+    "top_logprobs": EDGE_INTS,
+    "stop": st.one_of(TEXT, st.lists(TEXT, max_size=5)),
+    "stop_token_ids": st.lists(EDGE_INTS, max_size=3),
+    "logit_bias": st.dictionaries(st.one_of(EDGE_INTS.map(str), TEXT), EDGE_FLOATS,
+                                  max_size=3),
+    "allowed_token_ids": st.lists(EDGE_INTS, max_size=3),
+    "bad_words": st.lists(TEXT, max_size=3),
+    "guided_regex": st.sampled_from(["", "(", "[a-z]{1,3}", "a*", "\\d+", "(?<=x)y"]),
+    "guided_choice": st.lists(TEXT, max_size=3),
+    "truncate_prompt_tokens": EDGE_INTS,
+    "include_stop_str_in_output": st.booleans(),
+    "ignore_eos": st.booleans(),
+    "stream": st.booleans(),
+}
+BODIES = st.fixed_dictionaries({}, optional=FIELDS).flatmap(
+    lambda fields: st.builds(lambda content: chat(content, **fields), TEXT))
+"""A chat body with any subset of the edge fields (max_tokens is always small)."""
+STEADY = chat("Count from one to twenty.", max_tokens=12)
+
+
+class SteadyRequests:
+    """Sends the same greedy request over and over in a thread; records each reply."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.replies: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> SteadyRequests:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=120.0) as client:
+            while not self._stop.is_set():
+                reply = client.post(self.url + CHAT, json=STEADY)
+                content = reply.json()["choices"][0]["message"]["content"] if (
+                    reply.status_code == 200) else reply.text
+                self.replies.append((reply.status_code, content))
+
+
+@pytest.fixture(scope="module")
+def live_url(engine):
+    with server_thread(engine, ServerConfig(request_timeout=60.0,
+                                            disable_log_requests=True)) as url:
+        yield url
+
+
+def test_edge_inputs_never_break_the_server_or_other_requests(engine, live_url):
+    with httpx.Client(timeout=120.0) as client:
+        expected = client.post(live_url + CHAT, json=STEADY).json()
+        expected = (200, expected["choices"][0]["message"]["content"])
+
+        @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(body=BODIES)
+        def send(body: dict) -> None:
+            reply = client.post(live_url + CHAT, content=json.dumps(body),  # NaN, Infinity too
+                                headers={"content-type": "application/json"})
+            assert reply.status_code < 500, (body, reply.text)
+            if reply.status_code >= 400:
+                assert set(reply.json()) == {"error"}, reply.text
+            assert "engine_error" not in reply.text, (body, reply.text)
+
+        with SteadyRequests(live_url) as steady:
+            send()
+        assert steady.replies and all(r == expected for r in steady.replies), steady.replies
+        assert client.get(live_url + "/health").status_code == 200
+    assert engine.healthy
+    assert not any(wait_until_idle(engine).values())
+
+
+def wait_until_idle(engine, timeout: float = 20.0) -> dict:
+    """Poll until the engine holds no per-request state; the last state seen."""
+    deadline = time.monotonic() + timeout
+    while any((state := idle_state(engine)).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
