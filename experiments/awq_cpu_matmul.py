@@ -19,7 +19,7 @@ import torch
 
 from toolkit.layers.linear import linear, pack_weight
 from toolkit.quant import awq_cpu
-from toolkit.quant.awq_format import quantize_groups, to_awq_tensors
+from toolkit.kernels.awq_format import quantize_groups, to_awq_tensors
 
 SHAPES = ((960, 576), (576, 576), (3072, 576), (576, 1536))
 """SmolLM2's (N, K): qkv, o, gate_up, down."""

@@ -20,7 +20,7 @@ import functools
 
 from decode_throughput import interleaved_rounds, prompt, rates, run
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.kernels import native
 from toolkit.runtime import build_runtime
 

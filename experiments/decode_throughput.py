@@ -25,7 +25,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime
 

@@ -17,7 +17,7 @@ import json
 import statistics
 import time
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import GuidedSpec, SamplingParams
 from toolkit.runtime import build_runtime
 

@@ -33,7 +33,7 @@ import pathlib
 import tempfile
 import time
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.quant.calibration import token_blocks
 from toolkit.runtime import build_runtime

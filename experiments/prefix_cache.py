@@ -22,7 +22,7 @@ import statistics
 import time
 
 from toolkit.bench.workload import build_workload
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import Runtime, build_runtime, rebuild_engine
 

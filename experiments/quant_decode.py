@@ -21,7 +21,7 @@ import pathlib
 
 from decode_throughput import interleaved_rounds, prompt, rates, run
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.models.source import cache_root, resolve_model_dir
 from toolkit.quant.rtn import write_rtn_awq_checkpoint
 from toolkit.runtime import build_runtime
@@ -39,7 +39,7 @@ def rtn_checkpoint(overrides: list[str], group_size: int) -> pathlib.Path:
 
 def projection_bytes(runtime) -> tuple[int, int]:
     """(bytes the decoder projections keep after after_load, their bf16 weight bytes)."""
-    from toolkit.layers.linear import QuantLinear
+    from toolkit.quant.linear import QuantLinear
 
     layers = [m for m in runtime.core.runner.model.modules() if isinstance(m, QuantLinear)]
     return (sum(m.method.resident_bytes(m) for m in layers),

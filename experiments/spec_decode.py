@@ -24,7 +24,7 @@ import statistics
 import time
 from dataclasses import replace
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime, rebuild_engine
 

@@ -18,7 +18,7 @@ os.environ.setdefault("TOOLKIT_CACHE_DIR", str(Path(__file__).resolve().parents[
 ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
 
 
-MODEL_FIXTURES = {"runtime", "engine", "smollm2_dir", "smollm2_gguf_path"}
+MODEL_FIXTURES = {"runtime", "own_runtime", "engine", "smollm2_dir", "smollm2_gguf_path"}
 """Fixtures that load the real SmolLM2: a test using one (directly or through another
 fixture) is marked ``slow``, so ``-m "not slow"`` is the fast tier."""
 
@@ -45,7 +45,18 @@ def native_cpu_kernels():
 @pytest.fixture(scope="session")
 def runtime():
     """The real SmolLM2 runtime (bfloat16, CPU), built once per test session."""
-    from toolkit.cli.compose import compose_config
+    from toolkit.compose import compose_config
+    from toolkit.runtime import build_runtime
+
+    return build_runtime(compose_config(ENGINE_OVERRIDES))
+
+
+@pytest.fixture(scope="module")
+def own_runtime():
+    """A SmolLM2 runtime of the test module's own, for modules that wrap engines around it
+    with ``rebuild_engine``: those share the runtime's KV pool, so around the session
+    runtime they would overwrite pages the session engine's prefix cache still names."""
+    from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     return build_runtime(compose_config(ENGINE_OVERRIDES))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from toolkit.protocol import Request, SamplingParams
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.batch_builder import build_forward_batch as build_from_scheduled
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 
 def build_forward_batch(requests: list[tuple[list[int], int, list[int]]],

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.runtime import _make_deterministic
 
 

@@ -17,7 +17,7 @@ def build_tiny_runtime(directory: pathlib.Path, tokenizer_dir: pathlib.Path,
                        overrides: list[str] = ()):
     """(transformers model, Runtime) over one random checkpoint in ``directory``; the
     tokenizer files come from ``tokenizer_dir`` (token ids < 8 decode to something)."""
-    from toolkit.cli.compose import compose_config
+    from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from toolkit.config.resolve import (
+from toolkit.resolve import (
     ResolvedConfig,
     resolve_attention,
     resolve_cpu_kernels,
@@ -21,7 +21,7 @@ from toolkit.config.schema import ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
-from toolkit.kv import memory_planner
+from toolkit.runner import memory_planner
 from toolkit.kv.block_manager import BlockManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.runner.model_runner import ModelRunner
@@ -164,7 +164,7 @@ def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,
 
 def _acceptance(cfg: ToolkitConfig):
     """How sampled requests' drafts are verified (speculative.acceptance_method)."""
-    from toolkit.speculative.acceptance import ACCEPTANCE_METHODS
+    from toolkit.runner.acceptance import ACCEPTANCE_METHODS
 
     spec = cfg.speculative
     return ACCEPTANCE_METHODS.get(spec.acceptance_method)(spec.posterior_threshold,
@@ -173,7 +173,8 @@ def _acceptance(cfg: ToolkitConfig):
 
 def _proposer(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
     """The speculative proposer (None for speculative=none); a draft model is loaded here."""
-    from toolkit.speculative.registry import ProposerContext, build_proposer
+    from toolkit.speculative.base import ProposerContext
+    from toolkit.speculative.registry import build_proposer
 
     context = ProposerContext(resolved.device, resolved.attention_backend, resolved.num_blocks,
                               resolved.block_size, vocab_size, cfg.device.prepack_weights)

@@ -8,7 +8,7 @@ import json
 import pytest
 from api_client import MODEL, assert_error, open_client
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.config.schema import ServerConfig
 

@@ -11,7 +11,7 @@ from paged_batch import build_forward_batch
 from toolkit.attention.registry import ATTENTION_BACKENDS
 from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 PAGE_SIZE = 4
 NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8

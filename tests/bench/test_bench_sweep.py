@@ -11,7 +11,7 @@ import pytest
 from toolkit.bench.main import run_bench
 from toolkit.bench.runtimes import RuntimePool
 from toolkit.bench.tune import run_tune
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config import store
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 from toolkit.bench.main import expand_sweep
 from toolkit.bench.workload import build_workload, load_chat_dataset, sample_lengths
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 
 

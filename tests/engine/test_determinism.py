@@ -79,7 +79,7 @@ def _run(core, requests, preemptions: dict[str, int] | None = None) -> dict[str,
 
 
 def _engine(runtime, **groups):
-    """A new engine core (a new, empty prefix cache) around the session's model, in the
+    """A new engine core (a new, empty prefix cache) around this module's model, in the
     default configuration (prefix caching on) but for ``groups``, which replace config
     groups' fields, e.g. scheduler={"enable_chunked_prefill": True}."""
     cfg = runtime.config
@@ -89,15 +89,15 @@ def _engine(runtime, **groups):
 
 
 @pytest.fixture(scope="module")
-def corpus(runtime):
-    return _corpus(runtime.tokenizer)
+def corpus(own_runtime):
+    return _corpus(own_runtime.tokenizer)
 
 
 @pytest.fixture(scope="module")
-def reference(runtime, corpus):
+def reference(own_runtime, corpus):
     """Each request alone on a cold cache (no prefix caching, no speculation)."""
-    assert runtime.resolved.deterministic
-    core = _engine(runtime, cache={"enable_prefix_caching": False})
+    assert own_runtime.resolved.deterministic
+    core = _engine(own_runtime, cache={"enable_prefix_caching": False})
     return {rid: _run(core, {rid: request})[rid] for rid, request in corpus.items()}
 
 
@@ -107,8 +107,8 @@ def _assert_same(reference, got):
 
 
 @pytest.mark.parametrize("batch_size", [7, 16, 64])
-def test_in_a_batch(runtime, corpus, reference, batch_size):
-    core = _engine(runtime)
+def test_in_a_batch(own_runtime, corpus, reference, batch_size):
+    core = _engine(own_runtime)
     ids = list(corpus)
     got = {}
     for start in range(0, len(ids), batch_size):
@@ -118,8 +118,8 @@ def test_in_a_batch(runtime, corpus, reference, batch_size):
     _assert_same(reference, got)
 
 
-def test_after_full_and_partial_prefix_cache_hits(runtime, corpus, reference):
-    core = _engine(runtime, cache={"enable_prefix_caching": True})
+def test_after_full_and_partial_prefix_cache_hits(own_runtime, corpus, reference):
+    core = _engine(own_runtime, cache={"enable_prefix_caching": True})
     first = {}
     for rid, request in corpus.items():  # one by one: later questions hit the system prompt
         first |= _run(core, {rid: request})
@@ -132,31 +132,31 @@ def test_after_full_and_partial_prefix_cache_hits(runtime, corpus, reference):
 
 
 @pytest.mark.parametrize("chunk", [16, 37])
-def test_chunked_prefill(runtime, corpus, reference, chunk):
-    core = _engine(runtime,
+def test_chunked_prefill(own_runtime, corpus, reference, chunk):
+    core = _engine(own_runtime,
                    scheduler={"enable_chunked_prefill": True, "max_num_batched_tokens": chunk})
     _assert_same(reference, _run(core, corpus))
 
 
 @pytest.mark.parametrize("method", ["ngram", "draft"])
-def test_speculative_decoding(runtime, corpus, reference, method):
-    core = _engine(runtime, speculative={"method": method, "num_speculative_tokens": 3})
+def test_speculative_decoding(own_runtime, corpus, reference, method):
+    core = _engine(own_runtime, speculative={"method": method, "num_speculative_tokens": 3})
     accepted_before = core.metrics.num_accepted_tokens
     _assert_same(reference, _run(core, corpus))
     assert core.metrics.num_accepted_tokens > accepted_before
 
 
-def test_preempted_and_recomputed(runtime, corpus, reference):
-    small = replace(runtime, resolved=replace(runtime.resolved, num_blocks=40))
-    core = rebuild_engine(small, runtime.config).core
+def test_preempted_and_recomputed(own_runtime, corpus, reference):
+    small = replace(own_runtime, resolved=replace(own_runtime.resolved, num_blocks=40))
+    core = rebuild_engine(small, own_runtime.config).core
     preemptions = {}
     got = _run(core, corpus, preemptions)
     assert sum(preemptions.values()) > 0, "40 pages should not hold 30 requests at once"
     _assert_same(reference, got)
 
 
-def test_on_one_thread(runtime, corpus, reference):
-    core = _engine(runtime)
+def test_on_one_thread(own_runtime, corpus, reference):
+    core = _engine(own_runtime)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

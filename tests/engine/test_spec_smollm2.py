@@ -24,12 +24,12 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def cores(runtime):
+def cores(own_runtime):
     """A plain and an ngram engine core around the session's loaded SmolLM2 (new cores,
     so the session AsyncEngine's own core is never driven from here)."""
-    cfg = runtime.config
-    plain = rebuild_engine(runtime, cfg)
-    ngram = rebuild_engine(runtime, replace(cfg, speculative=replace(
+    cfg = own_runtime.config
+    plain = rebuild_engine(own_runtime, cfg)
+    ngram = rebuild_engine(own_runtime, replace(cfg, speculative=replace(
         cfg.speculative, method="ngram", num_speculative_tokens=4)))
     return plain.core, ngram.core
 

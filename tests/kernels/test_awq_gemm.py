@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from toolkit.kernels.awq_gemm import awq_gemm_ref, choose_split_k
-from toolkit.quant.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
+from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
 
 triton = pytest.importorskip("triton")
 

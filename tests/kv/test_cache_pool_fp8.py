@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 from toolkit.protocol import SamplingParams

@@ -179,7 +179,7 @@ def runtime():
     """SmolLM2 in float32 on one thread (restored after: the setting is process-wide)."""
     import torch
 
-    from toolkit.cli.compose import compose_config
+    from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     num_threads = torch.get_num_threads()

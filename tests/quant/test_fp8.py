@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.layers.linear import QuantLinear
+from toolkit.quant.linear import QuantLinear
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.quant.fp8 import (
     FP8,

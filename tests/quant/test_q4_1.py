@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 from test_fp8 import TINY, _logits, _tiny_weights, _write_model
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.schema import QuantConfig
-from toolkit.layers.linear import QuantLinear
+from toolkit.quant.linear import QuantLinear
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.models.source import resolve_model_dir
 from toolkit.quant.int8_lm_head import Int8LMHead

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolkit.layers.linear import QuantLinear, ShardLoadError
+from toolkit.quant.linear import QuantLinear, ShardLoadError
 from toolkit.quant.awq import AWQMethod
-from toolkit.quant.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
+from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
 from toolkit.quant.base import ParamSpec, QuantMethod
 from toolkit.quant.none import NoQuant
 

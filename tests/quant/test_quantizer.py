@@ -13,7 +13,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from toolkit.cli.main import app
-from toolkit.quant.awq_format import dequantize_awq
+from toolkit.kernels.awq_format import dequantize_awq
 from toolkit.quant.awq_search import AwqSettings, awq_layer, fake_quantize
 from toolkit.quant.dense_llama import (
     LINEAR_NAMES,

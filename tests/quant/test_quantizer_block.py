@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from toolkit.quant.awq_format import quantize_groups
+from toolkit.kernels.awq_format import quantize_groups
 from toolkit.quant.awq_search import (
     LLAMA_SCALE_GROUPS,
     AwqSettings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.api.server_options import uvicorn_options
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ from paged_batch import build_forward_batch
 
 from toolkit.attention.flashinfer import FlashInferBackend
 from toolkit.attention.torch_ref import TorchRefBackend
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import load_model, read_model_info
 from toolkit.runner.cuda_graph_runner import (

@@ -10,7 +10,7 @@ from tiny_models import write_tiny_llama
 from toolkit.config.schema import ModelConfig, SpeculativeConfig
 from toolkit.protocol import Request, SamplingParams
 from toolkit.speculative.draft import load_draft_proposer
-from toolkit.speculative.registry import ProposerContext
+from toolkit.speculative.base import ProposerContext
 
 VOCAB = 256
 NUM_PAGES = 16

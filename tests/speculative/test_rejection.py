@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from spec_stats import chi2_critical, chi_square
 
-from toolkit.speculative.rejection import rejection_sample, verify_greedy
-from toolkit.speculative.typical import typical_accept
+from toolkit.runner.rejection import rejection_sample, verify_greedy
+from toolkit.runner.typical import typical_accept
 
 V = 8
 NUM_TRIALS = 4_000

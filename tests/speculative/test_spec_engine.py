@@ -13,7 +13,7 @@ import torch
 from spec_stats import chi2_critical, chi_square
 from tiny_models import tiny_runtime, write_tiny_llama
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
 from toolkit.runtime import rebuild_engine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from toolkit.speculative.verify import verify_by_draws
+from toolkit.runner.verify import verify_by_draws
 
 VOCAB = 50
 

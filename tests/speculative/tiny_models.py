@@ -71,7 +71,7 @@ def write_tiny_llama(directory: Path, vocab_size: int, seed: int, num_layers: in
 
 def tiny_runtime(model_dir: Path, *overrides: str, num_blocks: int = 256):
     """A Runtime serving ``model_dir`` in float32 on CPU."""
-    from toolkit.cli.compose import compose_config
+    from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     base = ["device=cpu", f"model.path={model_dir}", "model.dtype=float32",

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 
 class AttentionBackend(ABC):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from toolkit.attention.base import AttentionBackend
 from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 
 from toolkit.bench.job import JobResult, run_job
 from toolkit.bench.runtimes import RuntimePool
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.config.schema import ToolkitConfig
 

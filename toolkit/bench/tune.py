@@ -14,7 +14,7 @@ from toolkit.bench.hardware import describe_hardware
 from toolkit.bench.job import JobResult
 from toolkit.bench.main import CONFIG_NAME, BenchRun, run_bench
 from toolkit.bench.runtimes import RuntimePool
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config import store
 from toolkit.config.schema import BenchConfig, ToolkitConfig
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.bench.checks import LEN_DISTS, WORKLOADS
+from toolkit.config.bench_checks import LEN_DISTS, WORKLOADS
 from toolkit.config.errors import ConfigError
 from toolkit.config.schema import BenchConfig
 

@@ -18,7 +18,7 @@ from functools import wraps
 import typer
 from omegaconf import OmegaConf
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.config.store import RECIPE_GROUP, group_options, recipes_dir
 
@@ -82,7 +82,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
 def generate(prompt: str = typer.Argument(..., help="The user message."),
              overrides: list[str] | None = OVERRIDES) -> None:
     """Chat-complete one prompt in-process and stream it to stdout (sampling.* keys apply)."""
-    from toolkit.config.resolve import sampling_params
+    from toolkit.resolve import sampling_params
     from toolkit.runtime import build_runtime
 
     cfg = compose_config(overrides or [])
@@ -123,7 +123,7 @@ def tune(overrides: list[str] | None = OVERRIDES) -> None:
 def quantize(overrides: list[str] | None = OVERRIDES) -> None:
     """Quantize the model into output=DIR (quant=awq: AutoAWQ's GEMM layout, quant.* knobs)."""
     from toolkit.models.loader import ModelLoadError
-    from toolkit.quant.awq_quantizer import QuantizeError, quantize_from_config
+    from toolkit.quantize import QuantizeError, quantize_from_config
 
     outputs = [o for o in overrides or [] if o.startswith("output=")]
     if not outputs or not outputs[-1].removeprefix("output="):
@@ -143,7 +143,7 @@ def quantize(overrides: list[str] | None = OVERRIDES) -> None:
 @fails_cleanly
 def config_show(overrides: list[str] | None = OVERRIDES) -> None:
     """Print the composed, validated config (no model is loaded)."""
-    from toolkit.config.resolve import resolve_attention, resolve_device
+    from toolkit.resolve import resolve_attention, resolve_device
 
     cfg = compose_config(overrides or [])
     typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)), nl=False)

@@ -1,1 +1,2 @@
-"""Structured config schemas, their registration with Hydra, and resolution."""
+"""Structured config schemas, their registration with Hydra, and the bench group's checks
+(validation and resolution of a whole config: toolkit/resolve.py)."""

@@ -1,6 +1,6 @@
 """Triton AWQ kernels; imported only by toolkit.kernels.awq_gemm on first use.
 
-Both kernels read AutoAWQ's GEMM layout (see toolkit/quant/awq_format.py): a packed tile
+Both kernels read AutoAWQ's GEMM layout (see toolkit/kernels/awq_format.py): a packed tile
 [BK, BN/8] is loaded once and widened to [BK, BN] with three ``tl.interleave``s, so every
 logical column sees its own int32 word; the nibble of logical column j (within its group
 of eight) sits at bit 4 * AWQ_REVERSE_ORDER[j] = 4 * ((j >> 1) + 4 * (j & 1)).

@@ -1,6 +1,6 @@
 """AWQ 4-bit GEMM: a Triton fused dequantize-GEMM, a Triton dequantizer, and their torch twin.
 
-Layout (AutoAWQ "gemm", see toolkit/quant/awq_format.py), for K inputs, N outputs, group G:
+Layout (AutoAWQ "gemm", see toolkit/kernels/awq_format.py), for K inputs, N outputs, group G:
     x [M, K] fp16/bf16/fp32, qweight int32 [K, N/8], qzeros int32 [K/G, N/8],
     scales [K/G, N]  ->  y = x @ W  [M, N] in x's dtype (no bias: callers add it).
 Group size -1 in a checkpoint means one group: pass group_size=K.
@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from toolkit.quant.awq_format import PACK_FACTOR, dequantize_awq
+from toolkit.kernels.awq_format import PACK_FACTOR, dequantize_awq
 
 MAX_FUSED_M = 256
 """Rows at or above which awq_gemm dequantizes then calls a dense matmul."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from toolkit.quant.fp8 import BIT_CAST_FACTORS, FP8_MAX, fp8_bits_as
+from toolkit.kv.fp8 import BIT_CAST_FACTORS, FP8_MAX, fp8_bits_as
 
 FP8_KV_DTYPES = (torch.float8_e4m3fn,)
 """Storage dtypes that are quantized (and so carry scales)."""

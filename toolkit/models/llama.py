@@ -23,17 +23,12 @@ from torch import nn
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.layers.activation import silu_and_mul
-from toolkit.layers.linear import (
-    QuantLinear,
-    ShardLoadError,
-    batch_variance,
-    linear,
-    pack_weight,
-)
+from toolkit.layers.linear import batch_variance, linear, pack_weight
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
+from toolkit.quant.linear import QuantLinear, ShardLoadError
 from toolkit.quant.none import NoQuant
 
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.(.+)")

@@ -13,13 +13,10 @@ from safetensors import safe_open
 from torch import nn
 
 from toolkit.models.registry import MODEL_ARCHITECTURES
+from toolkit.quant.base import ModelLoadError
 
 if TYPE_CHECKING:
     from toolkit.config.schema import QuantConfig
-
-
-class ModelLoadError(ValueError):
-    """A model directory that cannot be loaded (format, architecture, files)."""
 
 
 @dataclass(frozen=True)

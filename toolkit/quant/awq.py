@@ -1,6 +1,6 @@
 """The ``awq`` method: AutoAWQ GEMM checkpoints (4-bit, zero point, group 32/64/128).
 
-Checkpoint tensors per projection (toolkit/quant/awq_format.py): qweight int32 [K, N/8],
+Checkpoint tensors per projection (toolkit/kernels/awq_format.py): qweight int32 [K, N/8],
 qzeros int32 [K/G, N/8], scales fp16 [K/G, N]. Where they run:
 
 - CUDA: the Triton ``awq_gemm`` (toolkit/kernels/awq_gemm.py) on the stored tensors; it
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.quant import awq_cpu
-from toolkit.quant.awq_format import PACK_FACTOR, dequantize_awq
-from toolkit.quant.base import ParamSpec, QuantMethod, check_group_size, load_error
+from toolkit.kernels.awq_format import PACK_FACTOR, dequantize_awq
+from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod, check_group_size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,7 +46,7 @@ class AWQMethod(QuantMethod):
     def param_specs(self, in_features: int, out_features: int,
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
         if in_features % self.group_size or out_features % PACK_FACTOR:
-            raise load_error(
+            raise ModelLoadError(
                 f"awq group_size={self.group_size} needs in_features divisible by it and "
                 f"out_features by {PACK_FACTOR}; this model has a {in_features} -> "
                 f"{out_features} projection")
@@ -99,14 +99,14 @@ def _check_awq_shapes(base: str, qweight: tuple[int, ...], qzeros: tuple[int, ..
                       scales: tuple[int, ...] | None, group_size: int) -> None:
     """Raise ModelLoadError unless qweight/qzeros/scales of ``base`` agree with group_size."""
     if qzeros is None or scales is None:
-        raise load_error(f"{base}qweight has no {base}qzeros/{base}scales beside it")
+        raise ModelLoadError(f"{base}qweight has no {base}qzeros/{base}scales beside it")
     in_features, out_features = qweight[0], qweight[1] * PACK_FACTOR
     if scales[1] != out_features or qzeros[1] != qweight[1]:
-        raise load_error(f"{base}scales {list(scales)} / qzeros {list(qzeros)} do not match "
+        raise ModelLoadError(f"{base}scales {list(scales)} / qzeros {list(qzeros)} do not match "
                           f"qweight {list(qweight)} ({out_features} output features)")
     if scales[0] * group_size != in_features or qzeros[0] != scales[0]:
         implied = in_features // scales[0] if scales[0] else 0
-        raise load_error(
+        raise ModelLoadError(
             f"{base}scales has {scales[0]} groups for {in_features} input features (group "
             f"size {implied}), but the quantization config says group_size={group_size}")
 
@@ -115,7 +115,7 @@ def parse_awq_config(checkpoint: dict[str, Any]) -> int:
     """The group size of an AutoAWQ GEMM quantization_config; ModelLoadError on anything
     this method cannot serve (bits, version, zero point, group size, skipped modules)."""
     if str(checkpoint.get("quant_method", "")).lower() != "awq":
-        raise load_error(
+        raise ModelLoadError(
             "quant.method='awq' but the checkpoint has no AWQ quantization_config in its "
             "config.json (quant_method: awq); quantize it first (toolkit quantize) or use "
             "quant=auto")
@@ -123,17 +123,17 @@ def parse_awq_config(checkpoint: dict[str, Any]) -> int:
     group_size = checkpoint.get("group_size", checkpoint.get("q_group_size"))
     version = str(checkpoint.get("version", "gemm")).lower()
     if bits != 4:
-        raise load_error(f"awq bits={bits} is not supported; supported: 4")
+        raise ModelLoadError(f"awq bits={bits} is not supported; supported: 4")
     if version != "gemm":
-        raise load_error(f"awq version={version!r} is not supported; supported: gemm")
+        raise ModelLoadError(f"awq version={version!r} is not supported; supported: gemm")
     if checkpoint.get("zero_point", True) is not True:
-        raise load_error("awq zero_point=false is not supported; supported: true")
+        raise ModelLoadError("awq zero_point=false is not supported; supported: true")
     if group_size not in GROUP_SIZES:
-        raise load_error(f"awq group_size={group_size} is not supported; supported: "
+        raise ModelLoadError(f"awq group_size={group_size} is not supported; supported: "
                           f"{', '.join(map(str, GROUP_SIZES))}")
     skipped = [m for m in checkpoint.get("modules_to_not_convert") or [] if m != "lm_head"]
     if skipped:
-        raise load_error(f"awq modules_to_not_convert={skipped} is not supported (every "
+        raise ModelLoadError(f"awq modules_to_not_convert={skipped} is not supported (every "
                           "decoder projection must be quantized)")
     return group_size
 

@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from toolkit.quant.awq_format import unpack_awq
+from toolkit.kernels.awq_format import unpack_awq
 
 INT4PACK_BLOCK_N = 64
 """Output columns per block of the int4pack layout (N must be a multiple)."""

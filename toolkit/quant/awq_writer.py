@@ -1,4 +1,4 @@
-"""Writing a checkpoint in AutoAWQ's GEMM layout (see toolkit/quant/awq_format.py).
+"""Writing a checkpoint in AutoAWQ's GEMM layout (see toolkit/kernels/awq_format.py).
 
 The output directory holds config.json with AutoAWQ's quantization_config, one
 model.safetensors (projections as qweight/qzeros/scales; embeddings, norms, biases and an
@@ -15,7 +15,7 @@ import shutil
 import torch
 from safetensors.torch import save_file
 
-from toolkit.quant.awq_format import (
+from toolkit.kernels.awq_format import (
     awq_quantization_config,
     quantize_groups,
     to_awq_tensors,

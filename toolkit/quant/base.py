@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from toolkit.quant.int8_lm_head import Int8LMHead
 
 
+
+class ModelLoadError(ValueError):
+    """A checkpoint that cannot be served as asked: an unsupported architecture, a
+    quantization method or setting that contradicts it, missing files (raised by the
+    loader and by the quant methods; toolkit.models.loader re-exports it)."""
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One checkpoint tensor of a linear layer with ``in_features`` K and ``out_features`` N
@@ -66,7 +72,7 @@ class QuantMethod(ABC):
         whose activations are ``dtype``. The bias is not included (it stays dense)."""
 
     def check_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        """Raise ModelLoadError (toolkit.models.loader) when the checkpoint's tensor shapes
+        """Raise ModelLoadError when the checkpoint's tensor shapes
         (name -> shape, read before any weight is) contradict this method's settings, e.g.
         AWQ scales whose row count implies another group size. Default: no check."""
 
@@ -89,15 +95,9 @@ class QuantMethod(ABC):
             p.numel() * p.element_size() for p in layer.parameters())
 
 
-def load_error(message: str) -> Exception:
-    """A ModelLoadError (imported late: the loader imports the quant registry)."""
-    from toolkit.models.loader import ModelLoadError
-
-    return ModelLoadError(message)
-
 
 def check_group_size(wanted: int | None, checkpoint_group_size: int) -> None:
     """``quant.group_size`` (None: take the checkpoint's) must equal the checkpoint's."""
     if wanted is not None and wanted != checkpoint_group_size:
-        raise load_error(f"quant.group_size={wanted} but the checkpoint's "
+        raise ModelLoadError(f"quant.group_size={wanted} but the checkpoint's "
                          f"quantization_config has group_size={checkpoint_group_size}")

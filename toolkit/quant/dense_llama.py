@@ -1,6 +1,6 @@
 """A functional Llama-family decoder layer over one layer's dense HF-named tensors.
 
-Calibration (toolkit/quant/awq_quantizer.py) runs layer by layer on whole blocks of
+Calibration (toolkit/quantize.py) runs layer by layer on whole blocks of
 tokens and swaps weights in and out between trials, so it works on plain dicts of tensors
 rather than on the serving model: ``weights["self_attn.q_proj.weight"]`` etc., with the
 optional q/k/v/o biases of Qwen2-style checkpoints. Activations are [B, L, H] (B blocks of

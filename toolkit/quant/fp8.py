@@ -32,24 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.quant.base import ParamSpec, QuantMethod
+from toolkit.kv.fp8 import BIT_CASTS, BIT_CAST_FACTORS, FP8_MAX, fp8_bits_as
+from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
     from toolkit.config.schema import QuantConfig
 
 FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
-"""Largest finite float8_e4m3fn value."""
-_BIT_CASTS = {
-    # dtype: (left shift of the fp8 byte as int16, mask keeping sign + exponent/mantissa)
-    torch.bfloat16: (4, -30736),  # mask 0x87F0: e4m3 exponent bias 7 under bf16's 127
-    torch.float16: (7, -16512),  # mask 0xBF80: e4m3 exponent bias 7 under fp16's 15
-}
-BIT_CAST_FACTORS = {torch.bfloat16: 2.0**120, torch.float16: 2.0**8}
-"""dtype -> the power of two by which ``fp8_bits_as(values, dtype)`` falls short of the
-values (the exponent bias difference)."""
-
-
 def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """weight [N, K] -> (float8_e4m3fn [N, K], float32 scales [N]); scales are rounded to
     weight's dtype so that ``dequantize_fp8`` is one rounding of an exact product."""
@@ -67,19 +56,10 @@ def dequantize_fp8(weight: torch.Tensor, scales: torch.Tensor,
     return (weight.float() * scales[:, None]).to(dtype)
 
 
-def fp8_bits_as(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """float8_e4m3fn values [...] -> ``values / BIT_CAST_FACTORS[dtype]`` in ``dtype``
-    (bfloat16 or float16), exactly, by moving each byte's sign and exponent/mantissa bits
-    into place with two integer ops (several times faster than ``Tensor.to`` on the CPU).
-    NaN bytes do not stay NaN (quantize_fp8 and quantize_kv never write them)."""
-    shift, mask = _BIT_CASTS[dtype]
-    return ((values.view(torch.int8).to(torch.int16) << shift) & mask).view(dtype)
-
-
 def bit_cast_scales(scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """[N, 1] scales in ``dtype`` for ``dequantize_fp8_fast``, or None where ``dtype`` has
     no bit-cast route (float32: plain conversion)."""
-    if dtype not in _BIT_CASTS:
+    if dtype not in BIT_CASTS:
         return None
     return (scales * BIT_CAST_FACTORS[dtype]).to(dtype)[:, None]
 
@@ -147,8 +127,6 @@ def create_fp8(cfg: QuantConfig, checkpoint: dict[str, Any], prepack_weights: bo
     """The ``fp8`` factory: quantizes a dense checkpoint; refuses a quantized one and a
     group size (scales are per output channel)."""
     del prepack_weights  # the fp8 weight is dequantized per call; nothing to pre-pack
-    from toolkit.models.loader import ModelLoadError
-
     if checkpoint:
         raise ModelLoadError(
             f"quant.method='fp8' quantizes a dense checkpoint at load time, but this one is "

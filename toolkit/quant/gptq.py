@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.quant import awq_cpu
-from toolkit.quant.awq_format import to_awq_tensors
-from toolkit.quant.base import ParamSpec, QuantMethod, check_group_size, load_error
+from toolkit.kernels.awq_format import to_awq_tensors
+from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod, check_group_size
 from toolkit.quant.gptq_format import (
     PACK_FACTOR,
     ZERO_OFFSETS,
@@ -74,7 +74,7 @@ class GPTQMethod(QuantMethod):
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
         group = self.group_rows(in_features)
         if in_features % group or in_features % PACK_FACTOR or out_features % PACK_FACTOR:
-            raise load_error(
+            raise ModelLoadError(
                 f"gptq group_size={self.group_size} needs in_features divisible by it and "
                 f"by {PACK_FACTOR}, and out_features by {PACK_FACTOR}; this model has a "
                 f"{in_features} -> {out_features} projection")
@@ -169,18 +169,18 @@ def _check_gptq_shapes(base: str, qweight: tuple[int, ...],
     and the configured group size."""
     missing = [base + t for t, shape in others.items() if shape is None]
     if missing:
-        raise load_error(f"{base}qweight has no {', '.join(missing)} beside it")
+        raise ModelLoadError(f"{base}qweight has no {', '.join(missing)} beside it")
     in_features, out_features = qweight[0] * PACK_FACTOR, qweight[1]
     qzeros, scales, g_idx = others["qzeros"], others["scales"], others["g_idx"]
     if scales[1] != out_features or qzeros[1] * PACK_FACTOR != out_features or \
             tuple(g_idx) != (in_features,):
-        raise load_error(f"{base}scales {list(scales)} / qzeros {list(qzeros)} / g_idx "
+        raise ModelLoadError(f"{base}scales {list(scales)} / qzeros {list(qzeros)} / g_idx "
                           f"{list(g_idx)} do not match GPTQ qweight {list(qweight)} "
                           f"({in_features} inputs, {out_features} outputs)")
     group = in_features if group_size == -1 else group_size
     if scales[0] * group != in_features or qzeros[0] != scales[0]:
         implied = in_features // scales[0] if scales[0] else 0
-        raise load_error(
+        raise ModelLoadError(
             f"{base}scales has {scales[0]} groups for {in_features} input features (group "
             f"size {implied}), but the quantization config says group_size={group_size}")
 
@@ -189,21 +189,21 @@ def parse_gptq_config(checkpoint: dict[str, Any]) -> tuple[int, int]:
     """(group_size, zero_offset) of a GPTQ quantization_config; ModelLoadError on anything
     this method cannot serve (bits, checkpoint_format, skipped or per-module settings)."""
     if str(checkpoint.get("quant_method", "")).lower() != "gptq":
-        raise load_error(
+        raise ModelLoadError(
             "quant.method='gptq' but the checkpoint has no GPTQ quantization_config in its "
             "config.json (quant_method: gptq); use quant=auto")
     bits, group_size = checkpoint.get("bits"), checkpoint.get("group_size", -1)
     checkpoint_format = str(checkpoint.get("checkpoint_format", "gptq")).lower()
     if bits != 4:
-        raise load_error(f"gptq bits={bits} is not supported; supported: 4")
+        raise ModelLoadError(f"gptq bits={bits} is not supported; supported: 4")
     if checkpoint_format not in ZERO_OFFSETS:
-        raise load_error(f"gptq checkpoint_format={checkpoint_format!r} is not supported; "
+        raise ModelLoadError(f"gptq checkpoint_format={checkpoint_format!r} is not supported; "
                           f"supported: {', '.join(ZERO_OFFSETS)}")
     if not isinstance(group_size, int) or (group_size < 1 and group_size != -1):
-        raise load_error(f"gptq group_size={group_size!r} must be a positive int or -1")
+        raise ModelLoadError(f"gptq group_size={group_size!r} must be a positive int or -1")
     if checkpoint.get("dynamic") or checkpoint.get("lm_head") or [
             m for m in checkpoint.get("modules_to_not_convert") or [] if m != "lm_head"]:
-        raise load_error("gptq per-module settings (dynamic, lm_head, modules_to_not_convert)"
+        raise ModelLoadError("gptq per-module settings (dynamic, lm_head, modules_to_not_convert)"
                           " are not supported: every decoder projection must be quantized "
                           "alike and the LM head must stay dense")
     return group_size, ZERO_OFFSETS[checkpoint_format]

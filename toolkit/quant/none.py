@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from toolkit.layers.linear import linear, pack_weight
-from toolkit.quant.base import ParamSpec, QuantMethod
+from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,8 +61,6 @@ def create_none(cfg: QuantConfig, checkpoint: dict[str, Any],
     """The ``none`` factory; refuses a quantized checkpoint (its weights are not dense)."""
     del cfg
     if checkpoint:
-        from toolkit.models.loader import ModelLoadError
-
         raise ModelLoadError(
             f"quant.method='none' but the checkpoint is "
             f"{checkpoint.get('quant_method', 'quantized')}-quantized "

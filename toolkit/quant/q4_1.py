@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import ParamSpec, QuantMethod, load_error
+from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
@@ -96,7 +96,7 @@ class Q4_1Method(QuantMethod):
     def param_specs(self, in_features: int, out_features: int,
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
         if in_features % self.group_size:
-            raise load_error(f"q4_1 group_size={self.group_size} does not divide this "
+            raise ModelLoadError(f"q4_1 group_size={self.group_size} does not divide this "
                              f"model's {in_features} -> {out_features} projection")
         return self.dense.param_specs(in_features, out_features, dtype)
 
@@ -132,10 +132,10 @@ def create_q4_1(cfg: QuantConfig, checkpoint: dict[str, Any],
                 prepack_weights: bool) -> Q4_1Method:
     """The ``q4_1`` factory: a dense checkpoint, ``quant.group_size`` (null: 32)."""
     if checkpoint:
-        raise load_error(f"quant.method='q4_1' quantizes a dense checkpoint, but this one is "
+        raise ModelLoadError(f"quant.method='q4_1' quantizes a dense checkpoint, but this one is "
                          f"already {checkpoint.get('quant_method', 'quantized')}-quantized")
     group_size = cfg.group_size or DEFAULT_GROUP_SIZE
     if group_size not in awq_cpu.INT4PACK_GROUP_SIZES:
-        raise load_error(f"q4_1 group_size={group_size} is not supported; supported: "
+        raise ModelLoadError(f"q4_1 group_size={group_size} is not supported; supported: "
                          f"{', '.join(map(str, awq_cpu.INT4PACK_GROUP_SIZES))}")
     return Q4_1Method(group_size, cfg.max_int4_tokens, prepack_weights)

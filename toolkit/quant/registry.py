@@ -6,7 +6,7 @@ Every factory has the same signature::
 
 ``cfg`` is the ``quant`` config group; ``checkpoint`` is config.json's
 ``quantization_config`` ({} for a dense checkpoint); ``prepack_weights`` is
-``device.prepack_weights``. A factory raises ModelLoadError (toolkit.models.loader) when
+``device.prepack_weights``. A factory raises ModelLoadError (toolkit.quant.base) when
 the checkpoint cannot be served by its scheme, naming the mismatch (``quant=awq`` on a
 checkpoint without an AWQ quantization_config, an unsupported bit width ...).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from toolkit.quant.base import ModelLoadError
 from toolkit.registry import Registry
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ def checkpoint_quant_config(hf_config: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_method_name(requested: str, checkpoint: dict[str, Any]) -> str:
     """The registry name that serves ``checkpoint`` under ``quant.method=requested``."""
-    from toolkit.models.loader import ModelLoadError
-
     detected = str(checkpoint.get("quant_method", "")).lower() or None
     if requested == AUTO:
         name = detected or "none"

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from toolkit.quant.awq_format import (
+from toolkit.kernels.awq_format import (
     awq_quantization_config,
     quantize_groups,
     to_awq_tensors,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from toolkit.protocol.outputs import ScheduledRequest
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 
 class _BatchLists:

@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 
 SCRATCH_PAGE = 0
 """The page padding rows attend to (read only: their slot is -1, so nothing is written)."""

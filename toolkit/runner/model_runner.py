@@ -11,12 +11,12 @@ from toolkit.attention.base import AttentionBackend
 from toolkit.protocol import Request, RunnerOutput, SchedulerOutput, TokenLogprobs
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.batch_builder import build_forward_batch
-from toolkit.runner.forward_batch import ForwardBatch
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.logprobs import token_logprobs
 from toolkit.runner.sampler import sample
-from toolkit.speculative.acceptance import AcceptanceMethod, RejectionSampler
-from toolkit.speculative.verify import VerifyRow, verify_drafts
+from toolkit.runner.acceptance import AcceptanceMethod, RejectionSampler
+from toolkit.runner.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers

@@ -44,3 +44,18 @@ class Proposer(ABC):
     def __len__(self) -> int:
         """Requests whose state is held (0 for stateless proposers)."""
         return 0
+
+
+@dataclass(frozen=True)
+class ProposerContext:
+    """What a proposer may need from the target's runtime."""
+
+    device: str
+    attention_backend: str
+    """Resolved attention backend name (a draft model uses the same kind)."""
+    num_blocks: int
+    """KV pages of the target; a draft model gets as many."""
+    block_size: int
+    vocab_size: int
+    """Width of the target's logits; draft distributions are laid out on it."""
+    prepack_weights: bool = True

@@ -20,8 +20,7 @@ from toolkit.config.schema import SpeculativeConfig
 from toolkit.protocol import Request, SamplingParams
 from toolkit.runner.batch_builder import build_chunk_batch
 from toolkit.runner.sampler import shaped_probs
-from toolkit.speculative.base import Proposal, Proposer
-from toolkit.speculative.registry import ProposerContext
+from toolkit.speculative.base import Proposal, Proposer, ProposerContext
 
 
 @dataclass(eq=False)

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from toolkit.config.schema import SpeculativeConfig
 from toolkit.registry import Registry
-from toolkit.speculative.base import Proposer
-
-
-@dataclass(frozen=True)
-class ProposerContext:
-    """What a proposer may need from the target's runtime."""
-
-    device: str
-    attention_backend: str
-    """Resolved attention backend name (a draft model uses the same kind)."""
-    num_blocks: int
-    """KV pages of the target; a draft model gets as many."""
-    block_size: int
-    vocab_size: int
-    """Width of the target's logits; draft distributions are laid out on it."""
-    prepack_weights: bool = True
+from toolkit.speculative.base import Proposer, ProposerContext
 
 
 PROPOSERS = Registry[Proposer]("speculative method")

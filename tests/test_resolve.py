@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
-from toolkit.config.resolve import (
+from toolkit.resolve import (
     resolve_attention,
     resolve_cpu_kernels,
     resolve_device,

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from toolkit.config.errors import ConfigError
-from toolkit.config.resolve import validate
+from toolkit.resolve import validate
 from toolkit.config.schema import ToolkitConfig
 from toolkit.config.store import RECIPE_GROUP, conf_dir, config_groups, group_options, register_configs
 

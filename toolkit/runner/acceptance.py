@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 import torch
 
 from toolkit.registry import Registry
-from toolkit.speculative.rejection import rejection_sample
-from toolkit.speculative.typical import typical_accept
+from toolkit.runner.rejection import rejection_sample
+from toolkit.runner.typical import typical_accept
 
 
 class AcceptanceMethod(ABC):

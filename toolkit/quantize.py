@@ -194,7 +194,7 @@ def settings_from_config(quant: QuantConfig) -> AwqSettings:
 def quantize_from_config(cfg: ToolkitConfig, out_dir: pathlib.Path,
                          progress: bool = True) -> QuantizeReport:
     """`toolkit quantize`: the configured model -> ``out_dir``, on the configured device."""
-    from toolkit.config.resolve import resolve_device
+    from toolkit.resolve import resolve_device
     from toolkit.models.source import resolve_model_dir
 
     settings = settings_from_config(cfg.quant)

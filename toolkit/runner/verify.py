@@ -17,8 +17,8 @@ import torch
 from toolkit.protocol import SamplingParams
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.sampler import process_logits, shaped_probs
-from toolkit.speculative.acceptance import AcceptanceMethod
-from toolkit.speculative.rejection import verify_greedy
+from toolkit.runner.acceptance import AcceptanceMethod
+from toolkit.runner.rejection import verify_greedy
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMask

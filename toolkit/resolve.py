@@ -71,7 +71,7 @@ def validate(cfg: ToolkitConfig) -> None:
         sampling_params(cfg)
     except ValueError as exc:
         raise ConfigError(f"sampling.{exc}") from None
-    from toolkit.bench.checks import validate_bench
+    from toolkit.config.bench_checks import validate_bench
 
     validate_bench(cfg.bench)
 

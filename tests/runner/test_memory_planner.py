@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit.cli.compose import compose_config
+from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
-from toolkit.config.resolve import resolve_num_blocks, validate
+from toolkit.resolve import resolve_num_blocks, validate
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.kv.memory_planner import GIB, GpuMemoryProfile, profile_step
+from toolkit.runner.memory_planner import GIB, GpuMemoryProfile, profile_step
 
 NUM_LAYERS, NUM_KV_HEADS, HEAD_DIM = 2, 2, 16
 
