@@ -65,7 +65,7 @@ async def test_every_key_is_compared_in_constant_time(keyed, monkeypatch):
         compared.append(b)
         return real(a, b)
 
-    monkeypatch.setattr("toolkit.api.security.hmac.compare_digest", spy)
+    monkeypatch.setattr("toolkit.api.http.security.hmac.compare_digest", spy)
     for token in (API_KEY, WRONG_KEY):
         compared.clear()
         await keyed.post("/tokenize", {"model": MODEL, "prompt": "x"}, headers=bearer(token))

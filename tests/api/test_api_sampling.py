@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.api.errors import APIError, loc_to_param
-from toolkit.api.protocol import ChatCompletionRequest, CompletionRequest
-from toolkit.api.sampling import (
+from toolkit.api.http.errors import APIError, loc_to_param
+from toolkit.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from toolkit.api.openai.sampling import (
     build_sampling_params,
     choice_params,
     resolve_max_tokens,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from api_client import MODEL, assert_error, open_client
 
-from toolkit.api.server_options import uvicorn_options
+from toolkit.api.http.server_options import uvicorn_options
 from toolkit.config.schema import ServerConfig
 
 CHAT = "/v1/chat/completions"

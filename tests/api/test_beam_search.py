@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_engine import TINY_EOS, TINY_VOCAB, build_tiny_runtime
 
-from toolkit.api.beam_search import BeamSearchParams, beam_score, beam_search
+from toolkit.api.openai.beam_search import BeamSearchParams, beam_score, beam_search
 
 VOCAB = TINY_VOCAB
 EOS = TINY_EOS

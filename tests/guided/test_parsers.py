@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from toolkit.api.chat_output import ChoiceStream, split_message
-from toolkit.api.tools import ToolMode
+from toolkit.api.openai.chat_output import ChoiceStream, split_message
+from toolkit.api.openai.tools import ToolMode
 from toolkit.tokenizer.reasoning import ReasoningStream, SplitReasoning, split_reasoning
 from toolkit.tokenizer.tool_parsers import get_tool_parser
 

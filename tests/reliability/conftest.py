@@ -13,7 +13,7 @@ from reliability_helpers import FAIL_AFTER, FAULTY_SEED
 
 import toolkit.runner.model_runner as model_runner
 from toolkit.api.app import build_app
-from toolkit.api.shutdown import ShutdownGate
+from toolkit.api.http.shutdown import ShutdownGate
 from toolkit.config.schema import ServerConfig
 
 

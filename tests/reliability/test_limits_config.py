@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.api.server_options import uvicorn_options
+from toolkit.api.http.server_options import uvicorn_options
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 

@@ -16,7 +16,7 @@ from reliability_helpers import server_thread
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from toolkit.api.openapi import OPERATIONS
+from toolkit.api.http.openapi import OPERATIONS
 from toolkit.config.schema import ServerConfig
 
 MAX_EXAMPLES = int(os.environ.get("TOOLKIT_FUZZ_EXAMPLES", "12"))

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit.api.metrics import render_metrics
+from toolkit.api.http.metrics import render_metrics
 from toolkit.engine.metrics import EngineMetrics
 
 

@@ -12,21 +12,21 @@ from blacksheep.server.routing import Router
 from pydantic import ValidationError
 
 import toolkit
-from toolkit.api.body_limit import body_limit_middleware
+from toolkit.api.http.body_limit import body_limit_middleware
 from toolkit.api.context import ServingContext
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.errors import APIError, retry_after, status_phrase
-from toolkit.api.metrics import MetricsServing
-from toolkit.api.openapi import OpenAPIServing
-from toolkit.api.render import error_response
-from toolkit.api.security import auth_middleware, install_cors, load_middleware
-from toolkit.api.serving_chat import ChatServing
-from toolkit.api.serving_completions import CompletionServing
-from toolkit.api.serving_embeddings import EmbeddingServing
-from toolkit.api.serving_kobold import KoboldServing
-from toolkit.api.serving_models import InfoServing
-from toolkit.api.serving_tokenize import TokenizeServing
-from toolkit.api.shutdown import ShutdownGate, drain_middleware
+from toolkit.api.http.errors import APIError, retry_after, status_phrase
+from toolkit.api.http.metrics import MetricsServing
+from toolkit.api.http.openapi import OpenAPIServing
+from toolkit.api.http.render import error_response
+from toolkit.api.http.security import auth_middleware, install_cors, load_middleware
+from toolkit.api.openai.serving_chat import ChatServing
+from toolkit.api.openai.serving_completions import CompletionServing
+from toolkit.api.openai.serving_embeddings import EmbeddingServing
+from toolkit.api.kobold.serving import KoboldServing
+from toolkit.api.openai.serving_models import InfoServing
+from toolkit.api.openai.serving_tokenize import TokenizeServing
+from toolkit.api.http.shutdown import ShutdownGate, drain_middleware
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
@@ -46,7 +46,7 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
     ``engine`` is an already started ``AsyncEngine`` (the caller owns its lifetime);
     ``server_config`` is the ``ServerConfig``: log level, keys, CORS, served names, chat
     template, response options, limits, middlewares and the Kobold API switch (TLS and root_path go to uvicorn,
-    see ``toolkit.api.server_options``); ``gate`` refuses new requests once the server
+    see ``toolkit.api.http.server_options``); ``gate`` refuses new requests once the server
     starts draining (the caller sets it on SIGTERM). A bad chat template path or middleware
     import path raises ValueError.
     """

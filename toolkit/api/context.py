@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.protocol_embeddings import POOLING_TYPES
+from toolkit.api.openai.protocol_embeddings import POOLING_TYPES
 from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 if TYPE_CHECKING:

@@ -57,7 +57,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
     """Compose the config, load the model and serve the OpenAI API."""
     cfg = compose_config(overrides or [])
     from toolkit.api.app import build_app
-    from toolkit.api.shutdown import ShutdownGate
+    from toolkit.api.http.shutdown import ShutdownGate
     from toolkit.cli.server import serve_until_signalled
     from toolkit.runtime import build_runtime
 

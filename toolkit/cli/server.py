@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from toolkit.api.server_options import uvicorn_options
-from toolkit.api.shutdown import ShutdownGate
+from toolkit.api.http.server_options import uvicorn_options
+from toolkit.api.http.shutdown import ShutdownGate
 
 if TYPE_CHECKING:
     from blacksheep import Application

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from blacksheep import Request, Response
 
-from toolkit.api.errors import APIError, retry_after
-from toolkit.api.render import error_response
+from toolkit.api.http.errors import APIError, retry_after
+from toolkit.api.http.render import error_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 Middleware = Callable[[Request, Handler], Awaitable[Response]]

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from blacksheep import Request
 
-from toolkit.api.errors import APIError
+from toolkit.api.http.errors import APIError
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toolkit.api.errors import APIError
-from toolkit.api.protocol_sampling import GuidedRequest
+from toolkit.api.http.errors import APIError
+from toolkit.api.openai.protocol_sampling import GuidedRequest
 from toolkit.protocol import GuidedSpec
 
 GUIDED_BACKENDS = ("xgrammar",)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from toolkit.api.protocol_tools import (
+from toolkit.api.openai.protocol_tools import (
     FunctionCall,
     FunctionCallDelta,
     ToolCall,
     ToolCallDelta,
 )
-from toolkit.api.responses import DeltaMessage
-from toolkit.api.tools import ToolMode, parse_calls, tool_calls
+from toolkit.api.openai.responses import DeltaMessage
+from toolkit.api.openai.tools import ToolMode, parse_calls, tool_calls
 from toolkit.tokenizer.reasoning import ReasoningStream, split_reasoning
 from toolkit.tokenizer.tool_call_stream import CallEvent, CallScanner
 from toolkit.tokenizer.tool_parsers import ToolParser

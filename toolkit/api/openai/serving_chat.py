@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from toolkit.api.chat_output import ChoiceStream, finish_reason, split_message
-from toolkit.api.generation import ChoiceResult
-from toolkit.api.guided import guided_spec, invalid
-from toolkit.api.prompts import chat_prompt_ids, message_text, truncate_prompt
-from toolkit.api.protocol import ChatCompletionRequest
-from toolkit.api.responses import (
+from toolkit.api.openai.chat_output import ChoiceStream, finish_reason, split_message
+from toolkit.api.openai.generation import ChoiceResult
+from toolkit.api.openai.guided import guided_spec, invalid
+from toolkit.api.openai.prompts import chat_prompt_ids, message_text, truncate_prompt
+from toolkit.api.openai.protocol import ChatCompletionRequest
+from toolkit.api.openai.responses import (
     AssistantMessage,
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -16,8 +16,8 @@ from toolkit.api.responses import (
     DeltaMessage,
     UsageInfo,
 )
-from toolkit.api.serving_base import OpenAIServing, Turn
-from toolkit.api.tools import tool_mode, tool_spec
+from toolkit.api.openai.serving_base import OpenAIServing, Turn
+from toolkit.api.openai.tools import tool_mode, tool_spec
 from toolkit.protocol import GuidedSpec, RequestOutput
 
 ChatTurn = Turn[ChatCompletionRequest]

@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, NonNegativeInt
 
-from toolkit.api.protocol_sampling import SamplingRequest
-from toolkit.api.protocol_tools import ToolChoice, ToolDefinition
+from toolkit.api.openai.protocol_sampling import SamplingRequest
+from toolkit.api.openai.protocol_tools import ToolChoice, ToolDefinition
 
 
 class ContentPart(BaseModel):

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
-from toolkit.api.logprobs import ChatLogprobs, CompletionLogprobs
-from toolkit.api.protocol_tools import ToolCall, ToolCallDelta
+from toolkit.api.openai.logprobs import ChatLogprobs, CompletionLogprobs
+from toolkit.api.openai.protocol_tools import ToolCall, ToolCallDelta
 
 
 def new_id(prefix: str) -> str:

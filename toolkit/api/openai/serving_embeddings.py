@@ -12,22 +12,22 @@ import struct
 
 from blacksheep import Request, Response
 
-from toolkit.api.body import parse_body
+from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
-from toolkit.api.deadline import Deadline
-from toolkit.api.disconnect import unless_disconnected
-from toolkit.api.errors import APIError, engine_failure
-from toolkit.api.prompts import encode_prompts, truncate_prompt
-from toolkit.api.protocol_embeddings import (
+from toolkit.api.http.deadline import Deadline
+from toolkit.api.http.disconnect import unless_disconnected
+from toolkit.api.http.errors import APIError, engine_failure
+from toolkit.api.openai.prompts import encode_prompts, truncate_prompt
+from toolkit.api.openai.protocol_embeddings import (
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
 )
-from toolkit.api.render import json_response
-from toolkit.api.responses import new_id, now
-from toolkit.api.serving_base import check_healthy, check_model
-from toolkit.api.validation import invalid
+from toolkit.api.http.render import json_response
+from toolkit.api.openai.responses import new_id, now
+from toolkit.api.openai.serving_base import check_healthy, check_model
+from toolkit.api.openai.validation import invalid
 
 
 class EmbeddingServing:

@@ -15,13 +15,13 @@ from typing import Any, Generic, TypeVar
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
-from toolkit.api.beam_serving import beam_choices
-from toolkit.api.body import parse_body
+from toolkit.api.openai.beam_serving import beam_choices
+from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
-from toolkit.api.deadline import Deadline
-from toolkit.api.disconnect import unless_disconnected
-from toolkit.api.errors import APIError
-from toolkit.api.generation import (
+from toolkit.api.http.deadline import Deadline
+from toolkit.api.http.disconnect import unless_disconnected
+from toolkit.api.http.errors import APIError
+from toolkit.api.openai.generation import (
     ChoiceResult,
     Job,
     best_choices,
@@ -29,19 +29,19 @@ from toolkit.api.generation import (
     merge_outputs,
     prefetched,
 )
-from toolkit.api.guided import guided_spec
-from toolkit.api.logprobs import LogprobRenderer
-from toolkit.api.protocol_sampling import SamplingRequest
-from toolkit.api.render import json_response, sse_response
-from toolkit.api.request_log import log_request
-from toolkit.api.responses import UsageInfo, new_id, now
-from toolkit.api.sampling import (
+from toolkit.api.openai.guided import guided_spec
+from toolkit.api.openai.logprobs import LogprobRenderer
+from toolkit.api.openai.protocol_sampling import SamplingRequest
+from toolkit.api.http.render import json_response, sse_response
+from toolkit.api.http.request_log import log_request
+from toolkit.api.openai.responses import UsageInfo, new_id, now
+from toolkit.api.openai.sampling import (
     bad_words_token_ids,
     build_sampling_params,
     choice_params,
     resolve_max_tokens,
 )
-from toolkit.api.validation import check_request
+from toolkit.api.openai.validation import check_request
 from toolkit.protocol import GuidedSpec, RequestOutput
 
 RequestT = TypeVar("RequestT", bound=SamplingRequest)

@@ -6,9 +6,9 @@ from blacksheep import Request, Response
 
 import toolkit
 from toolkit.api.context import ServingContext
-from toolkit.api.errors import APIError
-from toolkit.api.render import json_response
-from toolkit.api.responses import ModelCard, ModelList, now
+from toolkit.api.http.errors import APIError
+from toolkit.api.http.render import json_response
+from toolkit.api.openai.responses import ModelCard, ModelList, now
 
 
 class InfoServing:

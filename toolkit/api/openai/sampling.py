@@ -6,8 +6,8 @@ import dataclasses
 import re
 
 from toolkit.api.engine_client import TokenizerClient
-from toolkit.api.errors import APIError
-from toolkit.api.protocol_sampling import SamplingRequest
+from toolkit.api.http.errors import APIError
+from toolkit.api.openai.protocol_sampling import SamplingRequest
 from toolkit.protocol import GuidedSpec, SamplingParams
 from toolkit.protocol.sampling_params import MIN_TEMPERATURE
 

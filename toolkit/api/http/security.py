@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from blacksheep import Application, Request, Response
 
-from toolkit.api.errors import APIError
-from toolkit.api.render import error_response
+from toolkit.api.http.errors import APIError
+from toolkit.api.http.render import error_response
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from blacksheep import Content, Request, Response
 
-from toolkit.api.errors import APIError
-from toolkit.api.render import error_response
+from toolkit.api.http.errors import APIError
+from toolkit.api.http.render import error_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 Middleware = Callable[[Request, Handler], Awaitable[Response]]

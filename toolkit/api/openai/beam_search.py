@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.generation import ChoiceResult, Job, collect
+from toolkit.api.openai.generation import ChoiceResult, Job, collect
 from toolkit.protocol import SamplingParams
 
 EARLY_STOPPING = (True, False, "never")

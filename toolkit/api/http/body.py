@@ -7,7 +7,7 @@ from typing import TypeVar
 from blacksheep import Request
 from pydantic import BaseModel, ValidationError
 
-from toolkit.api.errors import APIError, from_validation_error
+from toolkit.api.http.errors import APIError, from_validation_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from toolkit.api.errors import APIError
+from toolkit.api.http.errors import APIError
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from toolkit.api.engine_client import TokenizerClient
-from toolkit.api.errors import APIError, unsupported
-from toolkit.api.protocol import ChatMessage, ChatOptions, CompletionRequest
+from toolkit.api.http.errors import APIError, unsupported
+from toolkit.api.openai.protocol import ChatMessage, ChatOptions, CompletionRequest
 from toolkit.tokenizer.chat_template import ChatRender, shipped_template, supports_tools
 
 _TEMPLATE_ROLES = {"developer": "system"}

@@ -7,7 +7,7 @@ from http import HTTPStatus
 
 from pydantic import ValidationError
 
-from toolkit.api.responses import ErrorInfo, ErrorResponse
+from toolkit.api.openai.responses import ErrorInfo, ErrorResponse
 from toolkit.protocol.errors import EngineOverloadedError
 
 ERROR_TYPES: dict[int, str] = {

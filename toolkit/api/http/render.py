@@ -10,8 +10,8 @@ from blacksheep import Content, Request, Response
 from blacksheep.server.sse import ServerSentEventsResponse, TextServerSentEvent
 from pydantic import BaseModel
 
-from toolkit.api.disconnect import client_gone
-from toolkit.api.errors import APIError
+from toolkit.api.http.disconnect import client_gone
+from toolkit.api.http.errors import APIError
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from toolkit.api.context import ServingContext
-from toolkit.api.errors import APIError, unsupported
-from toolkit.api.protocol import ChatCompletionRequest
-from toolkit.api.protocol_sampling import SamplingRequest
+from toolkit.api.http.errors import APIError, unsupported
+from toolkit.api.openai.protocol import ChatCompletionRequest
+from toolkit.api.openai.protocol_sampling import SamplingRequest
 
 CHAT_TOP_LOGPROBS_MAX = 20
 """OpenAI's documented upper bound of top_logprobs."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.api.protocol_sampling import SEED_MAX, SEED_MIN
+from toolkit.api.openai.protocol_sampling import SEED_MAX, SEED_MIN
 
 SAMPLING_EPS = 1e-5
 """Below this temperature a request is greedy (Aphrodite's _SAMPLING_EPS)."""

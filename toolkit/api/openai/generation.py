@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from toolkit.api.engine_client import EngineClient
-from toolkit.api.errors import APIError, engine_failure
+from toolkit.api.http.errors import APIError, engine_failure
 from toolkit.protocol import RequestOutput, SamplingParams, TokenLogprobs
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from toolkit.api.guided import invalid, json_spec
-from toolkit.api.protocol import ChatCompletionRequest
-from toolkit.api.protocol_tools import FunctionCall, NamedToolChoice, ToolCall
+from toolkit.api.openai.guided import invalid, json_spec
+from toolkit.api.openai.protocol import ChatCompletionRequest
+from toolkit.api.openai.protocol_tools import FunctionCall, NamedToolChoice, ToolCall
 from toolkit.protocol import GuidedSpec
 from toolkit.tokenizer.tool_parsers import ParsedCall, ParsedOutput, ToolParser
 

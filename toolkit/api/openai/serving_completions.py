@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolkit.api.generation import ChoiceResult
-from toolkit.api.logprobs import CompletionLogprobs
-from toolkit.api.prompts import completion_prompt_ids, truncate_prompt
-from toolkit.api.protocol import CompletionRequest
-from toolkit.api.responses import CompletionChoice, CompletionResponse, UsageInfo
-from toolkit.api.serving_base import OpenAIServing, Turn
+from toolkit.api.openai.generation import ChoiceResult
+from toolkit.api.openai.logprobs import CompletionLogprobs
+from toolkit.api.openai.prompts import completion_prompt_ids, truncate_prompt
+from toolkit.api.openai.protocol import CompletionRequest
+from toolkit.api.openai.responses import CompletionChoice, CompletionResponse, UsageInfo
+from toolkit.api.openai.serving_base import OpenAIServing, Turn
 from toolkit.protocol import RequestOutput, TokenLogprobs
 
 CompletionTurn = Turn[CompletionRequest]

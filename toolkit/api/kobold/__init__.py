@@ -1,0 +1,1 @@
+"""The KoboldAI API under /api/ (server.kobold_api), as Aphrodite serves it."""
