@@ -4,8 +4,11 @@ healthy, the steady request's text never changes, and no per-request state is le
 
 from __future__ import annotations
 
+import collections
 import json
 import math
+import os
+import pathlib
 import threading
 import time
 
@@ -64,6 +67,35 @@ BODIES = st.fixed_dictionaries({}, optional=FIELDS).flatmap(
     lambda fields: st.builds(lambda content: chat(content, **fields), TEXT))
 """A chat body with any subset of the edge fields (max_tokens is always small)."""
 STEADY = chat("Count from one to twenty.", max_tokens=12)
+NUM_EXAMPLES = int(os.environ.get("TOOLKIT_FUZZ_EXAMPLES", "300"))
+"""Hypothesis examples; a long run: TOOLKIT_FUZZ_EXAMPLES=10000."""
+REPORT = os.environ.get("TOOLKIT_FUZZ_REPORT")
+"""Where to write the running counts (JSON) of a long run; unset: nowhere."""
+
+
+class Counts:
+    """Replies by status, and 400s by the field they name; written to REPORT as they grow."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.params: collections.Counter[str] = collections.Counter()
+        self.steady_replies = 0
+        """Replies the steady request got meanwhile (all the same text, checked after)."""
+
+    def add(self, status: int, body: dict) -> None:
+        self.requests += 1
+        self.statuses[status] += 1
+        if status >= 400:
+            self.params[str(body.get("error", {}).get("param"))] += 1
+        if REPORT and self.requests % 250 == 0:
+            self.write()
+
+    def write(self) -> None:
+        pathlib.Path(REPORT).write_text(json.dumps({
+            "requests": self.requests, "steady_replies": self.steady_replies,
+            "statuses": dict(self.statuses),
+            "4xx_by_param": dict(self.params.most_common())}, indent=1))
 
 
 class SteadyRequests:
@@ -104,19 +136,26 @@ def test_edge_inputs_never_break_the_server_or_other_requests(engine, live_url):
         expected = client.post(live_url + CHAT, json=STEADY).json()
         expected = (200, expected["choices"][0]["message"]["content"])
 
-        @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+        counts = Counts()
+
+        @settings(max_examples=NUM_EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(body=BODIES)
         def send(body: dict) -> None:
             reply = client.post(live_url + CHAT, content=json.dumps(body),  # NaN, Infinity too
                                 headers={"content-type": "application/json"})
             assert reply.status_code < 500, (body, reply.text)
+            error = reply.json() if reply.status_code >= 400 else {}
             if reply.status_code >= 400:
-                assert set(reply.json()) == {"error"}, reply.text
+                assert set(error) == {"error"}, reply.text
             assert "engine_error" not in reply.text, (body, reply.text)
+            counts.add(reply.status_code, error)
 
         with SteadyRequests(live_url) as steady:
             send()
+        if REPORT:
+            counts.steady_replies = len(steady.replies)
+            counts.write()
         assert steady.replies and all(r == expected for r in steady.replies), steady.replies
         assert client.get(live_url + "/health").status_code == 200
     assert engine.healthy
