@@ -22,9 +22,16 @@ class _Attention:
         return self.can
 
 
-def _model(quant: str, invariant: bool, variance: str | None = None):
-    return SimpleNamespace(quant_method=SimpleNamespace(name=quant, batch_invariant=invariant),
-                           batch_variance=lambda: variance)
+def _model(quant: str, invariant: bool, variance: str | None = None,
+           fixed_shape_holds: bool = False):
+    """A model whose matmuls vary as ``variance`` says with the 2-row route (and with the
+    fixed-shape route too unless ``fixed_shape_holds``)."""
+    method = SimpleNamespace(name=quant, batch_invariant=invariant, invariant_min_rows=2)
+
+    def batch_variance():
+        return None if fixed_shape_holds and method.invariant_min_rows == 128 else variance
+
+    return SimpleNamespace(quant_method=method, batch_variance=batch_variance)
 
 
 def _resolve(overrides, device="cpu", quant=("none", True), attention=True, variance=None):
@@ -69,7 +76,17 @@ def test_off_where_this_cpus_matmul_is_not_batch_invariant(caplog):
     assert "changes a row's bits with the batch ([576, 1536] at 1 rows)" in caplog.text
 
 
+def test_matmuls_fall_back_to_fixed_shape_calls_where_that_holds(caplog):
+    cfg = compose_config([])
+    model = _model("none", True, "[576, 1536] at 1 rows", fixed_shape_holds=True)
+    with caplog.at_level(logging.WARNING):
+        assert _make_deterministic(cfg, "cpu", model, _Attention(True), "torch_ref")
+    assert model.quant_method.invariant_min_rows == 128
+    assert "calls of 128 rows" in caplog.text
+
+
 def test_the_real_models_matmuls_pass_the_start_up_check(runtime):
     """On this CPU the check finds nothing (else the server says it is not deterministic)."""
     assert runtime.core.runner.model.batch_variance() is None
     assert runtime.resolved.deterministic
+    assert runtime.core.runner.model.quant_method.invariant_min_rows == 2  # the fast route

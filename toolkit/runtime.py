@@ -8,6 +8,13 @@ from pathlib import Path
 
 import torch
 
+from toolkit.config.schema import ToolkitConfig
+from toolkit.engine.async_engine import AsyncEngine
+from toolkit.engine.core import EngineCore
+from toolkit.engine.output_processor import OutputProcessor
+from toolkit.runner import memory_planner
+from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.cache_pool import KVCachePool
 from toolkit.resolve import (
     ResolvedConfig,
     resolve_attention,
@@ -17,13 +24,6 @@ from toolkit.resolve import (
     resolve_max_model_len,
     resolve_num_blocks,
 )
-from toolkit.config.schema import ToolkitConfig
-from toolkit.engine.async_engine import AsyncEngine
-from toolkit.engine.core import EngineCore
-from toolkit.engine.output_processor import OutputProcessor
-from toolkit.runner import memory_planner
-from toolkit.kv.block_manager import BlockManager
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.runner.model_runner import ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
 from toolkit.tokenizer.tokenizer import Tokenizer
@@ -127,7 +127,7 @@ def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module,
     elif not model.quant_method.batch_invariant:
         blockers.append(f"quant={model.quant_method.name} has no batch-invariant matmul "
                         "(quant=none has)")
-    elif (variance := model.batch_variance()) is not None:
+    elif (variance := _settle_invariant_matmuls(model)) is not None:
         blockers.append(f"oneDNN's matmul on this CPU changes a row's bits with the batch "
                         f"({variance})")
     if not blockers and not attention.enable_batch_invariance():
@@ -137,6 +137,22 @@ def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module,
     if blockers:
         logger.warning("not deterministic: %s", "; ".join(blockers))
     return not blockers
+
+
+def _settle_invariant_matmuls(model: torch.nn.Module) -> str | None:
+    """Give the model's batch-invariant matmuls the first shortest call (INVARIANT_MIN_ROWS)
+    whose rows keep their bits on this CPU; None, or where the last one failed."""
+    from toolkit.layers.linear import INVARIANT_MIN_ROWS
+
+    for min_rows in INVARIANT_MIN_ROWS:
+        model.quant_method.invariant_min_rows = min_rows
+        variance = model.batch_variance()
+        if variance is None:
+            if min_rows != INVARIANT_MIN_ROWS[0]:
+                logger.warning("batch-invariant matmuls in calls of %d rows: this CPU's "
+                               "oneDNN gave a row other bits with shorter calls", min_rows)
+            return None
+    return variance
 
 
 def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,

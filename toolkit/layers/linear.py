@@ -20,7 +20,9 @@ bfloat16 and float32, on 1 thread or 2; its one-row kernel does not (it reduces 
 another order: on an AMD EPYC without AMX, one row of a 1536-wide down projection differed
 in some outputs), nor does MKL's float32 sgemm (every row differed between 1 and 64 rows).
 So the invariant route packs float32 too, pads a one-row input to two rows and cuts inputs
-into calls of at most MAX_INVARIANT_ROWS rows.
+into calls of at most MAX_INVARIANT_ROWS rows. Where a CPU's oneDNN breaks that (checked at
+start-up by ``batch_variance``), every call is padded to exactly MAX_INVARIANT_ROWS rows: a
+fixed shape, slower but invariant by construction.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ INVARIANT_DTYPES = (torch.bfloat16, torch.float32)
 MAX_INVARIANT_ROWS = 128
 """The batch-invariant route cuts its input into oneDNN calls of at most this many rows."""
 
+INVARIANT_MIN_ROWS = (2, MAX_INVARIANT_ROWS)
+"""The shortest call of the batch-invariant route, in the order build_runtime tries them on
+its CPU: 2 rows (fast), else MAX_INVARIANT_ROWS (every call the same shape)."""
+
 
 def can_pack(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = PACKABLE_DTYPES) -> bool:
     """True where a oneDNN-packed copy of ``weight`` [N, K] in one of ``dtypes`` can be made."""
@@ -60,39 +66,45 @@ def pack_weight(weight: torch.Tensor, batch_size_hint: int = 16,
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None, batch_invariant: bool = False) -> torch.Tensor:
+           packed: torch.Tensor | None = None, batch_invariant: bool = False,
+           min_rows: int = INVARIANT_MIN_ROWS[0]) -> torch.Tensor:
     """x: [T, K], weight: [N, K] -> [T, N]; uses ``packed`` (from pack_weight) when given
     and T <= PACKED_MAX_TOKENS, F.linear otherwise (identical results either way).
-    ``batch_invariant`` (with ``packed``): each row's bits independent of T, see above."""
+    ``batch_invariant`` (with ``packed``): each row's bits independent of T, through calls
+    of ``min_rows`` .. MAX_INVARIANT_ROWS rows, see above."""
     if packed is not None and batch_invariant:
-        return invariant_linear(x, packed, bias)
+        return invariant_linear(x, packed, bias, min_rows)
     if packed is not None and x.shape[0] <= PACKED_MAX_TOKENS:
         return _packed_linear(x, packed, bias)
     return F.linear(x, weight, bias)
 
 
-def invariant_linear(x: torch.Tensor, packed: torch.Tensor,
-                     bias: torch.Tensor | None) -> torch.Tensor:
-    """x: [T, K] -> [T, N] through oneDNN calls of 2 .. MAX_INVARIANT_ROWS rows each."""
+def invariant_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None,
+                     min_rows: int = INVARIANT_MIN_ROWS[0]) -> torch.Tensor:
+    """x: [T, K] -> [T, N] through oneDNN calls of ``min_rows`` .. MAX_INVARIANT_ROWS rows
+    each (a shorter input is padded with copies of its last row)."""
     num_rows = x.shape[0]
-    if num_rows == 1:
-        return _packed_linear(x.expand(2, -1).contiguous(), packed, bias)[:1]
+    if 0 < num_rows < min_rows:
+        padded = torch.cat([x, x[-1:].expand(min_rows - num_rows, -1)])
+        return _packed_linear(padded, packed, bias)[:num_rows]
     if num_rows <= MAX_INVARIANT_ROWS:
         return _packed_linear(x, packed, bias)
-    return torch.cat([invariant_linear(part, packed, bias)
+    return torch.cat([invariant_linear(part, packed, bias, min_rows)
                       for part in x.split(MAX_INVARIANT_ROWS)])
 
 
-def batch_variance(weight: torch.Tensor, packed: torch.Tensor) -> str | None:
+def batch_variance(weight: torch.Tensor, packed: torch.Tensor,
+                   min_rows: int = INVARIANT_MIN_ROWS[0]) -> str | None:
     """Where ``invariant_linear`` gives rows other bits than among MAX_INVARIANT_ROWS + 3
     rows on this CPU ("[N, K] at 16 rows"), or None. oneDNN picks its kernels per CPU, so
     build_runtime checks each weight shape at start-up instead of trusting one CPU's test."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(MAX_INVARIANT_ROWS + 3, weight.shape[1], generator=generator)
     x = x.to(weight.dtype)
-    whole = invariant_linear(x, packed, None)
+    whole = invariant_linear(x, packed, None, min_rows)
     for num_rows in (1, 2, 3, 16, 64):
-        if not torch.equal(invariant_linear(x[:num_rows], packed, None), whole[:num_rows]):
+        rows = invariant_linear(x[:num_rows], packed, None, min_rows)
+        if not torch.equal(rows, whole[:num_rows]):
             return f"{list(weight.shape)} at {num_rows} rows"
     return None
 

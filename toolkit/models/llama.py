@@ -171,7 +171,8 @@ class LlamaForCausalLM(nn.Module):
                 weights[tuple(proj.weight.shape)] = (proj.weight, getattr(proj, "packed_weight",
                                                                            None))
         for weight, packed in weights.values():
-            variance = "no packed weight" if packed is None else batch_variance(weight, packed)
+            variance = "no packed weight" if packed is None else batch_variance(
+                weight, packed, self.quant_method.invariant_min_rows)
             if variance is not None:
                 return variance
         return None
@@ -198,8 +199,9 @@ class LlamaForCausalLM(nn.Module):
             logits = self.quantized_lm_head.logits(hidden)
             if logits is not None:
                 return logits.float()
-        return linear(hidden, self.lm_head, None, self.packed_lm_head,
-                      self.quant_method.batch_invariant).float()
+        method = self.quant_method
+        return linear(hidden, self.lm_head, None, self.packed_lm_head, method.batch_invariant,
+                      method.invariant_min_rows).float()
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -59,6 +59,9 @@ class QuantMethod(ABC):
     batch_invariant: bool = False
     """``apply`` gives each output row the same bits whatever other rows share the call
     (set by ``enable_batch_invariance``, before the weights load)."""
+    invariant_min_rows: int = 2
+    """The batch-invariant route's shortest matmul call (toolkit.layers.linear's
+    INVARIANT_MIN_ROWS; build_runtime picks the first that holds on its CPU)."""
 
     def enable_batch_invariance(self) -> bool:
         """Make ``apply`` batch-invariant (``device.deterministic``); call before the

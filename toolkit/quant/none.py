@@ -47,7 +47,8 @@ class NoQuant(QuantMethod):
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
-        return linear(x, layer.dense_weight, bias, layer.packed_weight, self.batch_invariant)
+        return linear(x, layer.dense_weight, bias, layer.packed_weight, self.batch_invariant,
+                      self.invariant_min_rows)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The weight (and bias); the packed copy, when there is one, is the same size."""
