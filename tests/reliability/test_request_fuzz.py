@@ -29,6 +29,9 @@ EDGE_FLOATS = st.one_of(
                      math.inf, -math.inf, math.nan]),
     st.floats(allow_nan=True, allow_infinity=True))
 TEXT = st.text(max_size=12)
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}
 FIELDS = {
     "max_tokens": st.sampled_from([-1, 0, 1, 2, 3]),
     "min_tokens": st.sampled_from([-1, 0, 1, 2, 5]),
@@ -62,10 +65,50 @@ FIELDS = {
     "include_stop_str_in_output": st.booleans(),
     "ignore_eos": st.booleans(),
     "stream": st.booleans(),
+    "best_of": st.sampled_from([-1, 0, 1, 2, 3, 17]),
+    "prompt_logprobs": st.sampled_from([-1, 0, 1, 21]),
+    "tools": st.sampled_from([[], [WEATHER_TOOL], [{"type": "function"}],
+                              [{"type": "function", "function": {"name": "x",
+                                                                 "parameters": {"type": 3}}}]]),
+    "tool_choice": st.sampled_from(["auto", "none", "required", "bogus",
+                                    {"type": "function", "function": {"name": "get_weather"}},
+                                    {"type": "function", "function": {"name": "missing"}}]),
+    "response_format": st.sampled_from([
+        {"type": "text"}, {"type": "json_object"}, {"type": "bogus"},
+        {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}},
+        {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": 7}}}]),
 }
 BODIES = st.fixed_dictionaries({}, optional=FIELDS).flatmap(
     lambda fields: st.builds(lambda content: chat(content, **fields), TEXT))
 """A chat body with any subset of the edge fields (max_tokens is always small)."""
+KOBOLD_FIELDS = {
+    "n": st.sampled_from([-1, 0, 1, 2, 17]),
+    "rep_pen": EDGE_FLOATS, "temperature": EDGE_FLOATS, "top_k": EDGE_INTS,
+    "top_a": EDGE_FLOATS, "top_p": EDGE_FLOATS, "min_p": EDGE_FLOATS, "tfs": EDGE_FLOATS,
+    "eps_cutoff": EDGE_FLOATS, "eta_cutoff": EDGE_FLOATS, "typical": EDGE_FLOATS,
+    "smoothing_factor": EDGE_FLOATS, "smoothing_curve": EDGE_FLOATS,
+    "stop_sequence": st.lists(TEXT, max_size=3), "sampler_seed": EDGE_INTS,
+    "use_default_badwordsids": st.booleans(),
+}
+TOKEN_IDS = st.lists(EDGE_INTS, max_size=4)
+OTHER_ROUTES = st.one_of(
+    st.tuples(st.just("/api/v1/generate"), st.fixed_dictionaries(
+        {"prompt": TEXT, "max_length": st.sampled_from([-1, 0, 1, 4]),
+         "max_context_length": st.sampled_from([-1, 0, 1, 64, INT64])},
+        optional=KOBOLD_FIELDS)),
+    st.tuples(st.just("/v1/embeddings"), st.fixed_dictionaries(
+        {"input": st.one_of(TEXT, st.lists(TEXT, max_size=3), TOKEN_IDS,
+                            st.lists(TOKEN_IDS, max_size=3))},
+        optional={"encoding_format": st.sampled_from(["float", "base64", "bogus"]),
+                  "dimensions": EDGE_INTS, "truncate_prompt_tokens": EDGE_INTS})),
+    st.tuples(st.just("/tokenize"), st.one_of(
+        st.fixed_dictionaries({"prompt": TEXT}, optional={"add_special_tokens": st.booleans()}),
+        st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "system", "bogus"]), "content": TEXT}),
+            max_size=3)}))),
+    st.tuples(st.just("/detokenize"), st.fixed_dictionaries({"tokens": TOKEN_IDS})),
+)
+"""(path, body) for the Kobold, embeddings and tokenizer routes, fields at their edges."""
 STEADY = chat("Count from one to twenty.", max_tokens=12)
 NUM_EXAMPLES = int(os.environ.get("TOOLKIT_FUZZ_EXAMPLES", "300"))
 """Hypothesis examples; a long run: TOOLKIT_FUZZ_EXAMPLES=10000."""
@@ -74,20 +117,21 @@ REPORT = os.environ.get("TOOLKIT_FUZZ_REPORT")
 
 
 class Counts:
-    """Replies by status, and 400s by the field they name; written to REPORT as they grow."""
+    """Replies by route and status, and 4xx by route and the field they name; written to
+    REPORT as they grow."""
 
     def __init__(self) -> None:
         self.requests = 0
-        self.statuses: collections.Counter[int] = collections.Counter()
+        self.statuses: collections.Counter[str] = collections.Counter()
         self.params: collections.Counter[str] = collections.Counter()
         self.steady_replies = 0
         """Replies the steady request got meanwhile (all the same text, checked after)."""
 
-    def add(self, status: int, body: dict) -> None:
+    def add(self, path: str, status: int, body: dict) -> None:
         self.requests += 1
-        self.statuses[status] += 1
+        self.statuses[f"{path} {status}"] += 1
         if status >= 400:
-            self.params[str(body.get("error", {}).get("param"))] += 1
+            self.params[f"{path} {body.get('error', {}).get('param')}"] += 1
         if REPORT and self.requests % 250 == 0:
             self.write()
 
@@ -126,7 +170,7 @@ class SteadyRequests:
 
 @pytest.fixture(scope="module")
 def live_url(engine):
-    with server_thread(engine, ServerConfig(request_timeout=60.0,
+    with server_thread(engine, ServerConfig(request_timeout=60.0, kobold_api=True,
                                             disable_log_requests=True)) as url:
         yield url
 
@@ -140,16 +184,17 @@ def test_edge_inputs_never_break_the_server_or_other_requests(engine, live_url):
 
         @settings(max_examples=NUM_EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
-        @given(body=BODIES)
-        def send(body: dict) -> None:
-            reply = client.post(live_url + CHAT, content=json.dumps(body),  # NaN, Infinity too
+        @given(request=st.one_of(BODIES.map(lambda body: (CHAT, body)), OTHER_ROUTES))
+        def send(request: tuple[str, dict]) -> None:
+            path, body = request
+            reply = client.post(live_url + path, content=json.dumps(body),  # NaN, Infinity too
                                 headers={"content-type": "application/json"})
             assert reply.status_code < 500, (body, reply.text)
             error = reply.json() if reply.status_code >= 400 else {}
             if reply.status_code >= 400:
                 assert set(error) == {"error"}, reply.text
             assert "engine_error" not in reply.text, (body, reply.text)
-            counts.add(reply.status_code, error)
+            counts.add(path, reply.status_code, error)
 
         with SteadyRequests(live_url) as steady:
             send()
