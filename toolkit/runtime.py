@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from toolkit.config.schema import ToolkitConfig
+from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
@@ -52,7 +52,6 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     libgomp throttle its spin-waits, and the loop thread's oneDNN matmuls ran ~1.7x slower
     (decode step 84 vs 50 ms for SmolLM2 on 2 cores).
     """
-    from toolkit.attention.registry import ATTENTION_BACKENDS
     from toolkit.models.loader import load_model, read_model_info
     from toolkit.models.source import resolve_model_dir
 
@@ -81,10 +80,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
                                        max_model_len, memory_at_start)
     gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
     num_blocks = resolve_num_blocks(cfg, bytes_per_block, max_model_len, gpu_kv_bytes)
-    kv_pool = KVCachePool(info.num_layers, num_blocks, cfg.cache.block_size,
-                          info.num_kv_heads, info.head_dim, kv_dtype, device)
-    attention = ATTENTION_BACKENDS.get(attention_backend)(
-        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+    attention = attention_over_pool(info, num_blocks, cfg.cache.block_size, kv_dtype, device,
+                                    attention_backend)
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
@@ -192,9 +189,43 @@ def _proposer(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
     from toolkit.speculative.base import ProposerContext
     from toolkit.speculative.registry import build_proposer
 
-    context = ProposerContext(resolved.device, resolved.attention_backend, resolved.num_blocks,
-                              resolved.block_size, vocab_size, cfg.device.prepack_weights)
+    draft_model = draft_attention = None
+    if cfg.speculative.method == "draft":
+        draft_model, draft_attention = load_draft(
+            cfg.speculative, resolved.device, resolved.attention_backend, resolved.num_blocks,
+            resolved.block_size, cfg.device.prepack_weights)
+    context = ProposerContext(resolved.device, resolved.num_blocks, resolved.block_size,
+                              vocab_size, draft_model, draft_attention)
     return build_proposer(cfg.speculative, context)
+
+
+def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num_blocks: int,
+               block_size: int, prepack_weights: bool = True):
+    """speculative.draft_model through the model loader (its own dtype and quant), with an
+    attention backend over a KV pool of ``num_blocks`` pages -> (model, attention)."""
+    from toolkit.models.loader import load_model, read_model_info
+    from toolkit.models.source import resolve_model_dir
+
+    draft = spec.draft_model
+    model_dir = resolve_model_dir(draft.source, draft.path)
+    info = read_model_info(model_dir)
+    dtype = getattr(torch, draft.dtype)
+    model = load_model(model_dir, dtype, device, prepack_weights=prepack_weights,
+                       allow_pickle=draft.allow_pickle, quant=spec.draft_quant)
+    return model, attention_over_pool(info, num_blocks, block_size, dtype, device,
+                                      attention_backend)
+
+
+def attention_over_pool(info, num_blocks: int, block_size: int, kv_dtype: torch.dtype,
+                        device: str, attention_backend: str):
+    """A KV pool of ``num_blocks`` pages for the model ``info`` (ModelInfo) describes, and
+    the named attention backend over it."""
+    from toolkit.attention.registry import ATTENTION_BACKENDS
+
+    kv_pool = KVCachePool(info.num_layers, num_blocks, block_size, info.num_kv_heads,
+                          info.head_dim, kv_dtype, device)
+    return ATTENTION_BACKENDS.get(attention_backend)(
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
 
 
 def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,

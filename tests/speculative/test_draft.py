@@ -9,8 +9,9 @@ from tiny_models import write_tiny_llama
 
 from toolkit.config.schema import ModelConfig, SpeculativeConfig
 from toolkit.protocol import Request, SamplingParams
-from toolkit.speculative.draft import load_draft_proposer
+from toolkit.runtime import load_draft
 from toolkit.speculative.base import ProposerContext
+from toolkit.speculative.registry import build_proposer
 
 VOCAB = 256
 NUM_PAGES = 16
@@ -24,8 +25,9 @@ def draft_dir(tmp_path_factory):
 def proposer(draft_dir, dtype="float32"):
     config = SpeculativeConfig(method="draft",
                                draft_model=ModelConfig(path=str(draft_dir), dtype=dtype))
-    context = ProposerContext("cpu", "torch_ref", NUM_PAGES, 4, VOCAB + 8)
-    return load_draft_proposer(config, context)
+    model, attention = load_draft(config, "cpu", "torch_ref", NUM_PAGES, 4)
+    return build_proposer(config, ProposerContext("cpu", NUM_PAGES, 4, VOCAB + 8, model,
+                                                  attention))
 
 
 def test_rewound_state_proposes_what_a_fresh_prefill_proposes(draft_dir):

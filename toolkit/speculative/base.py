@@ -8,6 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.protocol import Request
 
@@ -48,14 +49,16 @@ class Proposer(ABC):
 
 @dataclass(frozen=True)
 class ProposerContext:
-    """What a proposer may need from the target's runtime."""
+    """What a proposer gets from build_runtime (which builds every object, a draft model's
+    included)."""
 
     device: str
-    attention_backend: str
-    """Resolved attention backend name (a draft model uses the same kind)."""
     num_blocks: int
-    """KV pages of the target; a draft model gets as many."""
+    """KV pages of the target; a draft model's pool has as many."""
     block_size: int
     vocab_size: int
     """Width of the target's logits; draft distributions are laid out on it."""
-    prepack_weights: bool = True
+    draft_model: Any = None
+    """speculative=draft: the loaded draft model (a torch module)."""
+    draft_attention: Any = None
+    """speculative=draft: its AttentionBackend, over a KV pool of its own."""

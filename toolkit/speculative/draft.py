@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import torch
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.config.schema import SpeculativeConfig
 from toolkit.protocol import Request, SamplingParams
 from toolkit.runner.batch_builder import build_chunk_batch
 from toolkit.runner.sampler import shaped_probs
@@ -179,24 +178,8 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return low
 
 
-def load_draft_proposer(config: SpeculativeConfig,
-                        context: ProposerContext) -> DraftModelProposer:
-    """Load ``config.draft_model`` through the model loader (its own dtype and quant) and
-    give it a KV pool of ``context.num_blocks`` pages and an attention backend."""
-    from toolkit.attention.registry import ATTENTION_BACKENDS
-    from toolkit.kv.cache_pool import KVCachePool
-    from toolkit.models.loader import load_model, read_model_info
-    from toolkit.models.source import resolve_model_dir
-
-    draft = config.draft_model
-    model_dir = resolve_model_dir(draft.source, draft.path)
-    info = read_model_info(model_dir)
-    dtype = getattr(torch, draft.dtype)
-    model = load_model(model_dir, dtype, context.device, prepack_weights=context.prepack_weights,
-                       allow_pickle=draft.allow_pickle, quant=config.draft_quant)
-    pool = KVCachePool(info.num_layers, context.num_blocks, context.block_size,
-                       info.num_kv_heads, info.head_dim, dtype, context.device)
-    attention = ATTENTION_BACKENDS.get(context.attention_backend)(
-        pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
-    return DraftModelProposer(model, attention, PagePool(context.num_blocks, context.block_size),
+def draft_proposer(context: ProposerContext) -> DraftModelProposer:
+    """The proposer over the draft model and attention build_runtime loaded."""
+    return DraftModelProposer(context.draft_model, context.draft_attention,
+                              PagePool(context.num_blocks, context.block_size),
                               context.vocab_size, context.device)

@@ -20,9 +20,9 @@ def _ngram(config: SpeculativeConfig, context: ProposerContext) -> Proposer:
 
 @PROPOSERS.register("draft")
 def _draft(config: SpeculativeConfig, context: ProposerContext) -> Proposer:
-    from toolkit.speculative.draft import load_draft_proposer
+    from toolkit.speculative.draft import draft_proposer
 
-    return load_draft_proposer(config, context)
+    return draft_proposer(context)
 
 
 def build_proposer(config: SpeculativeConfig, context: ProposerContext) -> Proposer | None:
