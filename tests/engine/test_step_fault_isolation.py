@@ -1,7 +1,8 @@
 """EngineCore.step's fault isolation on a tiny random model with n-gram speculation: a
 request whose draft verification or prompt logprobs raise fails alone and the others get
-the tokens they get without it; a failure no request owns (the forward, memory exhausted)
-still propagates out of the step."""
+the tokens they get without it, also when the forward fails only with it; a failure no
+request owns (a forward that fails for every request, memory exhausted) still propagates out
+of the step."""
 
 from __future__ import annotations
 
@@ -113,6 +114,21 @@ def test_memory_exhausted_while_sampling_is_no_request_s_fault(core, monkeypatch
     with pytest.raises(type(fault)):
         run(core, {"a": (PROMPTS[0], greedy()), "b": (PROMPTS[1], greedy())})
     abort_all(core)
+
+
+def test_a_forward_that_fails_with_one_request_fails_only_that_request(core, monkeypatch):
+    marker = 99
+    real_forward = core.runner._forward
+
+    def forward(batch):
+        if (batch.input_ids == marker).any():
+            raise RuntimeError("injected forward failure")
+        return real_forward(batch)
+
+    monkeypatch.setattr(core.runner, "_forward", forward)
+    good = {"good-a": (PROMPTS[0], greedy()), "good-b": (PROMPTS[2], greedy(logprobs=1))}
+    bad = {"bad": ([*PROMPTS[1], marker], greedy())}
+    assert_isolated(core, good, bad, "the forward failed for this request")
 
 
 def test_a_failing_forward_propagates(core, monkeypatch):

@@ -15,6 +15,7 @@ from toolkit.protocol import (
     RequestStatus,
     RunnerOutput,
     SamplingParams,
+    SchedulerOutput,
 )
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.model_runner import ENGINE_FAULTS, ModelRunner
@@ -77,14 +78,15 @@ class EngineCore:
         error delta (reason "abort", ``error`` set) for every request that failed in it.
 
         Fault isolation: a failure pinned on requests (the runner's ``failed``: sampling,
-        grammar, prompt logprobs; or, here, one request's update, stop checks and output
-        processing) fails only those requests, releasing their pages and state; the rest
-        of the batch goes on as if they had not been in it. A failure no request owns
-        (scheduling, the forward, memory exhausted) propagates."""
+        grammar, prompt logprobs; a forward that fails only with them, see ``_execute``;
+        or, here, one request's update, stop checks and output processing) fails only
+        those requests, releasing their pages and state; the rest of the batch goes on as
+        if they had not been in it. A failure no request owns (scheduling, a forward that
+        fails for every request alone, memory exhausted) propagates."""
         scheduler_output = self.scheduler.schedule()
         if scheduler_output.empty:
             return []
-        runner_output = self.runner.execute(scheduler_output)
+        runner_output = self._execute(scheduler_output)
         outputs = [self._fail(request_id, what)
                    for request_id, what in runner_output.failed.items()]
         now = time.monotonic()
@@ -102,6 +104,34 @@ class EngineCore:
             if output is not None:
                 outputs.append(output)
         return outputs
+
+    def _execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        """The runner's step. When the shared part raises (building the batch, the
+        forward), the step is run again request by request: a request that fails alone
+        fails ("the forward"), the others keep their results (the same tokens: the engine
+        is batch-invariant). When no request runs alone either, or the step held one
+        request, nothing owns the failure and it propagates."""
+        try:
+            return self.runner.execute(scheduler_output)
+        except ENGINE_FAULTS:
+            raise
+        except Exception as batch_failure:
+            if len(scheduler_output.scheduled) == 1:
+                raise
+            logger.exception("a step of %d requests failed; running them one by one",
+                             len(scheduler_output.scheduled))
+            output = RunnerOutput()
+            for item in scheduler_output.scheduled:
+                try:
+                    output.merge(self.runner.execute(SchedulerOutput([item])))
+                except ENGINE_FAULTS:
+                    raise
+                except Exception:
+                    logger.exception("request %s fails alone", item.request.request_id)
+                    output.fail(item.request.request_id, "the forward")
+            if len(output.failed) == len(scheduler_output.scheduled):
+                raise batch_failure from None
+            return output
 
     def _advance(self, item: ScheduledRequest, runner_output: RunnerOutput,
                  now: float) -> RequestOutput | None:

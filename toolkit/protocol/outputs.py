@@ -85,6 +85,14 @@ class RunnerOutput:
     "the grammar", "prompt logprobs"); they have no tokens or logprobs here, and the
     engine fails them."""
 
+    def merge(self, other: RunnerOutput) -> None:
+        """Add ``other``'s results (of other requests) to these."""
+        self.sampled_token_ids.update(other.sampled_token_ids)
+        self.logprobs.update(other.logprobs)
+        self.prompt_logprobs.update(other.prompt_logprobs)
+        self.grammar_finished |= other.grammar_finished
+        self.failed.update(other.failed)
+
     def fail(self, request_id: str, what: str) -> None:
         """Mark ``request_id`` failed (``what`` failed) and drop its results."""
         self.failed[request_id] = what
