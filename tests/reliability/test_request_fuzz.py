@@ -23,12 +23,14 @@ from toolkit.config.schema import ServerConfig
 pytestmark = pytest.mark.slow
 
 INT64 = 2**63
-EDGE_INTS = st.sampled_from([-INT64 - 1, -INT64, -1, 0, 1, 2, 49151, 49152, INT64 - 1, INT64])
+EDGE_INTS = st.sampled_from([-2 * INT64, -INT64 - 1, -INT64, -2**31, -1, 0, 1, 2, 49151, 49152,
+                             2**31, 2**53, INT64 - 1, INT64, 2 * INT64])
 EDGE_FLOATS = st.one_of(
     st.sampled_from([-1e308, -2.0, -1.0, -1e-9, 0.0, 1e-9, 0.5, 1.0, 2.0, 100.0, 1e308,
                      math.inf, -math.inf, math.nan]),
     st.floats(allow_nan=True, allow_infinity=True))
-TEXT = st.text(max_size=12)
+TEXT = st.text(st.characters(exclude_categories=()), max_size=12)
+"""Any code points: control characters too, and lone surrogates (JSON-escaped)."""
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object",
                                           "properties": {"city": {"type": "string"}}}}}
