@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from toolkit.kernels.awq_format import quantize_groups, to_awq_tensors
 from toolkit.layers.linear import linear, pack_weight
 from toolkit.quant import awq_cpu
-from toolkit.kernels.awq_format import quantize_groups, to_awq_tensors
 
 SHAPES = ((960, 576), (576, 576), (3072, 576), (576, 1536))
 """SmolLM2's (N, K): qkv, o, gate_up, down."""

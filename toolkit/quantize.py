@@ -194,8 +194,8 @@ def settings_from_config(quant: QuantConfig) -> AwqSettings:
 def quantize_from_config(cfg: ToolkitConfig, out_dir: pathlib.Path,
                          progress: bool = True) -> QuantizeReport:
     """`toolkit quantize`: the configured model -> ``out_dir``, on the configured device."""
-    from toolkit.resolve import resolve_device
     from toolkit.models.source import resolve_model_dir
+    from toolkit.resolve import resolve_device
 
     settings = settings_from_config(cfg.quant)
     device = resolve_device(cfg)

@@ -12,7 +12,6 @@ from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
-from toolkit.runner import memory_planner
 from toolkit.kv.block_manager import BlockManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.resolve import (
@@ -24,6 +23,7 @@ from toolkit.resolve import (
     resolve_max_model_len,
     resolve_num_blocks,
 )
+from toolkit.runner import memory_planner
 from toolkit.runner.model_runner import ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
 from toolkit.tokenizer.tokenizer import Tokenizer

@@ -14,12 +14,12 @@ import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.flashinfer import FlashInferBackend
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.attention.registry import ATTENTION_BACKENDS
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
-from toolkit.resolve import resolve_attention
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.resolve import resolve_attention
 
 MIXED_STEP = [(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])]
 DECODE_STEP = [(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21]), (1, 1, [9])]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from paged_batch import build_forward_batch
 
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.attention.registry import ATTENTION_BACKENDS
 from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
-from toolkit.attention.forward_batch import ForwardBatch
 
 PAGE_SIZE = 4
 NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from toolkit.kernels.awq_gemm import awq_gemm_ref, choose_split_k
 from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
+from toolkit.kernels.awq_gemm import awq_gemm_ref, choose_split_k
 
 triton = pytest.importorskip("triton")
 

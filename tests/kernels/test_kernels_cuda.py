@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from toolkit.kernels.awq_format import quantize_groups, to_awq_tensors
 from toolkit.kernels.awq_gemm import awq_gemm, awq_gemm_ref
 from toolkit.kernels.fused_add_rmsnorm import fused_add_rmsnorm, fused_add_rmsnorm_ref
 from toolkit.kernels.kv_store import store_kv, store_kv_ref
 from toolkit.kernels.rotary import apply_rotary, apply_rotary_ref
 from toolkit.kernels.silu_and_mul import silu_and_mul, silu_and_mul_ref
-from toolkit.kernels.awq_format import quantize_groups, to_awq_tensors
 
 pytestmark = pytest.mark.gpu
 TOLERANCE = {"atol": 3e-2, "rtol": 2e-2}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.quant.linear import QuantLinear
+from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
 from toolkit.quant import awq_cpu
 from toolkit.quant.awq import AWQMethod
-from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
+from toolkit.quant.linear import QuantLinear
 
 needs_int4 = pytest.mark.skipif(
     not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"),

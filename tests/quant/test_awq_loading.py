@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
+from toolkit.kernels.awq_format import dequantize_awq
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import ModelLoadError, load_model, read_model_info
 from toolkit.quant.awq import AWQMethod
-from toolkit.kernels.awq_format import dequantize_awq
 from toolkit.quant.rtn import PROJECTION_WEIGHT, write_rtn_awq_checkpoint
 
 PAGE_SIZE = 4

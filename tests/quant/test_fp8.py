@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.quant.linear import QuantLinear
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.quant.fp8 import (
     FP8,
@@ -26,6 +25,7 @@ from toolkit.quant.fp8 import (
     quantize_fp8,
     scaled_mm_linear,
 )
+from toolkit.quant.linear import QuantLinear
 from toolkit.quant.registry import create_quant_method
 
 

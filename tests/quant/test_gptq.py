@@ -14,10 +14,9 @@ from safetensors.torch import save_file
 
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
-from toolkit.kv.cache_pool import KVCachePool
-from toolkit.quant.linear import QuantLinear, ShardLoadError
-from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.kernels.awq_format import dequantize_awq, to_awq_tensors
+from toolkit.kv.cache_pool import KVCachePool
+from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.quant.gptq import GPTQMethod, create_gptq, group_order
 from toolkit.quant.gptq_format import (
     act_order_g_idx,
@@ -28,6 +27,7 @@ from toolkit.quant.gptq_format import (
     unpack_columns,
     unpack_rows,
 )
+from toolkit.quant.linear import QuantLinear, ShardLoadError
 from toolkit.quant.registry import create_quant_method
 
 

@@ -9,10 +9,10 @@ from test_fp8 import TINY, _logits, _tiny_weights, _write_model
 
 from toolkit.compose import compose_config
 from toolkit.config.schema import QuantConfig
-from toolkit.quant.linear import QuantLinear
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.models.source import resolve_model_dir
 from toolkit.quant.int8_lm_head import Int8LMHead
+from toolkit.quant.linear import QuantLinear
 from toolkit.quant.q4_1 import Q4_1Method, create_q4_1, dequantize_q4_1, quantize_q4_1
 from toolkit.quant.registry import create_quant_method
 

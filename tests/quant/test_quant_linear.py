@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolkit.quant.linear import QuantLinear, ShardLoadError
-from toolkit.quant.awq import AWQMethod
 from toolkit.kernels.awq_format import dequantize_awq, quantize_groups, to_awq_tensors
+from toolkit.quant.awq import AWQMethod
 from toolkit.quant.base import ParamSpec, QuantMethod
+from toolkit.quant.linear import QuantLinear, ShardLoadError
 from toolkit.quant.none import NoQuant
 
 SIZES = (32, 16, 16)  # q, k, v parts of a fused projection

@@ -12,8 +12,8 @@ import torch
 
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
-from toolkit.resolve import resolve_num_blocks, validate
 from toolkit.kv.cache_pool import KVCachePool
+from toolkit.resolve import resolve_num_blocks, validate
 from toolkit.runner.memory_planner import GIB, GpuMemoryProfile, profile_step
 
 NUM_LAYERS, NUM_KV_HEADS, HEAD_DIM = 2, 2, 16

@@ -12,21 +12,21 @@ from blacksheep.server.routing import Router
 from pydantic import ValidationError
 
 import toolkit
-from toolkit.api.http.body_limit import body_limit_middleware
 from toolkit.api.context import ServingContext
 from toolkit.api.engine_client import EngineClient
+from toolkit.api.http.body_limit import body_limit_middleware
 from toolkit.api.http.errors import APIError, retry_after, status_phrase
 from toolkit.api.http.metrics import MetricsServing
 from toolkit.api.http.openapi import OpenAPIServing
 from toolkit.api.http.render import error_response
 from toolkit.api.http.security import auth_middleware, install_cors, load_middleware
+from toolkit.api.http.shutdown import ShutdownGate, drain_middleware
+from toolkit.api.kobold.serving import KoboldServing
 from toolkit.api.openai.serving_chat import ChatServing
 from toolkit.api.openai.serving_completions import CompletionServing
 from toolkit.api.openai.serving_embeddings import EmbeddingServing
-from toolkit.api.kobold.serving import KoboldServing
 from toolkit.api.openai.serving_models import InfoServing
 from toolkit.api.openai.serving_tokenize import TokenizeServing
-from toolkit.api.http.shutdown import ShutdownGate, drain_middleware
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.kv.cache_pool import KVCachePool
 
 
 class AttentionBackend(ABC):

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 
 from toolkit.attention.base import AttentionBackend
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.kernels.kv_store import store_kv
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.attention.forward_batch import ForwardBatch
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
 """Float workspace shared by both wrappers (FlashInfer's recommended size)."""

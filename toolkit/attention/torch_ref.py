@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.attention.base import AttentionBackend
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.kernels import native
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
-from toolkit.attention.forward_batch import ForwardBatch
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.kv.fp8 import BIT_CASTS, BIT_CAST_FACTORS, FP8_MAX, fp8_bits_as
+from toolkit.kv.fp8 import BIT_CAST_FACTORS, BIT_CASTS, FP8_MAX, fp8_bits_as
 from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from toolkit.quant import awq_cpu
 from toolkit.kernels.awq_format import to_awq_tensors
+from toolkit.quant import awq_cpu
 from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod, check_group_size
 from toolkit.quant.gptq_format import (
     PACK_FACTOR,

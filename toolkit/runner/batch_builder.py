@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.protocol.outputs import ScheduledRequest
 
 
 class _BatchLists:

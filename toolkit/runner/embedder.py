@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.kv.cache_pool import KVCachePool
 
 POOLING_TYPES = ("last", "mean")
 """last: the hidden state of each prompt's last token (vLLM's default for decoder models);

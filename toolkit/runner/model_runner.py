@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from toolkit.attention.base import AttentionBackend
+from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.protocol import Request, RunnerOutput, SchedulerOutput, TokenLogprobs
 from toolkit.protocol.outputs import ScheduledRequest
+from toolkit.runner.acceptance import AcceptanceMethod, RejectionSampler
 from toolkit.runner.batch_builder import build_forward_batch
-from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.logprobs import token_logprobs
 from toolkit.runner.sampler import sample
-from toolkit.runner.acceptance import AcceptanceMethod, RejectionSampler
 from toolkit.runner.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:

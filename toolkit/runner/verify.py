@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from toolkit.protocol import SamplingParams
-from toolkit.runner.logits_processors import TokenHistory
-from toolkit.runner.sampler import process_logits, shaped_probs
 from toolkit.runner.acceptance import AcceptanceMethod
+from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.rejection import verify_greedy
+from toolkit.runner.sampler import process_logits, shaped_probs
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMask

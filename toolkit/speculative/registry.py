@@ -6,7 +6,6 @@ from toolkit.config.schema import SpeculativeConfig
 from toolkit.registry import Registry
 from toolkit.speculative.base import Proposer, ProposerContext
 
-
 PROPOSERS = Registry[Proposer]("speculative method")
 """Factories take (SpeculativeConfig, ProposerContext)."""
 

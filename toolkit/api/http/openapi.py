@@ -12,9 +12,9 @@ from blacksheep import Request, Response
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from toolkit.api.http.render import json_response
 from toolkit.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from toolkit.api.openai.protocol_embeddings import EmbeddingRequest
-from toolkit.api.http.render import json_response
 from toolkit.api.openai.responses import ErrorResponse
 from toolkit.api.openai.serving_tokenize import (
     DetokenizeRequest,

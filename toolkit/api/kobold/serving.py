@@ -17,19 +17,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from blacksheep import Request, Response
 from blacksheep.server.sse import ServerSentEvent, ServerSentEventsResponse
 
-from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
+from toolkit.api.http.body import parse_body
 from toolkit.api.http.deadline import Deadline
 from toolkit.api.http.disconnect import client_gone, unless_disconnected
 from toolkit.api.http.errors import APIError
-from toolkit.api.openai.generation import Job, merge_outputs, prefetched
+from toolkit.api.http.render import json_response
 from toolkit.api.kobold.protocol import (
     PARAM_NAMES,
     SAMPLING_EPS,
     KoboldGenerateRequest,
     KoboldTokenCountRequest,
 )
-from toolkit.api.http.render import json_response
+from toolkit.api.openai.generation import Job, merge_outputs, prefetched
 from toolkit.api.openai.responses import new_id
 from toolkit.api.openai.sampling import choice_params
 from toolkit.api.openai.serving_base import check_healthy

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from toolkit.api.openai.beam_search import Beam, BeamSearchParams, beam_search
 from toolkit.api.engine_client import EngineClient, TokenizerClient
+from toolkit.api.openai.beam_search import Beam, BeamSearchParams, beam_search
 from toolkit.api.openai.generation import ChoiceResult
 from toolkit.api.openai.protocol_sampling import SamplingRequest
 from toolkit.api.openai.sampling import build_sampling_params, resolve_max_tokens

@@ -15,12 +15,14 @@ from typing import Any, Generic, TypeVar
 from blacksheep import Request, Response
 from pydantic import BaseModel
 
-from toolkit.api.openai.beam_serving import beam_choices
-from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
+from toolkit.api.http.body import parse_body
 from toolkit.api.http.deadline import Deadline
 from toolkit.api.http.disconnect import unless_disconnected
 from toolkit.api.http.errors import APIError
+from toolkit.api.http.render import json_response, sse_response
+from toolkit.api.http.request_log import log_request
+from toolkit.api.openai.beam_serving import beam_choices
 from toolkit.api.openai.generation import (
     ChoiceResult,
     Job,
@@ -32,8 +34,6 @@ from toolkit.api.openai.generation import (
 from toolkit.api.openai.guided import guided_spec
 from toolkit.api.openai.logprobs import LogprobRenderer
 from toolkit.api.openai.protocol_sampling import SamplingRequest
-from toolkit.api.http.render import json_response, sse_response
-from toolkit.api.http.request_log import log_request
 from toolkit.api.openai.responses import UsageInfo, new_id, now
 from toolkit.api.openai.sampling import (
     bad_words_token_ids,

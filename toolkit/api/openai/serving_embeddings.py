@@ -12,11 +12,12 @@ import struct
 
 from blacksheep import Request, Response
 
-from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
+from toolkit.api.http.body import parse_body
 from toolkit.api.http.deadline import Deadline
 from toolkit.api.http.disconnect import unless_disconnected
 from toolkit.api.http.errors import APIError, engine_failure
+from toolkit.api.http.render import json_response
 from toolkit.api.openai.prompts import encode_prompts, truncate_prompt
 from toolkit.api.openai.protocol_embeddings import (
     EmbeddingData,
@@ -24,7 +25,6 @@ from toolkit.api.openai.protocol_embeddings import (
     EmbeddingResponse,
     EmbeddingUsage,
 )
-from toolkit.api.http.render import json_response
 from toolkit.api.openai.responses import new_id, now
 from toolkit.api.openai.serving_base import check_healthy, check_model
 from toolkit.api.openai.validation import invalid

@@ -7,12 +7,12 @@ import json
 from blacksheep import Request, Response
 from pydantic import BaseModel, Field, NonNegativeInt
 
-from toolkit.api.http.body import parse_body
 from toolkit.api.context import ServingContext
+from toolkit.api.http.body import parse_body
 from toolkit.api.http.errors import APIError
+from toolkit.api.http.render import json_response
 from toolkit.api.openai.prompts import chat_prompt_ids
 from toolkit.api.openai.protocol import ChatOptions
-from toolkit.api.http.render import json_response
 from toolkit.api.openai.serving_base import check_model
 
 
