@@ -33,13 +33,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def native_cpu_kernels():
-    """The default CPU route (device.cpu_kernels=auto): the C++ kernels, built once (~30 s,
-    then cached). Tests of the torch route turn it off with ``native.disabled()``."""
-    from toolkit.kernels import native
+@pytest.fixture(scope="session")
+def native_kernels():
+    """The native CPU kernel route (what device.cpu_kernels=auto resolves to where g++
+    builds): the C++ kernels, built once (~30 s, then cached). Layers, models and attention
+    backends built directly take the torch route unless a test hands them this one
+    (``kernels=native_kernels``); runtimes resolve their own."""
+    from toolkit.kernels.route import native_route
 
-    return native.load()
+    return native_route()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
@@ -47,26 +48,18 @@ def test_auto_device_and_attention_on_this_cpu():
     assert resolve_attention(compose_config(["attention=torch_ref"]), "cpu") == "torch_ref"
 
 
-@pytest.fixture
-def restore_native_route():
-    """These tests switch the process-wide route; the session's default comes back after."""
-    from toolkit.kernels import native
-
-    yield native
-    native.load()
-
-
-def test_cpu_kernels_native_and_torch_switch_the_route(restore_native_route):
-    native = restore_native_route
-    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=torch"])) == "torch"
-    assert native.ops() is None
-    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=native"])) == "native"
-    assert native.ops() is not None
+def test_cpu_kernels_native_and_torch_are_routes_handed_out_not_switches():
+    torch_route = resolve_cpu_kernels(compose_config(["device.cpu_kernels=torch"]))
+    assert torch_route.name == "torch" and torch_route.ops is None
+    native_route = resolve_cpu_kernels(compose_config(["device.cpu_kernels=native"]))
+    assert native_route.name == "native" and native_route.ops is not None
+    assert torch_route.native_ops(torch.zeros(2)) is None  # loading native switches nothing
+    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=auto"])) == native_route
 
 
-def test_cpu_kernels_that_do_not_build(restore_native_route, monkeypatch, caplog):
+def test_cpu_kernels_that_do_not_build(monkeypatch, caplog):
     """native fails start-up with one line naming the way out; auto falls back to torch."""
-    native = restore_native_route
+    from toolkit.kernels import native
 
     def failing_build():
         raise native.NativeBuildError("building ops.cpp failed: g++: not found")
@@ -76,6 +69,6 @@ def test_cpu_kernels_that_do_not_build(restore_native_route, monkeypatch, caplog
         resolve_cpu_kernels(compose_config(["device.cpu_kernels=native"]))
     assert str(info.value) == ("device.cpu_kernels=native: building ops.cpp failed: g++: not "
                                "found; device.cpu_kernels=torch runs without them")
-    assert resolve_cpu_kernels(compose_config(["device.cpu_kernels=auto"])) == "torch"
-    assert native.ops() is None
+    route = resolve_cpu_kernels(compose_config(["device.cpu_kernels=auto"]))
+    assert route.name == "torch" and route.ops is None
     assert "running the torch ops instead" in caplog.text

@@ -90,3 +90,14 @@ def test_the_real_models_matmuls_pass_the_start_up_check(runtime):
     assert runtime.core.runner.model.batch_variance() is None
     assert runtime.resolved.deterministic
     assert runtime.core.runner.model.quant_method.invariant_min_rows == 2  # the fast route
+
+
+def test_the_resolved_kernel_route_is_handed_to_every_layer_and_the_attention(runtime):
+    """build_runtime decides the CPU kernel route once (device.cpu_kernels=auto: native
+    here) and each object that runs a CPU kernel was built with it."""
+    model, runner = runtime.core.runner.model, runtime.core.runner
+    assert runtime.resolved.cpu_kernels == "native"
+    routes = [model.kernels, model.rotary.kernels, runner.attention.kernels,
+              *(layer.kernels for layer in model.layers)]
+    assert all(route.is_native and route.ops is routes[0].ops for route in routes)
+    assert runner.attention._native  # bfloat16 CPU cache: stores and decodes in C++

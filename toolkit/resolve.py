@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolkit.config.errors import ConfigError
 from toolkit.config.schema import ToolkitConfig
+
+if TYPE_CHECKING:
+    from toolkit.kernels.route import KernelRoute
 
 logger = logging.getLogger(__name__)
 
@@ -155,24 +159,25 @@ def resolve_device(cfg: ToolkitConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_cpu_kernels(cfg: ToolkitConfig) -> str:
-    """device.cpu_kernels with auto resolved; loads (building on first use) the native
-    kernels when they are chosen and turns them off otherwise (the route is per process)."""
+def resolve_cpu_kernels(cfg: ToolkitConfig) -> KernelRoute:
+    """The CPU kernel route device.cpu_kernels asks for, auto resolved: the one decision of
+    a runtime, which build_runtime then hands to the model and the attention backend it
+    builds (toolkit.kernels.route). native and auto load (building on first use) the C++
+    kernels; native fails start-up when they do not build, auto falls back to torch with a
+    warning. The route's ``name`` is ResolvedConfig.cpu_kernels."""
     from toolkit.kernels import native
+    from toolkit.kernels.route import TORCH, native_route
 
     if cfg.device.cpu_kernels == "torch":
-        native.unload()
-        return "torch"
+        return TORCH
     try:
-        native.load()
+        return native_route()
     except native.NativeBuildError as exc:
         if cfg.device.cpu_kernels == "native":
             raise ConfigError(f"device.cpu_kernels=native: {exc}; "
                               "device.cpu_kernels=torch runs without them") from None
         logger.warning("device.cpu_kernels=auto: %s; running the torch ops instead", exc)
-        native.unload()
-        return "torch"
-    return "native"
+        return TORCH
 
 
 def resolve_attention(cfg: ToolkitConfig, device: str) -> str:

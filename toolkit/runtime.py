@@ -12,6 +12,7 @@ from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
+from toolkit.kernels.route import TORCH, KernelRoute, route_named
 from toolkit.kv.block_manager import BlockManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.resolve import (
@@ -57,10 +58,11 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
 
     device = resolve_device(cfg)
     num_threads = cfg.device.num_threads or torch.get_num_threads()
-    cpu_kernels = None
+    cpu_kernels, kernels = None, TORCH
     if device == "cpu":
         torch.set_num_threads(1 if engine_thread_only else num_threads)
-        cpu_kernels = resolve_cpu_kernels(cfg)
+        kernels = resolve_cpu_kernels(cfg)  # the runtime's one kernel route, handed down
+        cpu_kernels = kernels.name
     model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
@@ -72,7 +74,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
     model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
                        allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
-                       batch_invariant=cfg.device.deterministic and device == "cpu")
+                       batch_invariant=cfg.device.deterministic and device == "cpu",
+                       kernels=kernels)
     attention_backend = resolve_attention(cfg, device)
     gpu_plan = None
     if memory_at_start is not None and cfg.cache.num_blocks is None:
@@ -81,7 +84,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
     num_blocks = resolve_num_blocks(cfg, bytes_per_block, max_model_len, gpu_kv_bytes)
     attention = attention_over_pool(info, num_blocks, cfg.cache.block_size, kv_dtype, device,
-                                    attention_backend)
+                                    attention_backend, kernels)
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
@@ -100,13 +103,13 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     logger.info("resolved config: %s", asdict(resolved))
 
     runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg),
-                         exact_seeded_drafts=resolved.deterministic)
+                         exact_seeded_drafts=resolved.deterministic,
+                         drafter=_drafter(cfg, resolved, info.vocab_size))
     if device == "cuda" and cfg.runner.cuda_graphs:
         runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
-    proposer = _proposer(cfg, resolved, info.vocab_size)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
     guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
-    core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided, proposer)
+    core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided)
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
 
 
@@ -184,25 +187,32 @@ def _acceptance(cfg: ToolkitConfig):
                                                            spec.posterior_alpha)
 
 
-def _proposer(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
-    """The speculative proposer (None for speculative=none); a draft model is loaded here."""
+def _drafter(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
+    """The runner's drafter over the speculative proposer (None for speculative=none); a
+    draft model is loaded here."""
+    from toolkit.runner.drafter import Drafter
     from toolkit.speculative.base import ProposerContext
     from toolkit.speculative.registry import build_proposer
 
+    spec = cfg.speculative
+    if spec.method == "none":
+        return None
     draft_model = draft_attention = None
-    if cfg.speculative.method == "draft":
+    if spec.method == "draft":
         draft_model, draft_attention = load_draft(
-            cfg.speculative, resolved.device, resolved.attention_backend, resolved.num_blocks,
-            resolved.block_size, cfg.device.prepack_weights)
+            spec, resolved.device, resolved.attention_backend, resolved.num_blocks,
+            resolved.block_size, cfg.device.prepack_weights, route_named(resolved.cpu_kernels))
     context = ProposerContext(resolved.device, resolved.num_blocks, resolved.block_size,
                               vocab_size, draft_model, draft_attention)
-    return build_proposer(cfg.speculative, context)
+    return Drafter(build_proposer(spec, context), spec.num_speculative_tokens,
+                   resolved.max_model_len, spec.disable_by_batch_size)
 
 
 def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num_blocks: int,
-               block_size: int, prepack_weights: bool = True):
+               block_size: int, prepack_weights: bool = True, kernels: KernelRoute = TORCH):
     """speculative.draft_model through the model loader (its own dtype and quant), with an
-    attention backend over a KV pool of ``num_blocks`` pages -> (model, attention)."""
+    attention backend over a KV pool of ``num_blocks`` pages -> (model, attention).
+    ``kernels``: the target's CPU kernel route (toolkit.kernels.route), for both."""
     from toolkit.models.loader import load_model, read_model_info
     from toolkit.models.source import resolve_model_dir
 
@@ -211,21 +221,21 @@ def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num
     info = read_model_info(model_dir)
     dtype = getattr(torch, draft.dtype)
     model = load_model(model_dir, dtype, device, prepack_weights=prepack_weights,
-                       allow_pickle=draft.allow_pickle, quant=spec.draft_quant)
+                       allow_pickle=draft.allow_pickle, quant=spec.draft_quant, kernels=kernels)
     return model, attention_over_pool(info, num_blocks, block_size, dtype, device,
-                                      attention_backend)
+                                      attention_backend, kernels)
 
 
 def attention_over_pool(info, num_blocks: int, block_size: int, kv_dtype: torch.dtype,
-                        device: str, attention_backend: str):
+                        device: str, attention_backend: str, kernels: KernelRoute = TORCH):
     """A KV pool of ``num_blocks`` pages for the model ``info`` (ModelInfo) describes, and
-    the named attention backend over it."""
+    the named attention backend over it, built with the CPU kernel route ``kernels``."""
     from toolkit.attention.registry import ATTENTION_BACKENDS
 
     kv_pool = KVCachePool(info.num_layers, num_blocks, block_size, info.num_kv_heads,
                           info.head_dim, kv_dtype, device)
     return ATTENTION_BACKENDS.get(attention_backend)(
-        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels)
 
 
 def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,
@@ -258,32 +268,33 @@ def _guided_compiler(cfg: ToolkitConfig, tokenizer: Tokenizer, vocab_size: int,
 
 
 def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
-    """A runtime for `cfg` around `runtime`'s loaded model, KV pool and runner, with a new
-    scheduler, engine core and AsyncEngine (benchmark sweeps over scheduler knobs).
+    """A runtime for `cfg` around `runtime`'s loaded model and KV pool, with a new runner
+    (sharing the model, attention and CUDA graphs), scheduler, engine core and AsyncEngine
+    (benchmark sweeps over scheduler knobs).
 
     NOTE: only `scheduler.*`, `cache.enable_prefix_caching`, `speculative.*` (a draft
     model is loaded anew) and groups that build no objects (server, sampling, bench) may
-    differ from runtime.config; the old engine must be idle. The runner is shared: its
-    acceptance method becomes cfg's.
+    differ from runtime.config; the old engine must be idle.
     """
-    proposer = runtime.core.scheduler.proposer
+    old = runtime.core.runner
+    drafter, acceptance = old.drafter, old.acceptance
     if cfg.speculative != runtime.config.speculative:
-        proposer = _proposer(cfg, runtime.resolved, runtime.core.runner.model.config["vocab_size"])
-        runtime.core.runner.acceptance = _acceptance(cfg)
-    core, engine = _wire_engine(cfg, runtime.resolved, runtime.core.runner, runtime.tokenizer,
-                                runtime.core.guided, proposer)
+        drafter = _drafter(cfg, runtime.resolved, old.model.config["vocab_size"])
+        acceptance = _acceptance(cfg)
+    runner = ModelRunner(old.model, old.attention, old.page_size, old.device, acceptance,
+                         old.graph_runner, old.exact_seeded_drafts, drafter)
+    core, engine = _wire_engine(cfg, runtime.resolved, runner, runtime.tokenizer,
+                                runtime.core.guided)
     return replace(runtime, config=cfg, core=core, engine=engine)
 
 
 def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunner,
-                 tokenizer: Tokenizer, guided=None,
-                 proposer=None) -> tuple[EngineCore, AsyncEngine]:
+                 tokenizer: Tokenizer, guided=None) -> tuple[EngineCore, AsyncEngine]:
     """The scheduler, engine core and AsyncEngine around a built runner; ``guided``: the
-    GuidedCompiler of guided requests; ``proposer``: the speculative proposer or None."""
+    GuidedCompiler of guided requests."""
     block_manager = BlockManager(resolved.num_blocks, resolved.block_size,
                                  cfg.cache.enable_prefix_caching)
-    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len, proposer,
-                          cfg.speculative)
+    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,

@@ -9,7 +9,7 @@ import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.registry import ATTENTION_BACKENDS
-from toolkit.kernels import native
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 
 PAGE_SIZE = 16
@@ -18,11 +18,13 @@ SEQ_LEN = 300  # three of the kernel's 128-position ranges
 PAGES = [33, 2, 17, 40, 5, 29, 11, 0, 21, 8, 36, 14, 25, 3, 19, 30, 7, 44, 12]
 
 
-def _backend(invariant: bool = True):
+def _backend(kernels: KernelRoute):
+    """A backend built with ``kernels``, batch-invariant where that route allows."""
     pool = KVCachePool(num_layers=1, num_pages=64, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
-    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
-    assert backend.enable_batch_invariance() is invariant
+    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM,
+                                                  kernels=kernels)
+    assert backend.enable_batch_invariance() is kernels.is_native
     return backend
 
 
@@ -56,8 +58,8 @@ def _steps(backend, qkv, cuts: list[int], others: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def whole(qkv):
-    return _steps(_backend(), qkv, [0, SEQ_LEN])
+def whole(qkv, native_kernels):
+    return _steps(_backend(native_kernels), qkv, [0, SEQ_LEN])
 
 
 @pytest.mark.parametrize("cuts", [
@@ -67,15 +69,15 @@ def whole(qkv):
     [0, 128, 129, 130, 134, SEQ_LEN],  # drafts verified across a range boundary
 ])
 @pytest.mark.parametrize("others", [0, 2, 7])
-def test_rows_equal_whatever_the_steps_and_neighbours(qkv, whole, cuts, others):
-    assert torch.equal(_steps(_backend(), qkv, cuts, others), whole)
+def test_rows_equal_whatever_the_steps_and_neighbours(qkv, whole, cuts, others, native_kernels):
+    assert torch.equal(_steps(_backend(native_kernels), qkv, cuts, others), whole)
 
 
-def test_rows_equal_on_one_thread(qkv, whole):
+def test_rows_equal_on_one_thread(qkv, whole, native_kernels):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert torch.equal(_steps(_backend(), qkv, [0, 100, SEQ_LEN]), whole)
+        assert torch.equal(_steps(_backend(native_kernels), qkv, [0, 100, SEQ_LEN]), whole)
     finally:
         torch.set_num_threads(threads)
 
@@ -92,5 +94,4 @@ def test_invariant_route_is_causal_attention(qkv, whole):
 
 
 def test_not_available_on_the_torch_route():
-    with native.disabled():
-        _backend(invariant=False)
+    _backend(TORCH)  # enable_batch_invariance() is False

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.attention.registry import ATTENTION_BACKENDS
-from toolkit.kernels import native
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 
 PAGE_SIZE = 4
 NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 6, 2, 8
 
 
-@pytest.fixture(params=["native", "torch"], autouse=True)
-def route(request):
-    """Every test runs on both CPU routes: the C++ kernels (store, decode) and torch ops."""
-    with contextlib.nullcontext() if request.param == "native" else native.disabled():
-        yield request.param
+@pytest.fixture(params=["native", "torch"])
+def kernels(request) -> KernelRoute:
+    """Each test runs on both CPU routes, the backend built with each: the C++ kernels
+    (store, decode) and torch ops."""
+    return request.getfixturevalue("native_kernels") if request.param == "native" else TORCH
 
 
 def _page_table_batch(requests: list[tuple[int, int, list[int]]]) -> ForwardBatch:
@@ -42,13 +40,18 @@ def _dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.einsum("hqs,shd->qhd", scores.softmax(-1), v.double()).float()
 
 
-def _run_and_compare(requests: list[tuple[int, int, list[int]]],
+def _backend(pool: KVCachePool, kernels: KernelRoute):
+    return ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM,
+                                               kernels=kernels)
+
+
+def _run_and_compare(kernels: KernelRoute, requests: list[tuple[int, int, list[int]]],
                      cache_dtype: torch.dtype = torch.float32, tolerance: float = 1e-5) -> None:
     """Prefill each request's cached prefix, then run one step and compare to dense."""
     torch.manual_seed(0)
     pool = KVCachePool(num_layers=2, num_pages=32, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=cache_dtype)
-    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    backend = _backend(pool, kernels)
     full_k = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
     full_v = [torch.randn(s, NUM_KV_HEADS, HEAD_DIM) for s, _, _ in requests]
     layer = 1
@@ -68,34 +71,37 @@ def _run_and_compare(requests: list[tuple[int, int, list[int]]],
     torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
 
 
-def test_decode_batch_of_different_lengths_on_scattered_pages():
-    _run_and_compare([(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21]), (1, 1, [9])])
+def test_decode_batch_of_different_lengths_on_scattered_pages(kernels):
+    _run_and_compare(kernels,
+                     [(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21]), (1, 1, [9])])
 
 
-def test_decode_batch_of_equal_lengths_needs_no_mask():
-    _run_and_compare([(6, 1, [4, 1]), (6, 1, [11, 8])])
+def test_decode_batch_of_equal_lengths_needs_no_mask(kernels):
+    _run_and_compare(kernels, [(6, 1, [4, 1]), (6, 1, [11, 8])])
 
 
-def test_prefill_from_scratch():
-    _run_and_compare([(11, 11, [6, 2, 15])])
+def test_prefill_from_scratch(kernels):
+    _run_and_compare(kernels, [(11, 11, [6, 2, 15])])
 
 
-def test_chunked_prefill_attends_to_the_cached_prefix():
-    _run_and_compare([(14, 5, [3, 19, 8, 1])])
+def test_chunked_prefill_attends_to_the_cached_prefix(kernels):
+    _run_and_compare(kernels, [(14, 5, [3, 19, 8, 1])])
 
 
-def test_mixed_batch_with_decodes_after_a_prefill():
-    _run_and_compare([(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])])
+def test_mixed_batch_with_decodes_after_a_prefill(kernels):
+    _run_and_compare(kernels,
+                     [(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])])
 
 
-def test_mixed_batch_with_decodes_first():
-    _run_and_compare([(7, 1, [13, 6]), (12, 1, [1, 0, 5]), (10, 3, [2, 9, 4]), (5, 5, [20, 17])])
+def test_mixed_batch_with_decodes_first(kernels):
+    _run_and_compare(kernels,
+                     [(7, 1, [13, 6]), (12, 1, [1, 0, 5]), (10, 3, [2, 9, 4]), (5, 5, [20, 17])])
 
 
-def test_bfloat16_cache_matches_within_bf16_tolerance():
+def test_bfloat16_cache_matches_within_bf16_tolerance(kernels):
     pool = KVCachePool(num_layers=1, num_pages=8, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
-    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    backend = _backend(pool, kernels)
     q = torch.randn(6, NUM_QO_HEADS, HEAD_DIM, dtype=torch.bfloat16)
     k = torch.randn(6, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
     v = torch.randn(6, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
@@ -110,12 +116,12 @@ def test_bfloat16_cache_matches_within_bf16_tolerance():
     [(10, 3, [2, 9, 4]), (7, 1, [13, 6]), (5, 5, [20, 17]), (12, 1, [1, 0, 5])],
     [(9, 1, [7, 3, 12]), (4, 1, [5]), (13, 1, [30, 0, 2, 21])],
 ])
-def test_fp8_cache_stays_close_to_dense_attention(requests):
+def test_fp8_cache_stays_close_to_dense_attention(requests, kernels):
     """fp8 K/V (per token and head scales) vs exact attention: within fp8 rounding."""
-    _run_and_compare(requests, torch.float8_e4m3fn, tolerance=6e-2)
+    _run_and_compare(kernels, requests, torch.float8_e4m3fn, tolerance=6e-2)
 
 
-def test_fp8_cache_attends_over_the_dequantized_values():
+def test_fp8_cache_attends_over_the_dequantized_values(kernels):
     """A bfloat16 model on an fp8 cache: the output is exact attention over the K/V that
     quantize/dequantize gives back (to bf16 rounding), and within fp8 error of exact
     attention over the original K/V."""
@@ -126,7 +132,7 @@ def test_fp8_cache_attends_over_the_dequantized_values():
     v = torch.randn(21, NUM_KV_HEADS, HEAD_DIM, dtype=torch.bfloat16)
     pool = KVCachePool(num_layers=1, num_pages=8, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.float8_e4m3fn)
-    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    backend = _backend(pool, kernels)
     backend.plan(_page_table_batch(requests))
     out = backend.forward(0, q, k, v).float()
     assert pool.caches[0].dtype == torch.float8_e4m3fn
@@ -149,13 +155,13 @@ def test_unknown_backend_lists_valid_names():
 
 
 @pytest.mark.parametrize("cached_prefix", [0, 8])
-def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix, route):
+def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix, kernels):
     """Unfused math SDPA made a 2000-token SmolLM2 prefill ~6x slower (3-D or enable_gqa
     inputs fall back to it on the CPU); every call here must reach the flash kernel. The
     native route's decode attention is its own kernel, so only the prefill calls SDPA."""
     pool = KVCachePool(num_layers=1, num_pages=16, page_size=PAGE_SIZE,
                        num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
-    backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM)
+    backend = _backend(pool, kernels)
     num_new = 12
     batch = _page_table_batch([(cached_prefix + num_new, num_new, [1, 2, 3, 4, 5]),
                                (9, 1, [6, 7, 8])])
@@ -165,6 +171,6 @@ def test_prefill_and_decode_take_sdpas_fused_cpu_kernel(cached_prefix, route):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         backend.forward(0, q, kv, kv)
     calls = {event.key: event.count for event in profile.key_averages()}
-    expected_calls = 1 if route == "native" else 2
+    expected_calls = 1 if kernels.is_native else 2
     assert calls.get("aten::_scaled_dot_product_flash_attention_for_cpu") == expected_calls
     assert "aten::_scaled_dot_product_attention_math" not in calls

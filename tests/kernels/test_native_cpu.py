@@ -1,4 +1,5 @@
-"""The C++ CPU kernels (toolkit/kernels/cpu/ops.cpp) against their torch twins.
+"""The C++ CPU kernels (toolkit/kernels/cpu/ops.cpp) against their torch twins, each
+route built explicitly (toolkit/kernels/route.py).
 
 Each kernel rounds where its twin rounds, so in float32 they agree to summation order and
 in bfloat16 to at most one bf16 step on a few elements.
@@ -6,14 +7,15 @@ in bfloat16 to at most one bf16 step on a few elements.
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import pickle
 
 import pytest
 import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.torch_ref import TorchRefBackend
-from toolkit.kernels import native
+from toolkit.kernels.route import TORCH, KernelRoute, route_named
 from toolkit.kernels.silu_and_mul import silu_and_mul, silu_and_mul_ref
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
@@ -22,12 +24,9 @@ from toolkit.layers.rotary import RopeParameters, RotaryEmbedding
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def _twins(fn, *args):
-    """(native route result, torch route result) of fn(*args)."""
-    native_out = fn(*args)
-    with native.disabled():
-        torch_out = fn(*args)
-    return native_out, torch_out
+def _twins(native_kernels: KernelRoute, fn, *args):
+    """(native route result, torch route result) of fn(*args, kernels=route)."""
+    return fn(*args, kernels=native_kernels), fn(*args, kernels=TORCH)
 
 
 def _assert_twins_close(native_out: torch.Tensor, torch_out: torch.Tensor) -> None:
@@ -42,76 +41,95 @@ def _assert_twins_close(native_out: torch.Tensor, torch_out: torch.Tensor) -> No
     torch.testing.assert_close(native_out.float(), torch_out.float(), atol=1e-2, rtol=1e-2)
 
 
-def test_the_native_route_is_on_for_cpu_float_tensors_only():
-    assert native.ops() is not None
-    assert native.use_native(torch.zeros(2, dtype=torch.bfloat16))
-    assert not native.use_native(torch.zeros(2, dtype=torch.float16))
-    with native.disabled():
-        assert not native.use_native(torch.zeros(2))
+def test_the_native_route_takes_contiguous_cpu_float_tensors_of_one_dtype_only(native_kernels):
+    assert native_kernels.name == "native" and native_kernels.is_native
+    ops = native_kernels.ops
+    assert native_kernels.native_ops(torch.zeros(2, dtype=torch.bfloat16)) is ops
+    assert native_kernels.native_ops(torch.zeros(2), torch.zeros(3)) is ops
+    assert native_kernels.native_ops(torch.zeros(2, dtype=torch.float16)) is None
+    assert native_kernels.native_ops(torch.zeros(3, 2).t()) is None  # strided
+    assert native_kernels.native_ops(torch.zeros(2), torch.zeros(2).bfloat16()) is None
+    assert TORCH.native_ops(torch.zeros(2)) is None and not TORCH.is_native
+
+
+def test_routes_by_name_and_their_invariants(native_kernels):
+    assert route_named(None) is TORCH and route_named("torch") is TORCH
+    assert route_named("native") == native_kernels
+    assert route_named("native").ops is native_kernels.ops  # native.load() is cached
+    with pytest.raises(ValueError, match="needs the loaded ops module"):
+        KernelRoute("native")
+    with pytest.raises(ValueError, match="not one of"):
+        route_named("avx")
+    assert copy.deepcopy(native_kernels) is native_kernels  # a copied model keeps its route
+    assert pickle.loads(pickle.dumps(native_kernels)).ops is native_kernels.ops
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_tokens", [1, 5, 40])
-def test_rms_norm(dtype, num_tokens):
+def test_rms_norm(dtype, num_tokens, native_kernels):
     torch.manual_seed(0)
     x = torch.randn(num_tokens, 576).to(dtype) * 3
     weight = torch.randn(576).to(dtype)
-    _assert_twins_close(*_twins(rms_norm, x, weight, 1e-5))
+    _assert_twins_close(*_twins(native_kernels, rms_norm, x, weight, 1e-5))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_tokens", [1, 33])
-def test_fused_add_rms_norm_returns_the_norm_and_the_new_residual(dtype, num_tokens):
+def test_fused_add_rms_norm_returns_the_norm_and_the_new_residual(dtype, num_tokens,
+                                                                  native_kernels):
     torch.manual_seed(1)
     x, residual = (torch.randn(num_tokens, 192).to(dtype) for _ in range(2))
     weight = torch.randn(192).to(dtype)
     (native_norm, native_sum), (torch_norm, torch_sum) = _twins(
-        fused_add_rms_norm, x, residual, weight, 1e-6)
+        native_kernels, fused_add_rms_norm, x, residual, weight, 1e-6)
     assert torch.equal(native_sum, torch_sum)  # one rounded add: bit for bit
     _assert_twins_close(native_norm, torch_norm)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_silu_and_mul(dtype):
+def test_silu_and_mul(dtype, native_kernels):
     torch.manual_seed(2)
     gate_up = torch.randn(7, 2 * 1536).to(dtype) * 4
-    native_out, torch_out = _twins(silu_and_mul, gate_up)
+    native_out, torch_out = _twins(native_kernels, silu_and_mul, gate_up)
     _assert_twins_close(native_out, torch_out)
     assert torch.equal(torch_out, silu_and_mul_ref(gate_up))
 
 
-def test_silu_and_mul_saturates_like_torch_for_large_inputs():
+def test_silu_and_mul_saturates_like_torch_for_large_inputs(native_kernels):
     gates = [-1e4, -200.0, -89.0, -30.0, 0.0, 30.0, 89.0, 200.0]
     gate_up = torch.tensor([gates + [1.0] * len(gates)])
-    native_out, torch_out = _twins(silu_and_mul, gate_up)
+    native_out, torch_out = _twins(native_kernels, silu_and_mul, gate_up)
     torch.testing.assert_close(native_out, torch_out, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_tokens", [1, 9])
-def test_rotary_rotates_q_and_k_heads_only(dtype, num_tokens):
+def test_rotary_rotates_q_and_k_heads_only(dtype, num_tokens, native_kernels):
     torch.manual_seed(3)
     num_qo_heads, num_kv_heads, head_dim = 9, 3, 64
-    rotary = RotaryEmbedding(RopeParameters(theta=100000.0), head_dim, 4096, dtype, "cpu")
+    native_rotary, torch_rotary = (
+        RotaryEmbedding(RopeParameters(theta=100000.0), head_dim, 4096, dtype, "cpu",
+                        kernels=kernels) for kernels in (native_kernels, TORCH))
     heads = torch.randn(num_tokens, num_qo_heads + 2 * num_kv_heads, head_dim).to(dtype)
-    cos, sin = rotary.cos_sin(torch.randint(0, 4096, (num_tokens,)))
-    (native_q, native_k), (torch_q, torch_k) = _twins(
-        rotary.apply_qk, heads, num_qo_heads, num_kv_heads, cos, sin)
+    cos, sin = torch_rotary.cos_sin(torch.randint(0, 4096, (num_tokens,)))
+    native_q, native_k = native_rotary.apply_qk(heads, num_qo_heads, num_kv_heads, cos, sin)
+    torch_q, torch_k = torch_rotary.apply_qk(heads, num_qo_heads, num_kv_heads, cos, sin)
     _assert_twins_close(native_q, torch_q)
     _assert_twins_close(native_k, torch_k)
 
 
 def _filled_backend(dtype: torch.dtype, page_size: int, num_qo_heads: int,
-                    num_kv_heads: int, head_dim: int) -> TorchRefBackend:
+                    num_kv_heads: int, head_dim: int, kernels: KernelRoute) -> TorchRefBackend:
     torch.manual_seed(4)
     pool = KVCachePool(1, 40, page_size, num_kv_heads, head_dim, dtype)
     pool.caches[0].copy_(torch.randn(pool.caches[0].shape))
-    return TorchRefBackend(pool, num_qo_heads, num_kv_heads, head_dim)
+    return TorchRefBackend(pool, num_qo_heads, num_kv_heads, head_dim, kernels=kernels)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_qo_heads,num_kv_heads", [(9, 3), (4, 4), (8, 1)])
-def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, num_kv_heads):
+def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, num_kv_heads,
+                                                          native_kernels):
     """A decode batch of different lengths on scattered pages (one request mid-page, one
     on a page boundary), after a prefill in the same step: the new K/V lands in the same
     cache slots and every request attends over its own pages."""
@@ -123,36 +141,36 @@ def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, n
     q = torch.randn(num_tokens, num_qo_heads, head_dim).to(dtype)
     k, v = (torch.randn(num_tokens, num_kv_heads, head_dim).to(dtype) for _ in range(2))
     outputs, caches = [], []
-    for route, is_native in ((contextlib.nullcontext, True), (native.disabled, False)):
-        backend = _filled_backend(dtype, page_size, num_qo_heads, num_kv_heads, head_dim)
-        with route():
-            backend.plan(batch)
-            assert backend._native == is_native
-            outputs.append(backend.forward(0, q, k, v))
+    for kernels in (native_kernels, TORCH):
+        backend = _filled_backend(dtype, page_size, num_qo_heads, num_kv_heads, head_dim,
+                                  kernels)
+        assert backend._native == kernels.is_native
+        backend.plan(batch)
+        outputs.append(backend.forward(0, q, k, v))
         caches.append(backend.kv_pool.caches[0])
     assert torch.equal(caches[0], caches[1])
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)
 
 
-def test_store_kv_skips_padding_slots():
+def test_store_kv_skips_padding_slots(native_kernels):
     cache = torch.zeros(3, 2, 4, 2, 8)
     k, v = torch.ones(2, 2, 8), torch.full((2, 2, 8), 2.0)
-    native.ops().store_kv(k, v, cache, torch.tensor([-1, 5]))
+    native_kernels.ops.store_kv(k, v, cache, torch.tensor([-1, 5]))
     assert torch.equal(cache[1, 0, 1], k[1]) and torch.equal(cache[1, 1, 1], v[1])
     assert cache.sum().item() == k[1].sum().item() + v[1].sum().item()
 
 
-def test_decode_attention_over_a_long_context_is_exact_softmax_attention():
+def test_decode_attention_over_a_long_context_is_exact_softmax_attention(native_kernels):
     """4,000 positions in float32 against the dense formula in float64."""
     torch.manual_seed(5)
     page_size, num_pages, heads, dim = 16, 250, 2, 64
     cache = torch.randn(num_pages, 2, page_size, heads, dim)
     order = torch.randperm(num_pages).to(torch.int32)
     q = torch.randn(1, 4, dim)
-    out = native.ops().decode_attention(q, cache, order, torch.tensor([0], dtype=torch.int32),
-                                        torch.tensor([num_pages * page_size - 3],
-                                                     dtype=torch.int32), dim**-0.5)
+    out = native_kernels.ops.decode_attention(
+        q, cache, order, torch.tensor([0], dtype=torch.int32),
+        torch.tensor([num_pages * page_size - 3], dtype=torch.int32), dim**-0.5)
     keys = cache[order.long(), 0].reshape(-1, heads, dim)[:-3].double()
     values = cache[order.long(), 1].reshape(-1, heads, dim)[:-3].double()
     grouped = q.double().view(heads, 2, dim)
@@ -161,14 +179,15 @@ def test_decode_attention_over_a_long_context_is_exact_softmax_attention():
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_kernels_reject_mismatched_dtypes_with_a_message():
+def test_kernels_reject_mismatched_dtypes_with_a_message(native_kernels):
     cache = torch.zeros(2, 2, 4, 1, 8, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="share a dtype"):
-        native.ops().store_kv(torch.zeros(1, 1, 8), torch.zeros(1, 1, 8), cache,
+        native_kernels.ops.store_kv(torch.zeros(1, 1, 8), torch.zeros(1, 1, 8), cache,
                               torch.tensor([0]))
 
 
-def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_threads():
+def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_threads(
+        native_kernels):
     """Each request's positions are cut into page-aligned ranges of 128, attended in
     parallel and merged: exact attention over the request's pages, and bit for bit the
     same alone or in a batch, on one thread or two."""
@@ -183,7 +202,7 @@ def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_thr
         previous = torch.get_num_threads()
         torch.set_num_threads(num_threads)
         try:
-            return native.ops().decode_attention(
+            return native_kernels.ops.decode_attention(
                 q[rows], cache, kv_indices, torch.tensor(first_pages[rows], dtype=torch.int32),
                 torch.tensor(lengths[rows], dtype=torch.int32), dim**-0.5)
         finally:
@@ -201,21 +220,23 @@ def test_decode_attention_cuts_requests_into_ranges_independent_of_batch_and_thr
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_row_kernels_give_each_row_the_same_bits_whatever_its_neighbours(dtype):
+def test_row_kernels_give_each_row_the_same_bits_whatever_its_neighbours(dtype, native_kernels):
     """RMSNorm, fused add+RMSNorm, SiLU-and-mul and rotary: a row alone, and as row i of
     a batch of 1 .. 300 rows (split across both threads)."""
     torch.manual_seed(5)
     x, residual = (torch.randn(300, 576).to(dtype) for _ in range(2))
     weight = torch.randn(576).to(dtype)
     gate_up = torch.randn(300, 2 * 1536).to(dtype) * 4
-    rotary = RotaryEmbedding(RopeParameters(theta=100000.0), 64, 4096, dtype, "cpu")
+    route = native_kernels
+    rotary = RotaryEmbedding(RopeParameters(theta=100000.0), 64, 4096, dtype, "cpu",
+                             kernels=route)
     heads = torch.randn(300, 15, 64).to(dtype)
     cos, sin = rotary.cos_sin(torch.randint(0, 4096, (300,)))
     kernels = {
-        "rms_norm": lambda rows: rms_norm(x[rows], weight, 1e-5),
+        "rms_norm": lambda rows: rms_norm(x[rows], weight, 1e-5, kernels=route),
         "fused_add_rms_norm": lambda rows: torch.cat(fused_add_rms_norm(
-            x[rows], residual[rows], weight, 1e-5), dim=1),
-        "silu_and_mul": lambda rows: silu_and_mul(gate_up[rows]),
+            x[rows], residual[rows], weight, 1e-5, kernels=route), dim=1),
+        "silu_and_mul": lambda rows: silu_and_mul(gate_up[rows], kernels=route),
         "rotary": lambda rows: torch.cat(rotary.apply_qk(
             heads[rows], 9, 3, cos[rows], sin[rows]), dim=1),
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.kernels import native
 from toolkit.kernels import silu_and_mul as kernel
 from toolkit.layers.activation import silu_and_mul as layer_silu_and_mul
 
@@ -39,12 +38,18 @@ def test_kernel_reads_strided_rows():
 
 def test_reference_is_the_layers_activation():
     gate_up = torch.randn(3, 32, dtype=torch.bfloat16)
-    with native.disabled():
-        assert torch.equal(kernel.silu_and_mul_ref(gate_up), layer_silu_and_mul(gate_up))
+    assert torch.equal(kernel.silu_and_mul_ref(gate_up), layer_silu_and_mul(gate_up))
 
 
-def test_dispatch_uses_the_twin_off_cuda_without_the_native_kernels():
+def test_dispatch_uses_the_twin_off_cuda_on_the_torch_route():
+    """A direct call without ``kernels`` takes the torch route."""
     gate_up = torch.randn(2, 16)
-    with native.disabled():
-        assert torch.equal(kernel.silu_and_mul(gate_up), kernel.silu_and_mul_ref(gate_up))
+    assert torch.equal(kernel.silu_and_mul(gate_up), kernel.silu_and_mul_ref(gate_up))
+
+
+def test_native_route_falls_back_to_the_twin_for_float16(native_kernels):
+    """Given the native route, a dtype its kernels do not take still runs the twin."""
+    gate_up = torch.randn(2, 16, dtype=torch.float16)
+    assert torch.equal(kernel.silu_and_mul(gate_up, kernels=native_kernels),
+                       kernel.silu_and_mul_ref(gate_up))
 

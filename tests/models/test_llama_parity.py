@@ -10,6 +10,7 @@ import transformers
 from paged_batch import build_forward_batch
 
 from toolkit.attention.torch_ref import TorchRefBackend
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import load_model, read_model_info
 
@@ -44,13 +45,20 @@ def _save_random_model(config_cls: type, overrides: dict, directory: pathlib.Pat
     return model
 
 
-def _paged_runtime(model_dir: pathlib.Path):
-    model = load_model(model_dir, torch.float32, "cpu")
+@pytest.fixture(params=["native", "torch"])
+def kernels(request) -> KernelRoute:
+    """The CPU kernel route the model and its attention backend are built with."""
+    return request.getfixturevalue("native_kernels") if request.param == "native" else TORCH
+
+
+def _paged_runtime(model_dir: pathlib.Path, kernels: KernelRoute):
+    model = load_model(model_dir, torch.float32, "cpu", kernels=kernels)
     info = read_model_info(model_dir)
     pool = KVCachePool(info.num_layers, num_pages=32, page_size=PAGE_SIZE,
                        num_kv_heads=info.num_kv_heads, head_dim=info.head_dim,
                        dtype=torch.float32)
-    attn = TorchRefBackend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+    attn = TorchRefBackend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim,
+                           kernels=kernels)
     return model, attn
 
 
@@ -70,9 +78,9 @@ def _reference_logits(hf_model, tokens: list[int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_prefill_then_decode_matches_transformers(name: str, tmp_path: pathlib.Path):
+def test_prefill_then_decode_matches_transformers(name: str, tmp_path: pathlib.Path, kernels):
     hf_model = _save_random_model(*CONFIGS[name], tmp_path)
-    model, attn = _paged_runtime(tmp_path)
+    model, attn = _paged_runtime(tmp_path, kernels)
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, COMMON["vocab_size"], (13,), generator=generator).tolist()
     pages = [9, 2, 17, 5, 30, 11]
@@ -85,9 +93,9 @@ def test_prefill_then_decode_matches_transformers(name: str, tmp_path: pathlib.P
     torch.testing.assert_close(torch.stack(ours), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_two_requests_of_different_lengths_in_one_step(tmp_path: pathlib.Path):
+def test_two_requests_of_different_lengths_in_one_step(tmp_path: pathlib.Path, kernels):
     hf_model = _save_random_model(*CONFIGS["qwen2_bias"], tmp_path)
-    model, attn = _paged_runtime(tmp_path)
+    model, attn = _paged_runtime(tmp_path, kernels)
     first = [5, 17, 33, 2, 90, 41, 8, 8, 60]
     second = [71, 3, 12, 55]
     _step_logits(model, attn, [(first[:6], 0, [4, 12, 7])])

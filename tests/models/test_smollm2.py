@@ -9,6 +9,7 @@ import torch
 from paged_batch import build_forward_batch
 
 from toolkit.attention.torch_ref import TorchRefBackend
+from toolkit.kernels.route import KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import load_model, read_model_info
 
@@ -38,18 +39,20 @@ def reference(smollm2_gguf_path: pathlib.Path):
     return model, tokenizer
 
 
-def _greedy_with_paged_kv(model_dir: pathlib.Path,
-                          prompts: list[list[int]]) -> tuple[list[list[int]], torch.Tensor]:
-    """All prompts prefilled in one step, then batched decode steps.
+def _greedy_with_paged_kv(model_dir: pathlib.Path, prompts: list[list[int]],
+                          kernels: KernelRoute) -> tuple[list[list[int]], torch.Tensor]:
+    """All prompts prefilled in one step, then batched decode steps, the model and its
+    attention built with the CPU kernel route ``kernels``.
 
     Returns the greedy tokens per prompt and the logits that chose them [B, steps, vocab].
     """
     info = read_model_info(model_dir)
-    model = load_model(model_dir, torch.float32, "cpu")
+    model = load_model(model_dir, torch.float32, "cpu", kernels=kernels)
     pages_per_request = -(-(max(map(len, prompts)) + NUM_NEW_TOKENS) // PAGE_SIZE)
     pool = KVCachePool(info.num_layers, len(prompts) * pages_per_request + 1, PAGE_SIZE,
                        info.num_kv_heads, info.head_dim, torch.float32)
-    attn = TorchRefBackend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim)
+    attn = TorchRefBackend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim,
+                           kernels=kernels)
     pages = [list(range(pool.num_pages - 1 - i * pages_per_request,
                         pool.num_pages - 1 - (i + 1) * pages_per_request, -1))
              for i in range(len(prompts))]  # descending, non-contiguous across requests
@@ -70,12 +73,14 @@ def _greedy_with_paged_kv(model_dir: pathlib.Path,
     return generated, torch.stack(step_logits, dim=1)
 
 
-def test_greedy_continuations_match_transformers(smollm2_dir: pathlib.Path, reference):
+def test_greedy_continuations_match_transformers(smollm2_dir: pathlib.Path, reference,
+                                                  native_kernels):
     """transformers, fed prompt + our continuation, picks the same greedy token at every step
-    (so its own greedy decoding would produce the same text) with matching logits."""
+    (so its own greedy decoding would produce the same text) with matching logits; on the
+    native CPU kernels, the route a CPU runtime resolves to."""
     hf_model, tokenizer = reference
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
-    ours, our_logits = _greedy_with_paged_kv(smollm2_dir, prompts)
+    ours, our_logits = _greedy_with_paged_kv(smollm2_dir, prompts, native_kernels)
     for prompt, continuation, logits in zip(prompts, ours, our_logits):
         with torch.no_grad():
             full = hf_model(torch.tensor([prompt + continuation])).logits[0].float()

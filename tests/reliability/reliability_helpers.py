@@ -83,7 +83,8 @@ def idle_state(engine) -> dict:
         "num_streams": stats["num_streams"],
         "num_states_scheduler": stats["num_states_scheduler"],
         "num_states_output_processor": stats["num_states_output_processor"],
-        "num_states_runner": stats["num_states_runner"],
+        "num_states_grammars": stats["num_states_grammars"],
+        "num_states_drafter": stats["num_states_drafter"],
     }
 
 

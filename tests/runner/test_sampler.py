@@ -128,3 +128,31 @@ def test_seeded_row_with_every_extra_is_the_same_alone_and_in_a_batch_of_8():
     alone = sequence([seeded], other_seed=0)
     assert sequence([seeded, *others], other_seed=5) == alone
     assert len(set(alone)) > 1
+
+
+def test_inverse_cdf_draw_follows_unnormalized_weights_and_skips_zeros():
+    from toolkit.runner.sampler import draw as draw_rows
+
+    weights = torch.tensor([0.0, 3.0, 0.0, 1.0, 0.5, 0.0, 2.5, 0.0])  # sums to 7, not 1
+    torch.manual_seed(1)
+    samples = draw_rows(weights.expand(NUM_SAMPLES, -1), [None] * NUM_SAMPLES)
+    assert chi_square(samples, weights / weights.sum()) < CHI2_CRITICAL_DF7
+
+
+def test_inverse_cdf_draw_at_the_extremes_of_the_uniform(monkeypatch):
+    from toolkit.runner import sampler
+
+    probs = torch.tensor([[0.0, 0.25, 0.75, 0.0, 0.0]])
+    for u, expected in ((0.0, 1), (0.25, 2), (1.0 - 2**-24, 2)):
+        monkeypatch.setattr(sampler.torch, "rand", lambda *a, u=u, **k: torch.full(a, u))
+        assert int(sampler.draw(probs, [None])) == expected, u
+
+
+def test_inverse_cdf_draw_of_a_row_is_the_same_alone_and_in_a_batch():
+    from toolkit.runner.sampler import draw as draw_rows
+
+    probs = torch.randn(16, 49152).softmax(-1)
+    seeds = [torch.Generator().manual_seed(s) for s in range(16)]
+    batch = draw_rows(probs, seeds)
+    alone = [int(draw_rows(probs[i:i + 1], [torch.Generator().manual_seed(i)])) for i in range(16)]
+    assert batch.tolist() == alone

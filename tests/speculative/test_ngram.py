@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolkit.protocol import Request, SamplingParams
+from toolkit.runner.proposer import DraftRequest
 from toolkit.speculative.ngram import NgramProposer, lookup_ngram
 
 
@@ -38,10 +39,9 @@ def test_repeated_token_runs_overlap():
 
 
 def test_proposer_reads_prompt_and_output_and_has_no_probs():
-    request = Request("r", [10, 11, 12, 13], SamplingParams())
-    request.output_token_ids = [20, 11, 12]
+    request = Request("r", [10, 11, 12, 13], SamplingParams(), output_token_ids=[20, 11, 12])
     proposer = NgramProposer(prompt_lookup_min=1, prompt_lookup_max=3)
-    [proposal] = proposer.propose([request], [2])
+    [proposal] = proposer.propose([DraftRequest("r", request.all_token_ids, SamplingParams(), 2)])
     assert proposal.token_ids == [13, 20] and proposal.probs is None
-    assert proposer.propose([Request("s", [1, 2, 3], SamplingParams())], [4]) == [None]
+    assert proposer.propose([DraftRequest("s", [1, 2, 3], SamplingParams(), 4)]) == [None]
     assert len(proposer) == 0

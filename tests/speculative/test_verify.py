@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.runner.sampler import draw
 from toolkit.runner.verify import verify_by_draws
 
 VOCAB = 50
@@ -15,8 +16,8 @@ def _generators(seed: int, count: int) -> list[torch.Generator]:
 
 
 def _plain_draws(probs: torch.Tensor, seed: int) -> list[int]:
-    return [int(torch.multinomial(row, 1, generator=g))
-            for row, g in zip(probs, _generators(seed, probs.shape[0]))]
+    """The sampler's draw at each position, as plain decoding makes it."""
+    return draw(probs, _generators(seed, probs.shape[0])).tolist()
 
 
 def test_accepts_drafts_equal_to_the_draws_and_adds_the_bonus_draw():

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 
 
@@ -17,11 +18,17 @@ class AttentionBackend(ABC):
     index building, wrapper planning); then ``forward(layer_id, q, k, v)`` once per layer.
     Attention is causal within each request; the queries of request i sit at the last
     ``qo_len_i`` positions of its ``seq_len_i`` KV positions.
+
+    ``kernels``: the CPU kernel route the backend was built with (toolkit.kernels.route;
+    build_runtime passes the one it resolved, the default is the torch ops). A backend that
+    runs no CPU kernels keeps it only so that a copy of it can be built alike.
     """
 
     def __init__(self, kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int,
-                 head_dim: int, scale: float | None = None) -> None:
+                 head_dim: int, scale: float | None = None, *,
+                 kernels: KernelRoute = TORCH) -> None:
         self.kv_pool = kv_pool
+        self.kernels = kernels
         self.num_qo_heads = num_qo_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim

@@ -22,6 +22,7 @@ import torch
 from toolkit.attention.base import AttentionBackend
 from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.kernels.kv_store import store_kv
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
@@ -52,8 +53,9 @@ class FlashInferBackend(AttentionBackend):
     """FlashInfer paged attention over a KVCachePool (NHD, [num_pages, 2, P, Hkv, D])."""
 
     def __init__(self, kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int,
-                 head_dim: int, scale: float | None = None) -> None:
-        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale)
+                 head_dim: int, scale: float | None = None, *,
+                 kernels: KernelRoute = TORCH) -> None:
+        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale, kernels=kernels)
         check_supported(kv_pool, num_qo_heads, num_kv_heads, head_dim)
         self.device = kv_pool.caches[0].device
         self.dtype = kv_pool.caches[0].dtype

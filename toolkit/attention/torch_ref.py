@@ -5,8 +5,9 @@ It consumes exactly the FlashInfer page table (kv_indptr, kv_indices, kv_last_pa
 index_copy_ for the new K/V, one gather plus one SDPA call for all decode requests
 together, and one gather plus one SDPA call per prefill chunk. An fp8 pool (see
 KVCachePool) is quantized as it is written and dequantized to q's dtype as it is gathered.
-With the native CPU kernels loaded (toolkit.kernels.native) the store is one call and
-decode attention one call that walks the pages itself, with no gather.
+Built with the native route (``kernels``, toolkit.kernels.route) over an unquantized CPU
+cache of a dtype the C++ kernels take, the store is one call and decode attention one call
+that walks the pages itself, with no gather; this is decided once, at construction.
 
 Batch-invariant (``enable_batch_invariance``, native kernels only): every query row, prefill
 rows included, is attended as a decode of its own position by the native kernel, which cuts
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.attention.forward_batch import ForwardBatch
-from toolkit.kernels import native
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
 
 
@@ -91,30 +92,31 @@ class TorchRefBackend(AttentionBackend):
     """FlashInfer-compatible paged attention with torch SDPA (any device, any float dtype)."""
 
     def __init__(self, kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int,
-                 head_dim: int, scale: float | None = None) -> None:
-        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale)
+                 head_dim: int, scale: float | None = None, *,
+                 kernels: KernelRoute = TORCH) -> None:
+        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale, kernels=kernels)
         self.group_size = num_qo_heads // num_kv_heads
+        self._ops = None if kv_pool.quantized else kernels.native_ops(kv_pool.caches[0])
+        """The C++ kernels that store and attend to decodes (the native route over a pool
+        they take: an unquantized CPU cache of float32/bfloat16), or None: torch ops."""
+        self._native = self._ops is not None
+        """Every step stores and attends to decodes with the native kernels."""
         self._write_k_rows: torch.Tensor | None = None
         self._write_v_rows: torch.Tensor | None = None
         self._slots: torch.Tensor | None = None
         self._kv_indices: torch.Tensor | None = None
-        self._native = False
-        """This step stores and attends to decodes with the native kernels."""
         self._decode: _DecodePlan | None = None
         self._prefills: list[_PrefillPlan] = []
 
     def enable_batch_invariance(self) -> bool:
-        """Possible on the native route (an unquantized CPU cache of a dtype it takes)."""
-        self.batch_invariant = self._native_route()
+        """Possible when built with the native route over a pool its kernels take (an
+        unquantized CPU cache of float32/bfloat16)."""
+        self.batch_invariant = self._native
         return self.batch_invariant
-
-    def _native_route(self) -> bool:
-        return native.use_native(self.kv_pool.caches[0]) and not self.kv_pool.quantized
 
     def plan(self, batch: ForwardBatch) -> None:
         device = self.kv_pool.caches[0].device
         page_size = batch.page_size
-        self._native = self._native_route()
         slots = batch.slot_mapping.to(device=device, dtype=torch.int64)
         if self._native:
             self._slots = slots
@@ -213,7 +215,7 @@ class TorchRefBackend(AttentionBackend):
             if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
                 k, v = k.to(cache.dtype), v.to(cache.dtype)
             if self._native:
-                native.ops().store_kv(k, v, cache, self._slots)
+                self._ops.store_kv(k, v, cache, self._slots)
             else:
                 flat.index_copy_(0, self._write_k_rows, k)
                 flat.index_copy_(0, self._write_v_rows, v)
@@ -252,8 +254,8 @@ class TorchRefBackend(AttentionBackend):
         ``scales``: the layer's flat fp8 scales, None for an unquantized cache."""
         plan = self._decode
         if self._native:
-            out = native.ops().decode_attention(q.to(cache.dtype), cache, self._kv_indices,
-                                                plan.page_starts, plan.seq_lens, self.scale)
+            out = self._ops.decode_attention(q.to(cache.dtype), cache, self._kv_indices,
+                                             plan.page_starts, plan.seq_lens, self.scale)
             return out.to(q.dtype)  # [Bd, Hq, D]
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)

@@ -141,7 +141,8 @@ class EngineCore:
         tokens = runner_output.sampled_token_ids.get(request.request_id)
         self._record_verification(item, tokens)
         self.output_processor.record(request.request_id, runner_output)
-        if not self.scheduler.update_request(item, tokens):
+        drafts = runner_output.draft_token_ids.get(request.request_id, [])
+        if not self.scheduler.update_request(item, tokens, drafts):
             return None
         if request.request_id in runner_output.grammar_finished:
             self.scheduler.finish_request(request.request_id, RequestStatus.FINISHED_STOPPED)
@@ -174,15 +175,11 @@ class EngineCore:
 
     def num_request_states(self) -> dict[str, int]:
         """Per-request state still held by the scheduler, the output processor and the
-        runner (seed generators, grammar matchers); all zero once every request has
+        runner (grammar matchers, drafting state); all zero once every request has
         finished or been aborted."""
-        proposer = self.scheduler.proposer
-        return {
-            "scheduler": len(self.scheduler.requests),
-            "output_processor": len(self.output_processor),
-            "runner": self.runner.num_request_states,
-            "proposer": len(proposer) if proposer is not None else 0,
-        }
+        return {"scheduler": len(self.scheduler.requests),
+                "output_processor": len(self.output_processor),
+                **self.runner.num_request_states}
 
     def _add_grammar(self, request_id: str, params: SamplingParams, grammar: Any) -> None:
         if grammar is None:

@@ -11,21 +11,19 @@ one call, rounding where its torch twin rounds:
     store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA
 
 ``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
-then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and turns the
-route on: ``ops()`` then returns the module and the layers call it for float32 and
-bfloat16 CPU tensors. ``device.cpu_kernels`` (toolkit/config/schema.py) chooses whether
-build_runtime loads it.
+then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the
+module; it is the one way to get it. Loading turns nothing on: the layers call the kernels
+only when they were built with the native route (toolkit/kernels/route.py), which
+build_runtime chooses from ``device.cpu_kernels`` (toolkit/config/schema.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import pathlib
 import platform
 import subprocess
-from collections.abc import Iterator
 from types import ModuleType
 
 import torch
@@ -34,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
 DTYPES = (torch.float32, torch.bfloat16)
-"""Tensor dtypes the kernels take; others stay on the torch route."""
+"""Tensor dtypes the kernels take; a call with others runs the torch twin."""
 
 
 class NativeBuildError(RuntimeError):
@@ -46,13 +44,14 @@ CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp"]
 head_dim 64, 512-bit ones made decode attention 1.35x slower (horizontal sums dominate)."""
 
 _module: ModuleType | None = None
-_enabled = False
 _build_error: NativeBuildError | None = None
 
 
 def load() -> ModuleType:
-    """Build (or load the cached build of) the kernels and turn the native route on."""
-    global _module, _enabled, _build_error
+    """The kernels' module: built (or loaded from the build cache) on the first call, the
+    same module after; raises NativeBuildError, then again on every later call, when they
+    do not build."""
+    global _module, _build_error
     if _build_error is not None:  # failed once in this process: do not build again
         raise _build_error
     if _module is None:
@@ -67,7 +66,6 @@ def load() -> ModuleType:
             _build_error = NativeBuildError(f"building {SOURCE.name} failed: "
                                             f"{str(exc).strip().splitlines()[-1]}")
             raise _build_error from exc
-    _enabled = True
     return _module
 
 
@@ -81,37 +79,3 @@ def _cpu_tag() -> str:
     except OSError:
         lines = []
     return hashlib.sha1("\n".join([platform.machine(), *lines]).encode()).hexdigest()[:10]
-
-
-def ops() -> ModuleType | None:
-    """The loaded kernels while the native route is on, else None."""
-    return _module if _enabled else None
-
-
-def use_native(*tensors: torch.Tensor) -> bool:
-    """True when the native route is on and ``tensors`` (a layer's inputs) are contiguous
-    CPU tensors of one dtype that the kernels take."""
-    if not _enabled or tensors[0].dtype not in DTYPES:
-        return False
-    dtype = tensors[0].dtype
-    for tensor in tensors:
-        if not (tensor.is_cpu and tensor.dtype == dtype and tensor.is_contiguous()):
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Within the block the layers take the torch route (tests: the twins side by side)."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
-
-
-def unload() -> None:
-    """Turn the native route off for the rest of the process (the module stays cached)."""
-    global _enabled
-    _enabled = False

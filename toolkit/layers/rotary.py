@@ -4,7 +4,9 @@ Parameters come from a checkpoint's config.json in either spelling: classic
 (``rope_theta`` + ``rope_scaling`` with ``rope_type`` or ``type``) or transformers-5
 (``rope_parameters``). Supported types: default, linear, llama3, yarn.
 On CUDA (``toolkit.kernels.dispatch.use_triton``) ``RotaryEmbedding.apply_qk`` rotates q and
-k in one Triton launch; elsewhere it is the torch ops of ``apply``.
+k in one Triton launch; on the CPU, when the embedding was built with the native route
+(``kernels``, see toolkit.kernels.route), in one C++ call; elsewhere it is the torch ops of
+``apply``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 
 import torch
 
-from toolkit.kernels import native
 from toolkit.kernels.dispatch import use_triton
 from toolkit.kernels.rotary import apply_rotary_triton
+from toolkit.kernels.route import TORCH, KernelRoute
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -150,11 +152,16 @@ def inv_freq_and_scale(p: RopeParameters, rotary_dim: int) -> tuple[torch.Tensor
 
 
 class RotaryEmbedding:
-    """Precomputed cos/sin tables; ``cos_sin(positions)`` once per forward, ``apply`` per layer."""
+    """Precomputed cos/sin tables; ``cos_sin(positions)`` once per forward, ``apply`` per layer.
+
+    ``kernels``: the CPU route ``apply_qk`` takes (the model's; default the torch ops).
+    """
 
     def __init__(self, params: RopeParameters, head_dim: int, max_positions: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
+                 dtype: torch.dtype, device: torch.device | str, *,
+                 kernels: KernelRoute = TORCH) -> None:
         self.head_dim = head_dim
+        self.kernels = kernels
         self.triton_capable = head_dim & (head_dim - 1) == 0
         """The Triton kernel needs a power-of-two head_dim; others stay on torch ops."""
         self.dtype = dtype
@@ -183,14 +190,15 @@ class RotaryEmbedding:
                  cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """heads: [T, Hq + Hkv (+ more), D], q heads first, then k -> rotated q [T, Hq, D]
         and k [T, Hkv, D]. The torch route rotates q and k together (one ``apply``), the
-        Triton route reads them in place from ``heads``, the native one (CPU) is ``apply``
-        in one call."""
+        Triton route reads them in place from ``heads``, the native one (CPU, when this
+        embedding was built with it and the tensors suit the kernel) is ``apply`` in one
+        call."""
         num_rotated = num_qo_heads + num_kv_heads
         if self.triton_capable and use_triton(heads):
             q, k = heads[:, :num_qo_heads], heads[:, num_qo_heads:num_rotated]
             return apply_rotary_triton(q, k, cos, sin)
-        if native.use_native(heads, cos, sin):
-            qk = native.ops().rotary(heads, cos, sin, num_rotated)  # [T, Hq + Hkv, D]
+        if (ops := self.kernels.native_ops(heads, cos, sin)) is not None:
+            qk = ops.rotary(heads, cos, sin, num_rotated)  # [T, Hq + Hkv, D]
         else:
             qk = self.apply(heads[:, :num_rotated], cos, sin)  # [T, Hq + Hkv, D]
         q, k = qk.split((num_qo_heads, num_kv_heads), dim=1)

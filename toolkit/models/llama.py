@@ -6,7 +6,9 @@ q/k/v and gate/up are fused at load time so a decode step runs few, large matmul
 projections are QuantLinear layers: the QuantMethod given to the model decides how their
 weights are stored and multiplied; the model knows nothing else about quantization.
 On CUDA the norms (each residual add fused with the norm after it), rotary and SiLU-and-mul
-run Triton kernels (toolkit/kernels, chosen in toolkit/layers); on the CPU they are torch ops.
+run Triton kernels (toolkit/kernels, chosen in toolkit/layers); on the CPU they take the
+kernel route the model is built with (``kernels``: the C++ kernels or torch ops, see
+toolkit/kernels/route.py).
 Mistral's sliding window is not applied: build_runtime caps max_model_len to
 ``sliding_window``, within which full attention equals windowed attention.
 """
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.attention.base import AttentionBackend
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.layers.activation import silu_and_mul
 from toolkit.layers.linear import batch_variance, linear, pack_weight
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
@@ -47,12 +50,15 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | st
 
 
 class LlamaDecoderLayer(nn.Module):
-    """Pre-norm attention + SwiGLU MLP with fused projections."""
+    """Pre-norm attention + SwiGLU MLP with fused projections; its norms and SiLU-and-mul
+    take the CPU kernel route ``kernels``."""
 
     def __init__(self, config: dict[str, Any], layer_id: int, dtype: torch.dtype,
-                 device: torch.device | str, quant_method: QuantMethod) -> None:
+                 device: torch.device | str, quant_method: QuantMethod, *,
+                 kernels: KernelRoute = TORCH) -> None:
         super().__init__()
         self.layer_id = layer_id
+        self.kernels = kernels
         hidden = config["hidden_size"]
         self.num_qo_heads = config["num_attention_heads"]
         self.num_kv_heads = config.get("num_key_value_heads") or self.num_qo_heads
@@ -94,11 +100,13 @@ class LlamaDecoderLayer(nn.Module):
         the same adds and norms as a plain pre-norm layer, in the same order.
         """
         num_tokens = hidden.shape[0]
+        kernels = self.kernels
         if residual is None:
             residual = hidden
-            x = rms_norm(hidden, self.input_layernorm, self.eps)
+            x = rms_norm(hidden, self.input_layernorm, self.eps, kernels=kernels)
         else:
-            x, residual = fused_add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
+            x, residual = fused_add_rms_norm(hidden, residual, self.input_layernorm, self.eps,
+                                             kernels=kernels)
         qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hkv) * D]
         heads = qkv.view(num_tokens, -1, self.head_dim)  # [T, Hq + 2 Hkv, D]
         q, k = rotary.apply_qk(heads, self.num_qo_heads, self.num_kv_heads, cos, sin)
@@ -106,8 +114,8 @@ class LlamaDecoderLayer(nn.Module):
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
         attn_out = self.o_proj(attn_out.reshape(num_tokens, -1))  # [T, hidden]
         x, residual = fused_add_rms_norm(attn_out, residual, self.post_attention_layernorm,
-                                         self.eps)
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x))), residual
+                                         self.eps, kernels=kernels)
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x), kernels=kernels)), residual
 
 
 def _copy_checked(name: str, tensor: torch.Tensor, target: torch.Tensor) -> None:
@@ -126,14 +134,19 @@ class LlamaForCausalLM(nn.Module):
 
     ``quant_method`` stores and multiplies the decoder projections (default: dense,
     unpacked); embeddings, norms and the LM head stay dense in ``dtype``.
+    ``kernels``: the CPU kernel route (toolkit.kernels.route) of every norm, rotary and
+    SiLU-and-mul of the model, chosen by whoever builds it (build_runtime, through
+    load_model); default the torch ops.
     """
 
     def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu",
-                 quant_method: QuantMethod | None = None) -> None:
+                 quant_method: QuantMethod | None = None, *,
+                 kernels: KernelRoute = TORCH) -> None:
         super().__init__()
         self.config = config
         self.dtype = dtype
+        self.kernels = kernels
         self.quant_method = quant_method or NoQuant()
         hidden = config["hidden_size"]
         vocab_size = config["vocab_size"]
@@ -141,7 +154,7 @@ class LlamaForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
         self.embed_tokens = _param((vocab_size, hidden), dtype, device)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, dtype, device, self.quant_method)
+            LlamaDecoderLayer(config, i, dtype, device, self.quant_method, kernels=kernels)
             for i in range(config["num_hidden_layers"])
         )
         self.norm = _param((hidden,), dtype, device)
@@ -149,7 +162,8 @@ class LlamaForCausalLM(nn.Module):
             (vocab_size, hidden), dtype, device)
         head_dim = self.layers[0].head_dim
         self.rotary = RotaryEmbedding(rope_parameters_from_hf_config(config), head_dim,
-                                      config["max_position_embeddings"], dtype, device)
+                                      config["max_position_embeddings"], dtype, device,
+                                      kernels=kernels)
         self.packed_lm_head: torch.Tensor | None = None
         self.quantized_lm_head: Int8LMHead | None = None
         """The quant method's copy of the LM head, for the steps it covers (q4_1: int8)."""
@@ -190,8 +204,9 @@ class LlamaForCausalLM(nn.Module):
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, cos, sin, self.rotary, attn)
         if residual is None:
-            return rms_norm(hidden, self.norm, self.eps)
-        return fused_add_rms_norm(hidden, residual, self.norm, self.eps)[0]
+            return rms_norm(hidden, self.norm, self.eps, kernels=self.kernels)
+        return fused_add_rms_norm(hidden, residual, self.norm, self.eps,
+                                  kernels=self.kernels)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] -> logits [N, vocab] float32."""

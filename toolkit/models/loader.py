@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.models.registry import MODEL_ARCHITECTURES
 from toolkit.quant.base import ModelLoadError
 
@@ -138,7 +139,7 @@ def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
                allow_pickle: bool = False, quant: QuantConfig | None = None,
-               batch_invariant: bool = False) -> nn.Module:
+               batch_invariant: bool = False, kernels: KernelRoute = TORCH) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
@@ -148,6 +149,9 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     config.json declares); a mismatch with the checkpoint raises ModelLoadError.
     ``batch_invariant``: ask the quant method for batch-invariant matmuls
     (``device.deterministic``); ``model.quant_method.batch_invariant`` says whether it could.
+    ``kernels``: the CPU kernel route the model's norms, rotary and SiLU-and-mul take
+    (toolkit.kernels.route; build_runtime passes the one resolve_cpu_kernels chose); the
+    default is the torch ops.
     """
     from toolkit.config.schema import QuantConfig
     from toolkit.quant.registry import create_quant_method
@@ -166,7 +170,7 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     if batch_invariant:
         method.enable_batch_invariance()
     method.check_checkpoint(tensor_shapes(files))
-    model = model_cls(config, dtype=dtype, device=device, quant_method=method)
+    model = model_cls(config, dtype=dtype, device=device, quant_method=method, kernels=kernels)
     model.load_weights(iter_weights(files))
     if (prepack_weights or method.batch_invariant) and hasattr(model, "pack_weights"):
         model.pack_weights()

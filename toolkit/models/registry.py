@@ -1,4 +1,7 @@
-"""Model classes by the architecture name in a checkpoint's config.json."""
+"""Model classes by the architecture name in a checkpoint's config.json.
+
+A class is built as ``cls(config, dtype=, device=, quant_method=, kernels=)`` (see
+load_model); ``kernels`` is the CPU kernel route (toolkit.kernels.route) its layers take."""
 
 from __future__ import annotations
 

@@ -18,11 +18,9 @@ class ScheduledRequest:
     """Tokens fed this step: a prefill chunk, 1 for a decode, 1 + k for a decode with k
     draft tokens."""
     draft_token_ids: list[int] = field(default_factory=list)
-    """Speculative decoding: the k proposed tokens fed after the request's last token; the
-    runner verifies them from the logits at all 1 + k positions."""
-    draft_probs: object | None = None
-    """The draft's distributions q the drafts were sampled from, a float32 tensor [k, V]
-    on the runner's device; None means point masses (n-gram and greedy drafts)."""
+    """Speculative decoding: the k proposed tokens fed after the request's last token (the
+    first k the runner drafted last step); the runner verifies them from the logits at all
+    1 + k positions."""
 
     @property
     def num_draft_tokens(self) -> int:
@@ -84,10 +82,14 @@ class RunnerOutput:
     """Requests whose own work in the step raised, with the work that failed ("sampling",
     "the grammar", "prompt logprobs"); they have no tokens or logprobs here, and the
     engine fails them."""
+    draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
+    """Speculative decoding: drafts for the next step, proposed after this step's tokens;
+    the scheduler budgets 1 + k tokens for them (or fewer, or none)."""
 
     def merge(self, other: RunnerOutput) -> None:
         """Add ``other``'s results (of other requests) to these."""
         self.sampled_token_ids.update(other.sampled_token_ids)
+        self.draft_token_ids.update(other.draft_token_ids)
         self.logprobs.update(other.logprobs)
         self.prompt_logprobs.update(other.prompt_logprobs)
         self.grammar_finished |= other.grammar_finished
@@ -97,6 +99,7 @@ class RunnerOutput:
         """Mark ``request_id`` failed (``what`` failed) and drop its results."""
         self.failed[request_id] = what
         self.sampled_token_ids.pop(request_id, None)
+        self.draft_token_ids.pop(request_id, None)
         self.logprobs.pop(request_id, None)
         self.prompt_logprobs.pop(request_id, None)
         self.grammar_finished.discard(request_id)

@@ -40,6 +40,9 @@ class Request:
     num_preemptions: int = 0
     priority: int = 0
     """Lower runs earlier under the priority scheduling policy."""
+    draft_token_ids: list[int] = field(default_factory=list)
+    """Speculative decoding: drafts the runner proposed after the last step, to be fed
+    after the request's last token in the next one."""
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -21,6 +21,7 @@ from toolkit.runner.verify import VerifyRow, verify_drafts
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers
     from toolkit.runner.cuda_graph_runner import CudaGraphRunner
+    from toolkit.runner.drafter import Drafter
 
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ apart."""
 
 
 class ModelRunner:
-    """Owns the model and the attention backend; samples and verifies drafts.
+    """Owns the model and the attention backend; samples, verifies drafts and, with a
+    drafter, proposes the next step's drafts.
 
     A seeded request's n-th output token is drawn from a generator keyed by its seed and n
     alone, so the draw depends on nothing else in the step (the batch, a preemption, how
@@ -48,8 +50,10 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
                  device: torch.device | str, acceptance: AcceptanceMethod | None = None,
                  graph_runner: CudaGraphRunner | None = None,
-                 exact_seeded_drafts: bool = False) -> None:
+                 exact_seeded_drafts: bool = False, drafter: Drafter | None = None) -> None:
         self.model = model
+        self.drafter = drafter
+        """Proposes drafts after sampling (speculative decoding); None: no speculation."""
         self.exact_seeded_drafts = exact_seeded_drafts
         self.graph_runner = graph_runner
         """Replays decode steps from CUDA graphs (None: every step runs eagerly)."""
@@ -63,7 +67,8 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
         """Run one step: the batch's forward, then each request's own work (prompt
-        logprobs, sampling or draft verification, logprobs, its grammar).
+        logprobs, sampling or draft verification, logprobs, its grammar), then the next
+        step's drafts.
 
         Fault isolation: a request whose own work raises is listed in
         ``RunnerOutput.failed`` with no results, and the other requests' results are the
@@ -73,6 +78,9 @@ class ModelRunner:
         building the batch, the forward, the LM head, and ``ENGINE_FAULTS`` (memory
         exhausted) anywhere."""
         scheduled = scheduler_output.scheduled
+        if self.drafter is not None:
+            for request_id in scheduler_output.preempted_ids:
+                self.drafter.release(request_id)
         batch = build_forward_batch(scheduled, self.page_size, self.device)
         hidden = self._forward(batch)  # [T, H]
         output = RunnerOutput()
@@ -84,7 +92,20 @@ class ModelRunner:
         self._add_prompt_logprobs(scheduled, hidden, batch, output)
         if self._grammars:
             self._accept_grammars(output)
+        if self.drafter is not None:
+            self._draft(scheduled, output)
         return output
+
+    def _draft(self, scheduled: list[ScheduledRequest], output: RunnerOutput) -> None:
+        """The next step's drafts into ``output``; a proposer that raises costs this
+        step's drafts only (speculation never changes which tokens a request gets)."""
+        try:
+            self.drafter.propose(scheduled, output)
+        except ENGINE_FAULTS:
+            raise
+        except Exception:
+            logger.exception("drafting failed; the next step runs without drafts")
+            output.draft_token_ids.clear()
 
     def _emit_isolated(self, sampling: list[ScheduledRequest], logits: torch.Tensor,
                        output: RunnerOutput) -> None:
@@ -162,7 +183,7 @@ class ModelRunner:
         """Accepted drafts plus one recovered or bonus token per request."""
         rows = [VerifyRow(s.request.sampling_params,
                           TokenHistory(s.request.prompt_token_ids, s.request.output_token_ids),
-                          s.draft_token_ids, s.draft_probs, self._generator(s.request),
+                          s.draft_token_ids, self._draft_probs(s), self._generator(s.request),
                           self._position_generators(s))
                 for s in sampling]
         grammar = None
@@ -172,6 +193,12 @@ class ModelRunner:
                 logits.shape[1])
         emitted = verify_drafts(logits, rows, self.acceptance, grammar)
         return {s.request.request_id: tokens for s, tokens in zip(sampling, emitted)}
+
+    def _draft_probs(self, item: ScheduledRequest) -> torch.Tensor | None:
+        """[k, V] distributions of ``item``'s scheduled drafts; None for point masses."""
+        if self.drafter is None or not item.draft_token_ids:
+            return None
+        return self.drafter.take_probs(item)
 
     @staticmethod
     def _logprobs(sampling: list[ScheduledRequest], logits: torch.Tensor,
@@ -239,14 +266,18 @@ class ModelRunner:
         self._grammars.add(request_id, grammar, stop_token_ids)
 
     def release(self, request_id: str) -> None:
-        """Forget a finished request's grammar matcher."""
+        """Forget a finished request's grammar matcher and drafting state."""
         if self._grammars is not None:
             self._grammars.release(request_id)
+        if self.drafter is not None:
+            self.drafter.release(request_id)
 
     @property
-    def num_request_states(self) -> int:
-        """Grammar matchers still held; 0 when no request is in flight."""
-        return len(self._grammars) if self._grammars else 0
+    def num_request_states(self) -> dict[str, int]:
+        """Grammar matchers and drafting state still held; all 0 when no request is in
+        flight."""
+        return {"grammars": len(self._grammars) if self._grammars else 0,
+                "drafter": len(self.drafter) if self.drafter is not None else 0}
 
     def _generator(self, request: Request, offset: int = 0) -> torch.Generator | None:
         """The generator of ``request``'s output token num_output_tokens + offset; None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.runner.sampler import draw
+
 
 def verify_greedy(target_argmax: list[int], draft_ids: list[int]) -> list[int]:
     """target_argmax: the k + 1 argmax tokens -> the emitted tokens (1..k+1)."""
@@ -56,4 +58,4 @@ def _residual(p: torch.Tensor, draft: int, q: torch.Tensor | None) -> torch.Tens
 
 def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
     """One token from unnormalized non-negative weights [V]."""
-    return int(torch.multinomial(weights, 1, generator=generator)[0])
+    return int(draw(weights.unsqueeze(0), [generator]))

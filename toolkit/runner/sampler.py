@@ -23,9 +23,10 @@ Stage 2, distribution shaping for sampled rows (Aphrodite's default order):
    12. typical_p
    13. smoothing_factor / smoothing_curve (quadratic sampling)
 -inf only ever grows, so a token the grammar forbids is never drawn.
-Then one multinomial draw for unseeded rows, and one draw per seeded row from its own
-generator, so a seeded request's tokens depend only on its own logits and seed, never on
-the batch. Logprobs are computed elsewhere (``logprobs.py``) from the raw logits.
+Then one inverse-CDF draw per sampled row (``draw``): a uniform from the row's own
+generator for seeded rows, from torch's global one otherwise, so a seeded request's tokens
+depend only on its own logits and seed, never on the batch. Logprobs are computed elsewhere
+(``logprobs.py``) from the raw logits.
 """
 
 from __future__ import annotations
@@ -76,13 +77,28 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
     greedy_ids = logits.argmax(dim=-1)
     if all(p.greedy for p in params):
         return greedy_ids
-    probs = shaped_probs(logits, params)
-    sampled_ids = torch.multinomial(probs, 1).squeeze(1)
-    for i, generator in enumerate(generators):
-        if generator is not None and not params[i].greedy:
-            sampled_ids[i] = torch.multinomial(probs[i], 1, generator=generator)[0]
+    sampled_ids = draw(shaped_probs(logits, params), generators)
     is_greedy = torch.tensor([p.greedy for p in params], device=logits.device)
     return torch.where(is_greedy, greedy_ids, sampled_ids)
+
+
+def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """probs [N, V] (rows need not sum to exactly 1) -> one token id per row [N] int64, by
+    inverse-CDF sampling: a uniform u per row (from the row's generator, or torch's global
+    one where it is None) picks the first token whose cumulative probability exceeds
+    u * total. Exact for the distribution up to float32 rounding of the running sum; one
+    random number per row where a multinomial draws one per vocabulary entry (its exponential
+    race costs ~1 ms a row at V=49k on a CPU). A zero-probability token is never drawn. Each
+    row's result depends on that row alone."""
+    uniforms = torch.rand(len(generators), 1, device=probs.device)
+    for i, generator in enumerate(generators):
+        if generator is not None:
+            uniforms[i] = torch.rand(1, generator=generator, device=probs.device)
+    cdf = probs.cumsum(dim=-1)  # [N, V]
+    total = cdf[:, -1:]
+    # u < 1, but u * total can round up to total: stay strictly below it
+    targets = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, targets, right=True).squeeze(1)
 
 
 def process_logits(logits: torch.Tensor, params: Sequence[SamplingParams],

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.runner.sampler import draw
+
 ENTROPY_EPS = 1e-5
 """Added inside the log of the entropy, as Medusa and Aphrodite do."""
 
@@ -28,5 +30,5 @@ def typical_accept(target_probs: torch.Tensor, draft_ids: list[int],
     threshold = torch.clamp(posterior_alpha * torch.exp(-entropy), max=posterior_threshold)
     accepted = (p_draft > threshold).tolist()
     num_accepted = accepted.index(False) if False in accepted else k
-    token = int(torch.multinomial(target_probs[num_accepted], 1, generator=generator)[0])
+    token = int(draw(target_probs[num_accepted:num_accepted + 1], [generator]))
     return [*draft_ids[:num_accepted], token]

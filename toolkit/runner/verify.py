@@ -18,7 +18,7 @@ from toolkit.protocol import SamplingParams
 from toolkit.runner.acceptance import AcceptanceMethod
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.rejection import verify_greedy
-from toolkit.runner.sampler import process_logits, shaped_probs
+from toolkit.runner.sampler import draw, process_logits, shaped_probs
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMask
@@ -63,7 +63,7 @@ def verify_drafts(logits: torch.Tensor, rows: Sequence[VerifyRow],
             emitted.append(verify_by_draws(probs[offset:end], row.draft_ids,
                                            row.position_generators))
         elif not row.draft_ids:
-            emitted.append([int(torch.multinomial(probs[offset], 1, generator=row.generator))])
+            emitted.append(draw(probs[offset:offset + 1], [row.generator]).tolist())
         else:
             emitted.append(acceptance.verify(probs[offset:end], row.draft_ids,
                                              row.draft_probs, row.generator))
@@ -77,7 +77,7 @@ def verify_by_draws(target_probs: torch.Tensor, draft_ids: list[int],
     (as plain decoding would) until a draw differs from draft j, or the bonus position."""
     emitted = []
     for j, generator in enumerate(generators):
-        token = int(torch.multinomial(target_probs[j], 1, generator=generator))
+        token = int(draw(target_probs[j:j + 1], [generator]))
         emitted.append(token)
         if j == len(draft_ids) or token != draft_ids[j]:
             break

@@ -4,9 +4,11 @@ Each step: ``schedule()`` picks ``{request: num_tokens}`` under the token budget
 requests first, then waiting ones in arrival order), the runner executes it, and
 ``update()`` appends the sampled tokens and retires finished requests.
 
-With a proposer, a running decode with k drafts is scheduled 1 + k tokens (its last token
-and the drafts, verified in one forward); ``update()`` appends the 1..k+1 emitted tokens
-and rewinds ``num_computed_tokens`` over the rejected drafts. Their K/V slots stay
+Speculative decoding: the runner drafts after sampling and ``update()`` keeps the drafts
+on the request; next step a decode with k drafts is scheduled 1 + k tokens (its last token
+and as many drafts as the budget and free pages allow, verified in one forward), then
+``update()`` appends the 1..k+1 emitted tokens and rewinds ``num_computed_tokens`` over
+the rejected drafts. Their K/V slots stay
 allocated and are overwritten later; nothing reads them, since page-table lengths come
 from ``num_computed_tokens``.
 """
@@ -15,26 +17,21 @@ from __future__ import annotations
 
 from collections import deque
 
-from toolkit.config.schema import SchedulerConfig, SpeculativeConfig
+from toolkit.config.schema import SchedulerConfig
 from toolkit.kv.block_manager import BlockManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SchedulerOutput
 from toolkit.protocol.errors import EngineOverloadedError
 from toolkit.protocol.outputs import ScheduledRequest
-from toolkit.speculative.base import Proposal, Proposer
 
 
 class Scheduler:
     """Owns the waiting queue and the running list; pure Python, unit-testable on CPU."""
 
     def __init__(self, config: SchedulerConfig, block_manager: BlockManager,
-                 max_model_len: int, proposer: Proposer | None = None,
-                 speculative: SpeculativeConfig | None = None) -> None:
+                 max_model_len: int) -> None:
         self.config = config
         self.block_manager = block_manager
         self.max_model_len = max_model_len
-        self.proposer = proposer
-        """Drafts tokens for running decodes; None: no speculation."""
-        self.speculative = speculative or SpeculativeConfig()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.requests: dict[str, Request] = {}
@@ -74,8 +71,6 @@ class Scheduler:
             self.waiting.remove(request)
         request.status = status
         self.block_manager.free(request)
-        if self.proposer is not None:
-            self.proposer.release(request_id)
         return request
 
     def schedule(self) -> SchedulerOutput:
@@ -87,62 +82,30 @@ class Scheduler:
         return output
 
     def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
-        proposals = self._propose()
         index = 0
         while index < len(self.running) and budget > 0:
             request = self.running[index]
-            proposal = proposals.get(request.request_id)
-            if proposal is not None:
-                item = self._schedule_drafts(request, proposal, budget)
-                if item is not None:
-                    output.scheduled.append(item)
-                    budget -= item.num_tokens
-                    index += 1
-                    continue
-            num_tokens = min(request.num_tokens - request.num_computed_tokens, budget)
-            if not self._allocate_or_preempt(request, num_tokens, output):
-                break
-            output.scheduled.append(
-                ScheduledRequest(request, request.num_computed_tokens, num_tokens))
-            budget -= num_tokens
+            item = self._schedule_drafts(request, budget)
+            if item is None:
+                num_tokens = min(request.num_tokens - request.num_computed_tokens, budget)
+                if not self._allocate_or_preempt(request, num_tokens, output):
+                    break
+                item = ScheduledRequest(request, request.num_computed_tokens, num_tokens)
+            output.scheduled.append(item)
+            budget -= item.num_tokens
             index += 1
         return budget
 
-    def _propose(self) -> dict[str, Proposal]:
-        """Drafts for the running decodes that may speculate this step: none above
-        ``disable_by_batch_size`` running requests, none for prefills, and never past
-        max_model_len or beyond what max_tokens can still use."""
-        limit = self.speculative.disable_by_batch_size
-        if self.proposer is None or (limit is not None and len(self.running) > limit):
-            return {}
-        candidates, caps = [], []
-        for request in self.running:
-            if request.num_tokens - request.num_computed_tokens != 1:
-                continue
-            cap = min(self.speculative.num_speculative_tokens,
-                      self.max_model_len - request.num_tokens,
-                      request.sampling_params.max_tokens - request.num_output_tokens - 1)
-            if cap > 0:
-                candidates.append(request)
-                caps.append(cap)
-        if not candidates:
-            return {}
-        proposals = self.proposer.propose(candidates, caps)
-        return {r.request_id: p for r, p in zip(candidates, proposals) if p is not None}
-
-    def _schedule_drafts(self, request: Request, proposal: Proposal,
-                         budget: int) -> ScheduledRequest | None:
-        """The request's last token plus as many drafts as the budget and free pages
-        allow; None (schedule it without drafts) when not even one fits."""
-        num_drafts = min(len(proposal.token_ids), budget - 1)
+    def _schedule_drafts(self, request: Request, budget: int) -> ScheduledRequest | None:
+        """A decode's last token plus as many of its drafts as the budget and free pages
+        allow; None (schedule it without drafts) when it has none or not even one fits."""
+        num_drafts = min(len(request.draft_token_ids), budget - 1)
         start = request.num_computed_tokens
-        if num_drafts <= 0 or not self.block_manager.allocate(request, start + 1 + num_drafts):
+        if (num_drafts <= 0 or request.num_tokens - start != 1
+                or not self.block_manager.allocate(request, start + 1 + num_drafts)):
             return None
-        probs = proposal.probs
-        if probs is not None and num_drafts < len(proposal.token_ids):
-            probs = probs[:num_drafts]
         return ScheduledRequest(request, start, 1 + num_drafts,
-                                proposal.token_ids[:num_drafts], probs)
+                                request.draft_token_ids[:num_drafts])
 
     def _allocate_or_preempt(self, request: Request, num_tokens: int,
                              output: SchedulerOutput) -> bool:
@@ -159,8 +122,7 @@ class Scheduler:
 
     def _preempt(self, request: Request) -> None:
         self.block_manager.free(request)
-        if self.proposer is not None:
-            self.proposer.release(request.request_id)
+        request.draft_token_ids = []
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
         request.num_preemptions += 1
@@ -187,24 +149,30 @@ class Scheduler:
             budget -= num_tokens
 
     def update(self, output: SchedulerOutput, runner_output: RunnerOutput) -> list[Request]:
-        """Advance KV progress, append sampled tokens, retire finished requests.
+        """Advance KV progress, append sampled tokens, keep next step's drafts, retire
+        finished requests.
 
         Returns the requests that received a token this step (finished ones included).
         """
         return [item.request for item in output.scheduled
                 if self.update_request(item, runner_output.sampled_token_ids.get(
-                    item.request.request_id))]
+                    item.request.request_id), runner_output.draft_token_ids.get(
+                    item.request.request_id, []))]
 
-    def update_request(self, item: ScheduledRequest, tokens: list[int] | None) -> bool:
+    def update_request(self, item: ScheduledRequest, tokens: list[int] | None,
+                       draft_token_ids: list[int] = ()) -> bool:
         """One scheduled request's share of ``update``: advance its KV progress (rewinding
-        over rejected drafts) and append its emitted ``tokens``, retiring it on a stop
-        condition; True when it received tokens."""
+        over rejected drafts), append its emitted ``tokens`` (retiring it on a stop
+        condition) and keep ``draft_token_ids`` for the next step; True when it received
+        tokens."""
         request = item.request
         request.num_computed_tokens += item.num_tokens
+        request.draft_token_ids = []
         if not tokens:
             return False
         num_rejected = item.num_draft_tokens - (len(tokens) - 1)
         request.num_computed_tokens -= max(num_rejected, 0)
+        request.draft_token_ids = list(draft_token_ids)
         self._append(request, tokens)
         return True
 

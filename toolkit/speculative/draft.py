@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import torch
 
 from toolkit.attention.base import AttentionBackend
-from toolkit.protocol import Request, SamplingParams
+from toolkit.protocol import SamplingParams
 from toolkit.runner.batch_builder import build_chunk_batch
-from toolkit.runner.sampler import shaped_probs
-from toolkit.speculative.base import Proposal, Proposer, ProposerContext
+from toolkit.runner.sampler import draw, shaped_probs
+from toolkit.runner.proposer import DraftRequest, Proposal, Proposer
+from toolkit.speculative.base import ProposerContext
 
 
 @dataclass(eq=False)
@@ -91,16 +92,15 @@ class DraftModelProposer(Proposer):
             self.pages.free(state)
 
     @torch.inference_mode()
-    def propose(self, requests: Sequence[Request],
-                max_num_tokens: Sequence[int]) -> list[Proposal | None]:
-        jobs: list[_Job | None] = [self._prepare(r, k) for r, k in zip(requests, max_num_tokens)]
+    def propose(self, requests: Sequence[DraftRequest]) -> list[Proposal | None]:
+        jobs: list[_Job | None] = [self._prepare(r) for r in requests]
         active = [j for j in jobs if j is not None]
         if active:
-            self._draft(active, [r.all_token_ids for r, j in zip(requests, jobs) if j])
+            self._draft(active, [r.token_ids for r, j in zip(requests, jobs) if j])
         return [None if j is None else
                 Proposal(j.draft_ids, torch.stack(j.probs) if j.probs else None) for j in jobs]
 
-    def _prepare(self, request: Request, num_drafts: int) -> _Job | None:
+    def _prepare(self, request: DraftRequest) -> _Job | None:
         """Rewind the request's draft state and reserve pages for the chunk and the
         drafts; None when the draft's pages run out."""
         state = self._states.get(request.request_id)
@@ -110,8 +110,9 @@ class DraftModelProposer(Proposer):
             if seed is not None:
                 state.generator = torch.Generator(self.device).manual_seed(seed)
         num_tokens = request.num_tokens
-        keep = min(_common_prefix(state.token_ids, request.all_token_ids), num_tokens - 1)
+        keep = min(_common_prefix(state.token_ids, request.token_ids), num_tokens - 1)
         del state.token_ids[keep:]
+        num_drafts = request.max_num_tokens
         # positions 0 .. num_tokens + num_drafts - 2 get K/V (the last draft is not fed)
         if not self.pages.allocate(state, num_tokens + num_drafts - 1):
             self.release(request.request_id)
@@ -147,7 +148,7 @@ class DraftModelProposer(Proposer):
             jobs[i].draft_ids.append(argmax[i])
         for row, i in enumerate(sampled):
             q = probs[row]  # [V]
-            token = int(torch.multinomial(q, 1, generator=jobs[i].state.generator))
+            token = int(draw(q.unsqueeze(0), [jobs[i].state.generator]))
             jobs[i].draft_ids.append(token)
             jobs[i].probs.append(q)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolkit.protocol import Request
-from toolkit.speculative.base import Proposal, Proposer
+from toolkit.runner.proposer import DraftRequest, Proposal, Proposer
 
 
 def lookup_ngram(token_ids: Sequence[int], max_num_tokens: int, min_n: int,
@@ -37,11 +36,10 @@ class NgramProposer(Proposer):
         self.prompt_lookup_min = prompt_lookup_min
         self.prompt_lookup_max = prompt_lookup_max
 
-    def propose(self, requests: Sequence[Request],
-                max_num_tokens: Sequence[int]) -> list[Proposal | None]:
+    def propose(self, requests: Sequence[DraftRequest]) -> list[Proposal | None]:
         proposals: list[Proposal | None] = []
-        for request, k in zip(requests, max_num_tokens):
-            drafts = lookup_ngram(request.all_token_ids, k, self.prompt_lookup_min,
-                                  self.prompt_lookup_max)
+        for request in requests:
+            drafts = lookup_ngram(request.token_ids, request.max_num_tokens,
+                                  self.prompt_lookup_min, self.prompt_lookup_max)
             proposals.append(Proposal(drafts) if drafts else None)
         return proposals

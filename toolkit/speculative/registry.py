@@ -1,10 +1,12 @@
-"""Proposers by name (``speculative.method``); "none" builds no proposer."""
+"""Proposers by name (``speculative.method``; "none" is no proposer: build_runtime builds
+none)."""
 
 from __future__ import annotations
 
 from toolkit.config.schema import SpeculativeConfig
 from toolkit.registry import Registry
-from toolkit.speculative.base import Proposer, ProposerContext
+from toolkit.runner.proposer import Proposer
+from toolkit.speculative.base import ProposerContext
 
 PROPOSERS = Registry[Proposer]("speculative method")
 """Factories take (SpeculativeConfig, ProposerContext)."""
@@ -24,8 +26,6 @@ def _draft(config: SpeculativeConfig, context: ProposerContext) -> Proposer:
     return draft_proposer(context)
 
 
-def build_proposer(config: SpeculativeConfig, context: ProposerContext) -> Proposer | None:
-    """The configured proposer, or None for method none."""
-    if config.method == "none":
-        return None
+def build_proposer(config: SpeculativeConfig, context: ProposerContext) -> Proposer:
+    """The proposer of ``config.method``."""
     return PROPOSERS.get(config.method)(config, context)
