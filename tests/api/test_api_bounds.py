@@ -54,7 +54,7 @@ async def assert_bounded(api, path: str, body: bytes, field: str, valid: bool) -
     if valid:
         assert reply.status == 200, reply.text
     else:
-        error = assert_error(reply, 400, type_="BadRequestError")
+        error = assert_error(reply, 400, type_="invalid_request_error")
         assert (error["param"] or "").startswith(field.partition(".")[0]), error
     assert (await api.get("/health")).status == 200
 

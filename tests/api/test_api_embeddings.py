@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import struct
 
@@ -96,6 +97,14 @@ async def test_a_chat_in_flight_is_unaffected(api, chat_body):
 async def test_bad_input_is_an_openai_error_naming_the_parameter(api, fields, param):
     reply = await api.post(EMBEDDINGS, body(**fields))
     assert_error(reply, 404 if param == "model" else 400, param=param)
+
+
+async def test_dimensions_of_the_hidden_width_are_accepted(api, runtime):
+    width = json.loads((runtime.model_dir / "config.json").read_text())["hidden_size"]
+    reply = await api.post(EMBEDDINGS, body(input=TEXTS[0], dimensions=width))
+    assert len(vectors(reply)[0]) == width
+    assert_error(await api.post(EMBEDDINGS, body(input=TEXTS[0], dimensions=width - 1)), 400,
+                 param="dimensions", code="unsupported_parameter")
 
 
 async def test_too_long_input_is_a_400(api, engine):

@@ -1,4 +1,4 @@
-"""A request the engine fails gets a 500 InternalServerError; other requests are unaffected.
+"""A request the engine fails gets a 500 server_error; other requests are unaffected.
 
 The real engine offers no way to fail one request on demand, so ``FaultyEngine`` wraps it
 and marks one request's stream as failed after its first real delta.
@@ -55,7 +55,7 @@ def body(**fields) -> dict:
 
 async def test_failed_choice_fails_that_request_with_500(faulty_api):
     api, _ = faulty_api
-    error = assert_error(await api.post(CHAT, body(n=2)), 500, type_="InternalServerError")
+    error = assert_error(await api.post(CHAT, body(n=2)), 500, type_="server_error")
     assert "device lost" in error["message"]
 
 
@@ -71,7 +71,7 @@ async def test_other_requests_still_succeed(faulty_api, engine):
 async def test_failure_before_streaming_is_a_500(faulty_api):
     api, faulty = faulty_api
     faulty.fail_suffix = "-0"
-    assert_error(await api.post(CHAT, body(stream=True)), 500, type_="InternalServerError")
+    assert_error(await api.post(CHAT, body(stream=True)), 500, type_="server_error")
 
 
 async def test_failure_mid_stream_sends_an_error_event(faulty_api):
@@ -82,5 +82,5 @@ async def test_failure_mid_stream_sends_an_error_event(faulty_api):
     events = reply.events()
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
-    assert error["type"] == "InternalServerError"
+    assert error["type"] == "server_error"
     assert "device lost" in error["message"]

@@ -21,14 +21,14 @@ def completion(**fields) -> dict:
 @pytest.mark.parametrize("path, body", [(CHAT, chat(model="gpt-9")),
                                         (COMPLETIONS, completion(model="gpt-9"))])
 async def test_unknown_model_is_404(api, path, body):
-    error = assert_error(await api.post(path, body), 404, type_="NotFoundError",
+    error = assert_error(await api.post(path, body), 404, type_="not_found_error",
                          param="model", code="model_not_found")
     assert "gpt-9" in error["message"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
 async def test_malformed_body_is_400(api, raw):
-    assert_error(await api.post(CHAT, raw=raw), 400, type_="BadRequestError")
+    assert_error(await api.post(CHAT, raw=raw), 400, type_="invalid_request_error")
 
 
 async def test_non_json_content_type_is_415(api):
@@ -53,7 +53,7 @@ async def test_non_json_content_type_is_415(api):
     (COMPLETIONS, completion(max_tokens="many"), "max_tokens"),
 ])
 async def test_invalid_field_names_param(api, path, body, param):
-    assert_error(await api.post(path, body), 400, type_="BadRequestError", param=param)
+    assert_error(await api.post(path, body), 400, type_="invalid_request_error", param=param)
 
 
 @pytest.mark.parametrize("path, body, param", [
@@ -69,7 +69,7 @@ async def test_invalid_field_names_param(api, path, body, param):
     (COMPLETIONS, completion(temperature=500), "temperature"),
 ])
 async def test_out_of_range_value_is_400_with_param(api, path, body, param):
-    assert_error(await api.post(path, body), 400, type_="BadRequestError", param=param)
+    assert_error(await api.post(path, body), 400, type_="invalid_request_error", param=param)
 
 
 async def test_prompt_longer_than_context_is_400(api, engine):
@@ -109,7 +109,7 @@ async def test_prompt_plus_max_tokens_over_context_is_400(api, engine):
     (COMPLETIONS, completion(suffix="end"), "suffix"),
 ])
 async def test_unimplemented_parameter_is_rejected(api, path, body, param):
-    error = assert_error(await api.post(path, body), 400, type_="BadRequestError",
+    error = assert_error(await api.post(path, body), 400, type_="invalid_request_error",
                          param=param, code="unsupported_parameter")
     assert "not supported" in error["message"]
 

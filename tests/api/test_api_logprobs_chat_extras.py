@@ -78,7 +78,7 @@ async def test_echo_stream_starts_with_the_prompt(api):
     (CHAT, chat(chat_template="{% for %}"), "messages"),
 ])
 async def test_chat_extra_errors(api, path, body, param):
-    assert_error(await api.post(path, body), 400, type_="BadRequestError", param=param)
+    assert_error(await api.post(path, body), 400, type_="invalid_request_error", param=param)
 
 
 async def test_continue_final_message_and_echo(api):

@@ -115,4 +115,4 @@ async def test_best_of_without_logprobs_hides_them(api):
 ])
 async def test_bad_extra_is_400_naming_it(api, fields, param):
     assert_error(await api.post(COMPLETIONS, completion(**fields)), 400,
-                 type_="BadRequestError", param=param)
+                 type_="invalid_request_error", param=param)

@@ -32,7 +32,7 @@ async def served(engine):
 
 async def test_api_keys_guard_v1_with_bearer(served):
     api = await served(api_keys=["k1", "k2"], admin_key="adm")
-    error = assert_error(await api.post(CHAT, chat()), 401, type_="AuthenticationError")
+    error = assert_error(await api.post(CHAT, chat()), 401, type_="authentication_error")
     assert "API key" in error["message"]
     assert_error(await api.post(CHAT, chat(), headers={"Authorization": "Bearer nope"}), 401)
     for key in ("k1", "k2", "adm"):

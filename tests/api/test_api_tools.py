@@ -165,3 +165,63 @@ async def test_named_tool_must_exist(client):
             model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=4,
             tool_choice={"type": "function", "function": {"name": "nope"}})
     assert caught.value.body["param"] == "tool_choice"
+
+
+ANSWER = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+          "required": ["answer"]}
+ANSWER_FORMAT = {"type": "json_schema", "json_schema": {"name": "reply", "schema": ANSWER}}
+TIME_ONLY = [TOOLS[1]]
+FIRST_TOKEN = {"call": "<", "answer": '{"'}
+"""A first token only one branch may start with: biasing it picks that branch."""
+
+
+@pytest.mark.parametrize("branch", ["call", "answer"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tools_with_response_format_call_or_answer(client, engine, branch, stream):
+    """tool_choice=auto with response_format: the grammar lets the model call a tool (in
+    the hermes syntax) or answer in the schema; a logit bias on the first token of one
+    branch makes the real model take it, and the rest follows the grammar."""
+    [token] = engine.tokenizer.encode(FIRST_TOKEN[branch], add_special_tokens=False)
+    request = {"model": MODEL, "messages": MESSAGES, "tools": TIME_ONLY,
+               "response_format": ANSWER_FORMAT, "parallel_tool_calls": False,
+               "max_tokens": 40, "temperature": 0, "logit_bias": {str(token): 100}}
+    if stream:
+        content, deltas, reason = await _collect(
+            await client.chat.completions.create(**request, stream=True))
+        calls = [_streamed_call(deltas[i]) for i in sorted(deltas)] if deltas else []
+    else:
+        choice = (await client.chat.completions.create(**request)).choices[0]
+        content, reason = choice.message.content, choice.finish_reason
+        calls = [(c.function.name, c.function.arguments)
+                 for c in choice.message.tool_calls or ()]
+    if branch == "call":
+        assert reason == "tool_calls" and not content and len(calls) == 1
+        assert calls[0][0] == "get_time"
+        jsonschema.validate(json.loads(calls[0][1]), TIME)
+    else:
+        assert reason == "stop" and calls == []
+        jsonschema.validate(json.loads(content), ANSWER)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_required_call_cut_by_max_tokens_is_a_partial_call(client, stream):
+    request = {"model": MODEL, "messages": MESSAGES, "tools": TOOLS,
+               "tool_choice": "required", "max_tokens": 12, "temperature": 0}
+    if stream:
+        content, deltas, reason = await _collect(
+            await client.chat.completions.create(**request, stream=True))
+        first = deltas[0][0]
+        name = first.function.name
+        arguments = "".join(d.function.arguments or "" for d in deltas[0])
+        assert first.id.startswith("call_") and content == ""
+    else:
+        choice = (await client.chat.completions.create(**request)).choices[0]
+        reason, content = choice.finish_reason, choice.message.content
+        [call] = choice.message.tool_calls
+        name, arguments = call.function.name, call.function.arguments
+        assert content is None
+    assert reason == "length" and name in SCHEMAS
+    whole = (await client.chat.completions.create(**{**request, "max_tokens": 80}))
+    complete = whole.choices[0].message.tool_calls[0].function
+    assert complete.name == name
+    assert complete.arguments.startswith(arguments)

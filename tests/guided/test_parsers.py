@@ -110,9 +110,28 @@ def test_calls_stream_in_openai_shape(mode, parser, text, step):
 def test_stream_without_a_complete_call_sends_content():
     content, calls, stream = _stream(ToolMode("auto"), "Hi <tool_call>{not json", 3)
     assert content == "Hi <tool_call>{not json" and not calls and stream.num_calls == 0
-    cut = '[{"name": "f", "argu'
-    parts = split_message(cut, ToolMode("required"), HERMES, reasoning=False)
-    assert parts.calls == [] and parts.content == cut
+
+
+
+@pytest.mark.parametrize("cut, calls", [
+    ('[{"name": "f", "argu', [("f", "")]),
+    ('[{"name": "f", "arguments": {"a": [1, "x}', [("f", '{"a": [1, "x}')]),
+    ('[{"name": "f", "arguments": {}}, {"name": "gh', [("f", "{}"), ("ghi", "")]),
+    ('[{"name": "', []),                                       # f, ghi or gx: unknown
+    ('[{"name": "g', []),                                      # ghi or gx
+    ('[{"name": "f", "arguments": {"name": "gh', [("f", '{"name": "gh')]),  # not a call
+])
+def test_required_output_cut_short_keeps_the_calls_begun(cut, calls):
+    """max_tokens cut a forced call array: each call whose name was written (or can only
+    be one tool's), with its arguments so far; never the raw array as content."""
+    mode = ToolMode("required", names=("f", "ghi", "gx"))
+    parts = split_message(cut, mode, HERMES, reasoning=False)
+    assert [(c.function.name, c.function.arguments) for c in parts.calls] == calls
+    assert parts.content == (None if calls else "")
+    content, streamed, _ = _stream(mode, cut, 3)
+    assert content == "" and len(streamed) == len(calls)
+    for index, (name, arguments) in enumerate(calls):
+        assert _check_openai_shape(streamed[index]) == (name, arguments)
 
 
 def test_split_message_required_and_named():

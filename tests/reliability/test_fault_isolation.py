@@ -51,7 +51,7 @@ async def test_output_processing_failure_fails_only_that_request(
     for reply in good_replies:
         assert reply.status_code == 200 and "error" not in reply.text, reply.text
     error = assert_openai_error(bad_reply, 500, code="engine_error")
-    assert error["type"] == "InternalServerError"
+    assert error["type"] == "server_error"
     assert_openai_error(bad_stream_reply, 500, code="engine_error")
     assert engine.healthy
     assert not any((await wait_idle(engine)).values())

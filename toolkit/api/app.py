@@ -26,6 +26,7 @@ from toolkit.api.openai.serving_chat import ChatServing
 from toolkit.api.openai.serving_completions import CompletionServing
 from toolkit.api.openai.serving_embeddings import EmbeddingServing
 from toolkit.api.openai.serving_models import InfoServing
+from toolkit.api.openai.serving_responses import ResponsesServing
 from toolkit.api.openai.serving_tokenize import TokenizeServing
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
     router = Router()
     app = Application(router=router, show_error_details=False)
     routes = _routes(ctx)
+    routes += ResponsesServing.from_config(ctx, server_config.chat).routes()
     if server_config.kobold_api:
         routes += KoboldServing(ctx).routes()
     for method, path, handler in routes:
@@ -84,6 +86,7 @@ def _routes(ctx: ServingContext) -> list[tuple[str, str, Handler]]:
     openapi = OpenAPIServing(toolkit.__version__)
     return [
         ("GET", "/v1/models", info.models),
+        ("GET", "/v1/models/{path:model}", info.model),
         ("POST", "/v1/chat/completions", chat.handle),
         ("POST", "/v1/completions", completions.handle),
         ("POST", "/v1/embeddings", EmbeddingServing(ctx).handle),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
@@ -52,7 +52,14 @@ class EngineClient(Protocol):
     def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
         priority: int = 0,
-    ) -> AsyncIterator[RequestOutput]: ...
+    ) -> AsyncGenerator[RequestOutput, None]:
+        """The request's deltas, produced only while iterated. ``num_output_tokens`` is
+        cumulative; the last delta carries ``finish_reason``; one with ``error`` set is a
+        failure inside the engine (the API answers 500). Raises
+        ``EngineOverloadedError`` (503 with Retry-After) when the queue is full, ValueError
+        for a bad request. Closing the generator (``aclose``) before the end aborts the
+        request."""
+        ...
 
     async def embed(self, prompts: list[list[int]], pooling: str = "last",
                     normalize: bool = True) -> list[list[float]]:

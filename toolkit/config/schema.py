@@ -205,6 +205,11 @@ class ChatConfig:
     reasoning: bool = False
     """Move `<think>...</think>` at the start of the output into message.reasoning_content
     (delta.reasoning_content when streaming)."""
+    responses_max_stored: int = 1024
+    """POST /v1/responses with store=true: most responses kept in memory for GET and
+    previous_response_id; the oldest go first; 0 stores none."""
+    responses_ttl_s: float | None = 3600.0
+    """Seconds a stored response is kept; null keeps it until it is evicted."""
 
 
 @dataclass(frozen=True)

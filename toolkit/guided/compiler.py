@@ -13,6 +13,7 @@ import xgrammar as xgr
 
 from toolkit.guided.compile_pool import CompilePool, CompileTimeout
 from toolkit.guided.errors import GuidedSpecError
+from toolkit.guided.grammars import is_plain_json_format
 from toolkit.guided.schema_support import check_schema, with_exact_formats
 from toolkit.protocol.guided import GuidedSpec
 
@@ -64,7 +65,9 @@ class GuidedCompiler:
         cached = self._cached(spec)
         if cached is not None:
             return cached
-        compiled_spec = _exact_json_spec(spec) if spec.kind == "json" else spec
+        compiled_spec = (_exact_json_spec(spec) if spec.kind == "json"
+                         else _exact_structural_tag(spec) if spec.kind == "structural_tag"
+                         else spec)
         start = time.perf_counter()
         try:
             serialized = self._pool.compile(compiled_spec, self.compile_timeout_s)
@@ -107,11 +110,34 @@ class GuidedCompiler:
 def _exact_json_spec(spec: GuidedSpec) -> GuidedSpec:
     """The spec to compile for a JSON schema: refused (GuidedSpecError) when it uses a
     keyword xgrammar would not enforce, with loose formats made exact patterns."""
-    try:
-        schema = json.loads(spec.value)
-    except json.JSONDecodeError as exc:
-        raise GuidedSpecError(spec.param, f"{spec.param} is not valid JSON: {exc}") from None
+    return replace(spec, value=json.dumps(_exact_schema(_loads(spec), spec.param)))
+
+
+def _exact_structural_tag(spec: GuidedSpec) -> GuidedSpec:
+    """A structural tag whose plain JSON-schema formats pass ``_exact_json_spec``'s check
+    and have exact formats."""
+    return replace(spec, value=json.dumps(_exact_formats_in(_loads(spec), spec.param)))
+
+
+def _exact_formats_in(node, param: str):
+    if isinstance(node, list):
+        return [_exact_formats_in(item, param) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if is_plain_json_format(node):
+        return {**node, "json_schema": _exact_schema(node["json_schema"], param)}
+    return {key: _exact_formats_in(value, param) for key, value in node.items()}
+
+
+def _exact_schema(schema, param: str):
     found = check_schema(schema)
     if found is not None:
-        raise GuidedSpecError(spec.param, f"{spec.param}: {found.message()}")
-    return replace(spec, value=json.dumps(with_exact_formats(schema)))
+        raise GuidedSpecError(param, f"{param}: {found.message()}")
+    return with_exact_formats(schema)
+
+
+def _loads(spec: GuidedSpec):
+    try:
+        return json.loads(spec.value)
+    except json.JSONDecodeError as exc:
+        raise GuidedSpecError(spec.param, f"{spec.param} is not valid JSON: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import xgrammar as xgr
 
@@ -18,6 +19,41 @@ def choice_ebnf(choices: list[str]) -> str:
     if not choices or not all(isinstance(c, str) and c for c in choices):
         raise ValueError("guided_choice must be a non-empty list of non-empty strings")
     return "root ::= " + " | ".join(json.dumps(c) for c in choices)
+
+
+def schema_ebnf(schema_json: str, whitespace_pattern: str | None = None) -> str:
+    """The EBNF a JSON schema compiles to here: strict, with compact single spaces (or the
+    whitespace pattern's whitespace)."""
+    if whitespace_pattern is not None:
+        return json_ebnf(schema_json, whitespace_pattern)
+    return str(xgr.Grammar.from_json_schema(schema_json, any_whitespace=False,
+                                            strict_mode=True))
+
+
+def compact_structural_tag(tag_json: str, whitespace_pattern: str | None = None) -> str:
+    """A structural tag whose plain JSON-schema formats (style json, no other option) are
+    replaced by the grammar ``schema_ebnf`` gives them, so JSON inside a structural tag is
+    written as any other JSON constraint (xgrammar's own format allows any whitespace)."""
+    return json.dumps(_compact(json.loads(tag_json), whitespace_pattern))
+
+
+def _compact(node: Any, whitespace_pattern: str | None) -> Any:
+    if isinstance(node, list):
+        return [_compact(item, whitespace_pattern) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if is_plain_json_format(node):
+        schema = json.dumps(node["json_schema"])
+        return {"type": "grammar", "grammar": schema_ebnf(schema, whitespace_pattern)}
+    return {key: _compact(value, whitespace_pattern) for key, value in node.items()}
+
+
+def is_plain_json_format(node: dict) -> bool:
+    """A structural tag's ``{"type": "json_schema", "json_schema": ...}`` format with no
+    option but ``style: json``."""
+    return (node.get("type") == "json_schema" and "json_schema" in node
+            and set(node) <= {"type", "json_schema", "style"}
+            and node.get("style", "json") == "json")
 
 
 def compile_spec(compiler: xgr.GrammarCompiler, spec: GuidedSpec) -> xgr.CompiledGrammar:
@@ -37,4 +73,5 @@ def compile_spec(compiler: xgr.GrammarCompiler, spec: GuidedSpec) -> xgr.Compile
         return compiler.compile_grammar(spec.value)
     if spec.kind == "lark":
         return compiler.compile_lark(spec.value)
-    return compiler.compile_structural_tag(spec.value)
+    return compiler.compile_structural_tag(compact_structural_tag(spec.value,
+                                                                  spec.whitespace_pattern))

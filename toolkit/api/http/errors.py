@@ -11,19 +11,14 @@ from toolkit.api.openai.responses import ErrorInfo, ErrorResponse
 from toolkit.protocol.errors import EngineOverloadedError
 
 ERROR_TYPES: dict[int, str] = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    403: "PermissionDeniedError",
-    404: "NotFoundError",
-    405: "MethodNotAllowedError",
-    408: "RequestTimeoutError",
-    413: "RequestTooLargeError",
-    415: "UnsupportedMediaTypeError",
-    422: "UnprocessableEntityError",
-    500: "InternalServerError",
-    503: "ServiceUnavailableError",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
 }
-"""The ``type`` field per HTTP status, named like the OpenAI client's exception classes."""
+"""The ``type`` field per HTTP status, as OpenAI's API writes it; any other 4xx is an
+``invalid_request_error`` and any 5xx a ``server_error`` (the ``code`` says more)."""
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -61,10 +56,10 @@ class APIError(Exception):
 
 
 def error_type(status: int) -> str:
-    """The ``type`` field for an HTTP status (``"BadRequestError"`` for 400 ...)."""
+    """The ``type`` field for an HTTP status (``"invalid_request_error"`` for 400 ...)."""
     if status in ERROR_TYPES:
         return ERROR_TYPES[status]
-    return "InternalServerError" if status >= 500 else "BadRequestError"
+    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 def error_body(

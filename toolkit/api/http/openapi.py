@@ -6,6 +6,7 @@ that any non-2xx status carries.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from blacksheep import Request, Response
@@ -15,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from toolkit.api.http.render import json_response
 from toolkit.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from toolkit.api.openai.protocol_embeddings import EmbeddingRequest
+from toolkit.api.openai.protocol_responses import ResponsesRequest
 from toolkit.api.openai.responses import ErrorResponse
 from toolkit.api.openai.serving_tokenize import (
     DetokenizeRequest,
@@ -38,15 +40,27 @@ class Operation:
     bodies: tuple[type[BaseModel], ...] = ()
     """Accepted JSON request bodies (any one of them); empty: no body."""
 
+    @property
+    def path_params(self) -> list[str]:
+        """The ``{name}`` segments of the path, in order."""
+        return re.findall(r"\{(\w+)\}", self.path)
+
 
 OPERATIONS = (
     Operation("GET", "/v1/models", "The served model names."),
+    Operation("GET", "/v1/models/{model}", "One served model's card."),
     Operation("POST", "/v1/chat/completions", "Chat completions (optionally streamed).",
               (ChatCompletionRequest,)),
     Operation("POST", "/v1/completions", "Text completions (optionally streamed).",
               (CompletionRequest,)),
     Operation("POST", "/v1/embeddings", "Embeddings: the model's pooled hidden states.",
               (EmbeddingRequest,)),
+    Operation("POST", "/v1/responses", "The Responses API (optionally streamed).",
+              (ResponsesRequest,)),
+    Operation("GET", "/v1/responses/{response_id}", "A stored response."),
+    Operation("DELETE", "/v1/responses/{response_id}", "Delete a stored response."),
+    Operation("POST", "/v1/responses/{response_id}/cancel",
+              "Cancel a background response (none run in the background: 400 or 404)."),
     Operation("POST", "/tokenize", "Tokenize a prompt or a conversation.",
               (TokenizeCompletionRequest, TokenizeChatRequest)),
     Operation("POST", "/detokenize", "Decode token ids.", (DetokenizeRequest,)),
@@ -72,10 +86,13 @@ def _operation(op: Operation) -> dict:
     errors = {"application/json": {"schema": _ref(ErrorResponse)}}
     spec = {
         "summary": op.summary,
-        "operationId": f"{op.method.lower()}{op.path.replace('/', '_')}",
+        "operationId": f"{op.method.lower()}{re.sub(r'[/{}]', '_', op.path)}",
         "responses": {"200": {"description": "Success."},
                       "default": {"description": "An OpenAI-shaped error.", "content": errors}},
     }
+    if op.path_params:
+        spec["parameters"] = [{"name": name, "in": "path", "required": True,
+                               "schema": {"type": "string"}} for name in op.path_params]
     if op.bodies:
         schema = _ref(op.bodies[0]) if len(op.bodies) == 1 else {
             "anyOf": [_ref(model) for model in op.bodies]}

@@ -103,7 +103,7 @@ class ChoiceStream:
         if self.calling and text:
             self.call_text += text
             deltas.extend(self._call_deltas(self.scanner.feed(text)))
-        if final and self.call_text and not self.num_calls:
+        if final and self.call_text:
             deltas.extend(self._flush())
         return deltas
 
@@ -140,13 +140,19 @@ class ChoiceStream:
         return deltas
 
     def _flush(self) -> list[DeltaMessage]:
+        """At the end, the calls of the whole output that did not stream: all of them when
+        none did (auto: a format the scanner cannot follow), or (required) a last call cut
+        inside its name. Auto output with no call is content."""
+        if self.mode.kind == "auto" and self.num_calls:
+            return []
         parsed = parse_calls(self.mode, self.call_text, self.parser)
         calls = tool_calls(parsed)
         self.call_text = ""
         if not calls:
             return [DeltaMessage(content=parsed.content)] if parsed.content else []
-        self.num_calls = len(calls)
-        return [_call_delta(i, call, call.function.arguments) for i, call in enumerate(calls)]
+        first, self.num_calls = self.num_calls, max(self.num_calls, len(calls))
+        return [_call_delta(i, call, call.function.arguments)
+                for i, call in enumerate(calls) if i >= first]
 
 
 def _call_delta(index: int, call: ToolCall, arguments: str) -> DeltaMessage:

@@ -80,7 +80,7 @@ def best_choices(results: list[ChoiceResult], samples: int, n: int) -> list[Choi
 
 
 def check_output(output: RequestOutput) -> None:
-    """Raise a 500 ``InternalServerError`` when the engine failed this request."""
+    """Raise a 500 (``server_error``) when the engine failed this request."""
     if output.error is not None:
         logger.error("request %s failed in the engine: %s", output.request_id, output.error)
         raise APIError(

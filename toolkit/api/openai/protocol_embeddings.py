@@ -21,7 +21,7 @@ class EmbeddingRequest(BaseModel):
         "float", description="float: lists of numbers; base64: little-endian float32 bytes."
     )
     dimensions: int | None = Field(
-        None, description="Not supported: vectors have the model's hidden size."
+        None, description="The vectors' size: only the model's hidden size is accepted."
     )
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
     truncate_prompt_tokens: int | None = Field(

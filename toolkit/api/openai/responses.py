@@ -48,12 +48,15 @@ class AssistantMessage(BaseModel):
     reasoning_content: str | None = None
     """The model's reasoning (server.chat.reasoning); left out of the JSON when None."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    """The calls the message makes; left out of the JSON when there are none (as OpenAI)."""
 
     @model_serializer(mode="wrap")
     def _drop_empty(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         if data.get("reasoning_content") is None:
             data.pop("reasoning_content", None)
+        if not data.get("tool_calls"):
+            data.pop("tool_calls", None)
         return data
 
 
@@ -140,12 +143,18 @@ class CompletionResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """One entry of ``GET /v1/models``."""
+    """One entry of ``GET /v1/models``, and the body of ``GET /v1/models/{model}`` (vLLM's
+    model card)."""
 
     id: str
+    """The served name requests use."""
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "toolkit"
+    root: str | None = None
+    """The model behind the name (the engine's own model name)."""
+    parent: str | None = None
+    """The base model of an adapter; None for a base model."""
     max_model_len: int
     deterministic: bool
     """A request's tokens (greedy or seeded) never depend on what else the server runs."""

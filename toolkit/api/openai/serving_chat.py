@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from toolkit.api.openai.chat_output import ChoiceStream, finish_reason, split_message
 from toolkit.api.openai.generation import ChoiceResult
-from toolkit.api.openai.guided import guided_spec, invalid
+from toolkit.api.openai.guided import guided_spec
 from toolkit.api.openai.prompts import chat_prompt_ids, message_text, truncate_prompt
 from toolkit.api.openai.protocol import ChatCompletionRequest
 from toolkit.api.openai.responses import (
@@ -17,7 +17,7 @@ from toolkit.api.openai.responses import (
     UsageInfo,
 )
 from toolkit.api.openai.serving_base import OpenAIServing, Turn
-from toolkit.api.openai.tools import tool_mode, tool_spec
+from toolkit.api.openai.tools import chat_constraint, tool_mode
 from toolkit.protocol import GuidedSpec, RequestOutput
 
 ChatTurn = Turn[ChatCompletionRequest]
@@ -37,14 +37,10 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
         return [truncate_prompt(ids, body.truncate_prompt_tokens)]
 
     def output_constraint(self, body: ChatCompletionRequest) -> GuidedSpec | None:
-        """guided_* / response_format, or the grammar of a named or required tool choice
-        (not both)."""
-        spec = guided_spec(body)
-        forced = tool_spec(body, tool_mode(body))
-        if spec is not None and forced is not None:
-            raise invalid("tool_choice", f"tool_choice={body.tool_choice!r} cannot be "
-                          f"combined with {spec.param}")
-        return forced or spec
+        """guided_* / response_format, the grammar of a named or required tool choice, or
+        (auto with response_format) calls or the answer format: ``chat_constraint``."""
+        return chat_constraint(body, tool_mode(body), guided_spec(body),
+                               self.ctx.tool_parser.name)
 
     def echo_texts(self, body: ChatCompletionRequest, prompts: list[list[int]]) -> list[str]:
         """With echo, the last message's text when it has the response role."""

@@ -46,6 +46,7 @@ class EmbeddingServing:
         check_healthy(self.ctx)
         prompts = self.prompt_ids(body)
         vectors = await unless_disconnected(request, deadline.run(self._embed(prompts)))
+        _check_dimensions(body.dimensions, len(vectors[0]))
         data = [EmbeddingData(index=i, embedding=_encode(v, body.encoding_format))
                 for i, v in enumerate(vectors)]
         num_tokens = sum(len(p) for p in prompts)
@@ -78,11 +79,18 @@ class EmbeddingServing:
 
 
 def _check(body: EmbeddingRequest) -> None:
-    if body.dimensions is not None:
-        raise APIError("dimensions is not supported: this model's embeddings have a fixed "
-                       "size", param="dimensions", code="unsupported_parameter")
+    if body.dimensions is not None and body.dimensions < 1:
+        raise invalid("dimensions", "dimensions must be >= 1")
     if body.truncate_prompt_tokens is not None and body.truncate_prompt_tokens < 1:
         raise invalid("truncate_prompt_tokens", "truncate_prompt_tokens must be >= 1")
+
+
+def _check_dimensions(dimensions: int | None, width: int) -> None:
+    """``dimensions`` may only restate the model's width: vectors are not shortened."""
+    if dimensions is not None and dimensions != width:
+        raise APIError(f"dimensions={dimensions} is not supported: this model's embeddings "
+                       f"have {width} dimensions", param="dimensions",
+                       code="unsupported_parameter")
 
 
 def _encode(vector: list[float], encoding_format: str) -> list[float] | str:

@@ -1,6 +1,8 @@
-"""``GET /v1/models``, ``GET /health`` and ``GET /version``."""
+"""``GET /v1/models``, ``GET /v1/models/{model}``, ``GET /health`` and ``GET /version``."""
 
 from __future__ import annotations
+
+from urllib.parse import unquote
 
 from blacksheep import Request, Response
 
@@ -20,12 +22,21 @@ class InfoServing:
 
     async def models(self, request: Request) -> Response:
         """Every served name (the reported one first), in OpenAI's model-list shape."""
-        cards = [
-            ModelCard(id=name, created=self.created, max_model_len=self.ctx.engine.max_model_len,
-                      deterministic=self.ctx.engine.deterministic)
-            for name in self.ctx.model_names
-        ]
-        return json_response(ModelList(data=cards))
+        return json_response(ModelList(data=[self._card(name) for name in self.ctx.model_names]))
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}``: one served name's card; an OpenAI-shaped 404 for a
+        name this server does not serve."""
+        name = unquote(request.route_values.get("model", ""))
+        if name not in self.ctx.model_names:
+            raise APIError(f"The model `{name}` does not exist.", status=404, param="model",
+                           code="model_not_found")
+        return json_response(self._card(name))
+
+    def _card(self, name: str) -> ModelCard:
+        engine = self.ctx.engine
+        return ModelCard(id=name, created=self.created, root=engine.model_name,
+                         max_model_len=engine.max_model_len, deterministic=engine.deterministic)
 
     async def health(self, request: Request) -> Response:
         """200 while the engine loop runs, 503 (OpenAI-shaped) once it died."""
