@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    overrides = ["device=cpu", "model.max_model_len=4096", "cache.num_blocks=1024",
+    overrides = ["device=cpu", "model.max_model_len=4096", "cache.num_pages=1024",
                  "cache.enable_prefix_caching=false"]
     if args.threads:
         overrides.append(f"device.num_threads={args.threads}")

@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args()
-    overrides = ["device=cpu", f"model.dtype={args.dtype}", "model.max_model_len=4096", "cache.num_blocks=1024",
+    overrides = ["device=cpu", f"model.dtype={args.dtype}", "model.max_model_len=4096", "cache.num_pages=1024",
                  "bench=shared_prefix", f"bench.num_prefixes={args.num_prefixes}",
                  f"bench.shared_prefix_len={args.prefix_words}",
                  f"bench.prompt_len={args.suffix_words}",
@@ -94,7 +94,7 @@ def main() -> None:
                                                   args.concurrency)
             medians[name].append(statistics.median(ttft))
             if VARIANTS[name]:
-                hit_rate = core.scheduler.block_manager.prefix_cache.hit_rate()
+                hit_rate = core.scheduler.page_manager.prefix_cache.hit_rate()
             print(f"  round {round_index}: {name:>8} median TTFT {medians[name][-1] * 1e3:8.1f} "
                   f"ms, mean {statistics.mean(ttft) * 1e3:8.1f} ms")
     uncached, cached = (statistics.median(medians[name]) for name in VARIANTS)

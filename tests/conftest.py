@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
 # The SmolLM2 GGUF is converted once into the repository's ignored .cache/ and reused.
 os.environ.setdefault("TOOLKIT_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache"))
 
-ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
+ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_pages=512"]
 
 
 MODEL_FIXTURES = {"runtime", "own_runtime", "engine", "smollm2_dir", "smollm2_gguf_path"}

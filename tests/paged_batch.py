@@ -19,6 +19,6 @@ def build_forward_batch(requests: list[tuple[list[int], int, list[int]]],
     for i, (tokens, start, pages) in enumerate(requests):
         assert len(pages) >= -(-(start + len(tokens)) // page_size), "not enough pages"
         request = Request(f"r{i}", [0] * start + list(tokens), SamplingParams())
-        request.block_ids = list(pages)
+        request.page_ids = list(pages)
         scheduled.append(ScheduledRequest(request, start, len(tokens)))
     return build_from_scheduled(scheduled, page_size)

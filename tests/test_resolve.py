@@ -12,7 +12,7 @@ from toolkit.resolve import (
     resolve_cpu_kernels,
     resolve_device,
     resolve_max_model_len,
-    resolve_num_blocks,
+    resolve_num_pages,
 )
 
 
@@ -31,14 +31,14 @@ def test_sliding_window_caps_the_context():
 
 
 def test_num_blocks_from_memory_and_the_one_request_rule():
-    cfg = compose_config(["cache.cpu_kv_cache_gb=1", "cache.block_size=16"])
-    assert resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=2048) == 1024
+    cfg = compose_config(["cache.cpu_kv_cache_gb=1", "cache.page_size=16"])
+    assert resolve_num_pages(cfg, bytes_per_page=1 << 20, max_model_len=2048) == 1024
     with pytest.raises(ConfigError, match="cache.cpu_kv_cache_gb=1.0 gives 1024 pages"):
-        resolve_num_blocks(cfg, bytes_per_block=1 << 20, max_model_len=1024 * 16 + 1)
-    exact = compose_config(["cache.num_blocks=4", "cache.block_size=16"])
-    assert resolve_num_blocks(exact, bytes_per_block=1, max_model_len=64) == 4
-    with pytest.raises(ConfigError, match="cache.num_blocks=4 gives 4 pages"):
-        resolve_num_blocks(exact, bytes_per_block=1, max_model_len=65)
+        resolve_num_pages(cfg, bytes_per_page=1 << 20, max_model_len=1024 * 16 + 1)
+    exact = compose_config(["cache.num_pages=4", "cache.page_size=16"])
+    assert resolve_num_pages(exact, bytes_per_page=1, max_model_len=64) == 4
+    with pytest.raises(ConfigError, match="cache.num_pages=4 gives 4 pages"):
+        resolve_num_pages(exact, bytes_per_page=1, max_model_len=65)
 
 
 def test_auto_device_and_attention_on_this_cpu():

@@ -33,6 +33,6 @@ def build_tiny_runtime(directory: pathlib.Path, tokenizer_dir: pathlib.Path,
         shutil.copy(tokenizer_dir / name, directory / name)
     runtime = build_runtime(compose_config([
         "device=cpu", f"model.path={directory}", "model.dtype=float32",
-        "model.max_model_len=16", "cache.num_blocks=256", "cache.block_size=4",
+        "model.max_model_len=16", "cache.num_pages=256", "cache.page_size=4",
         *overrides]))
     return model, runtime

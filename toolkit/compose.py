@@ -26,6 +26,14 @@ from toolkit.config.store import (
 )
 from toolkit.resolve import validate
 
+RENAMED_KEYS = {
+    "cache.block_size": "cache.page_size",
+    "cache.num_blocks": "cache.num_pages",
+    "server.disable_log_requests": "server.enable_log_requests (request logging is now off "
+                                   "by default)",
+}
+"""Keys that were renamed (one name per knob, from YAML to constructor) -> the new key."""
+
 
 def compose_config(overrides: list[str], config_name: str = "serve") -> ToolkitConfig:
     """Compose conf/<config_name>.yaml with `overrides`, validate, return frozen dataclasses."""
@@ -68,6 +76,8 @@ def _check_choice(group: str, value: object) -> None:
 
 
 def _check_key(key: str) -> None:
+    if key in RENAMED_KEYS:
+        raise ConfigError(f"{key} was renamed: use {RENAMED_KEYS[key]}")
     node: type = ToolkitConfig
     seen: list[str] = []
     for part in key.split("."):

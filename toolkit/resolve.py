@@ -23,8 +23,6 @@ DTYPES = ("bfloat16", "float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 CPU_KERNELS = ("auto", "native", "torch")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-SPECULATIVE_METHODS = ("none", "ngram", "draft")
-ACCEPTANCE_METHODS = ("rejection_sampler", "typical_acceptance_sampler")
 SCHEDULER_POLICIES = ("fcfs", "priority")
 CACHE_DTYPES = {"auto": None, "fp8_e4m3": "float8_e4m3fn"}
 """cache.dtype -> torch dtype name (None: the model dtype)."""
@@ -58,10 +56,10 @@ def validate(cfg: ToolkitConfig) -> None:
     _at_least("scheduler.max_num_seqs", cfg.scheduler.max_num_seqs, 1)
     _at_least("scheduler.max_num_batched_tokens", cfg.scheduler.max_num_batched_tokens, 1)
     _check_admission(cfg)
-    _at_least("cache.block_size", cfg.cache.block_size, 1)
+    _at_least("cache.page_size", cfg.cache.page_size, 1)
     _choice("cache.dtype", cfg.cache.dtype, tuple(CACHE_DTYPES))
-    if cfg.cache.num_blocks is not None:
-        _at_least("cache.num_blocks", cfg.cache.num_blocks, 1)
+    if cfg.cache.num_pages is not None:
+        _at_least("cache.num_pages", cfg.cache.num_pages, 1)
     if cfg.cache.cpu_kv_cache_gb <= 0:
         raise ConfigError(f"cache.cpu_kv_cache_gb={cfg.cache.cpu_kv_cache_gb} must be > 0")
     if not 0 < cfg.cache.gpu_memory_utilization <= 1:
@@ -82,9 +80,12 @@ def validate(cfg: ToolkitConfig) -> None:
 
 def _check_speculative(cfg: ToolkitConfig) -> None:
     """Proposer, acceptance method and their numbers; the draft model's dtype and quant."""
+    from toolkit.runner.acceptance import ACCEPTANCE_METHODS
+    from toolkit.speculative.registry import PROPOSERS
+
     spec = cfg.speculative
-    _choice("speculative.method", spec.method, SPECULATIVE_METHODS)
-    _choice("speculative.acceptance_method", spec.acceptance_method, ACCEPTANCE_METHODS)
+    _choice("speculative.method", spec.method, ("none", *PROPOSERS.names()))
+    _choice("speculative.acceptance_method", spec.acceptance_method, ACCEPTANCE_METHODS.names())
     _at_least("speculative.num_speculative_tokens", spec.num_speculative_tokens, 1)
     _at_least("speculative.prompt_lookup_min", spec.prompt_lookup_min, 1)
     _at_least("speculative.prompt_lookup_max", spec.prompt_lookup_max, spec.prompt_lookup_min)
@@ -132,20 +133,20 @@ class ResolvedConfig:
     attention_backend: str
     """The registry name that `attention.backend=auto` resolved to."""
     max_model_len: int
-    num_blocks: int
-    block_size: int
+    num_pages: int
+    page_size: int
     num_threads: int | None
     eos_token_ids: tuple[int, ...]
     cpu_kernels: str | None = None
     """On CPU, the kernels device.cpu_kernels resolved to: native or torch."""
     deterministic: bool = False
     """device.deterministic as achieved: every matmul and the attention are batch-invariant."""
-    kv_cache_dtype: str = "auto"
+    cache_dtype: str = "auto"
     """The torch dtype name the KV pages are stored in (cache.dtype resolved)."""
     kv_cache_gib: float = 0.0
-    """Memory the KV pages take (num_blocks pages of all layers), in GiB."""
+    """Memory the KV pages take (num_pages pages of all layers), in GiB."""
     gpu_memory_plan: dict[str, float] | None = None
-    """On CUDA without cache.num_blocks: the memory planner's budget in GiB (total, budget
+    """On CUDA without cache.num_pages: the memory planner's budget in GiB (total, budget
     under gpu_memory_utilization, weights, peak activation, non-torch, KV cache)."""
 
 
@@ -189,11 +190,11 @@ def resolve_attention(cfg: ToolkitConfig, device: str) -> str:
     wanted = cfg.attention.backend
     if wanted not in ("auto", "flashinfer"):
         return wanted
-    kv_dtype = resolve_kv_cache_dtype(cfg)
-    if kv_dtype in ("float16", "bfloat16"):
+    cache_dtype = resolve_cache_dtype(cfg)
+    if cache_dtype in ("float16", "bfloat16"):
         problem = flashinfer_unavailable(device)
     else:
-        problem = f"needs a float16/bfloat16 KV cache, not {kv_dtype}"
+        problem = f"needs a float16/bfloat16 KV cache, not {cache_dtype}"
     if problem is None:
         return "flashinfer"
     if wanted == "auto":
@@ -217,32 +218,32 @@ def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int,
     return wanted
 
 
-def resolve_kv_cache_dtype(cfg: ToolkitConfig) -> str:
+def resolve_cache_dtype(cfg: ToolkitConfig) -> str:
     """cache.dtype as a torch dtype name: model.dtype for auto, float8_e4m3fn for fp8_e4m3."""
     return CACHE_DTYPES[cfg.cache.dtype] or cfg.model.dtype
 
 
-def resolve_num_blocks(cfg: ToolkitConfig, bytes_per_block: int, max_model_len: int,
+def resolve_num_pages(cfg: ToolkitConfig, bytes_per_page: int, max_model_len: int,
                        gpu_kv_cache_bytes: int | None = None) -> int:
-    """Pages from cache.num_blocks, else from the memory the KV cache gets: on CUDA
+    """Pages from cache.num_pages, else from the memory the KV cache gets: on CUDA
     ``gpu_kv_cache_bytes`` (what the memory planner's profile run left under
     cache.gpu_memory_utilization), on CPU cache.cpu_kv_cache_gb. One full-length request
     must fit, or it could never be scheduled."""
-    if cfg.cache.num_blocks is not None:
-        num_blocks, key = cfg.cache.num_blocks, f"cache.num_blocks={cfg.cache.num_blocks}"
+    if cfg.cache.num_pages is not None:
+        num_pages, key = cfg.cache.num_pages, f"cache.num_pages={cfg.cache.num_pages}"
     elif gpu_kv_cache_bytes is not None:
-        num_blocks = max(gpu_kv_cache_bytes, 0) // bytes_per_block
+        num_pages = max(gpu_kv_cache_bytes, 0) // bytes_per_page
         key = (f"cache.gpu_memory_utilization={cfg.cache.gpu_memory_utilization} "
                f"({gpu_kv_cache_bytes / (1 << 30):.2f} GiB left for KV)")
     else:
-        num_blocks = int(cfg.cache.cpu_kv_cache_gb * (1 << 30)) // bytes_per_block
+        num_pages = int(cfg.cache.cpu_kv_cache_gb * (1 << 30)) // bytes_per_page
         key = f"cache.cpu_kv_cache_gb={cfg.cache.cpu_kv_cache_gb}"
-    needed = -(-max_model_len // cfg.cache.block_size)
-    if num_blocks < needed:
+    needed = -(-max_model_len // cfg.cache.page_size)
+    if num_pages < needed:
         raise ConfigError(
-            f"{key} gives {num_blocks} pages but one {max_model_len}-token request needs "
+            f"{key} gives {num_pages} pages but one {max_model_len}-token request needs "
             f"{needed}; raise it or lower model.max_model_len")
-    return num_blocks
+    return num_pages
 
 
 def _check_runner(cfg: ToolkitConfig) -> None:

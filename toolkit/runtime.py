@@ -13,16 +13,16 @@ from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
 from toolkit.kernels.route import TORCH, KernelRoute, route_named
-from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.page_manager import PageManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.resolve import (
     ResolvedConfig,
     resolve_attention,
     resolve_cpu_kernels,
     resolve_device,
-    resolve_kv_cache_dtype,
+    resolve_cache_dtype,
     resolve_max_model_len,
-    resolve_num_blocks,
+    resolve_num_pages,
 )
 from toolkit.runner import memory_planner
 from toolkit.runner.model_runner import ModelRunner
@@ -67,10 +67,11 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.sliding_window)
-    kv_cache_dtype = resolve_kv_cache_dtype(cfg)
-    kv_dtype = getattr(torch, kv_cache_dtype)
-    bytes_per_block = KVCachePool.bytes_per_page(
-        info.num_layers, cfg.cache.block_size, info.num_kv_heads, info.head_dim, kv_dtype)
+    cache_dtype = resolve_cache_dtype(cfg)
+    cache_torch_dtype = getattr(torch, cache_dtype)
+    bytes_per_page = KVCachePool.bytes_per_page(
+        info.num_layers, cfg.cache.page_size, info.num_kv_heads, info.head_dim,
+        cache_torch_dtype)
     memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
     model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
                        allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
@@ -78,31 +79,31 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
                        kernels=kernels)
     attention_backend = resolve_attention(cfg, device)
     gpu_plan = None
-    if memory_at_start is not None and cfg.cache.num_blocks is None:
-        gpu_plan = _profile_gpu_memory(cfg, model, info, attention_backend, kv_dtype,
+    if memory_at_start is not None and cfg.cache.num_pages is None:
+        gpu_plan = _profile_gpu_memory(cfg, model, info, attention_backend, cache_torch_dtype,
                                        max_model_len, memory_at_start)
     gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
-    num_blocks = resolve_num_blocks(cfg, bytes_per_block, max_model_len, gpu_kv_bytes)
-    attention = attention_over_pool(info, num_blocks, cfg.cache.block_size, kv_dtype, device,
-                                    attention_backend, kernels)
+    num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len, gpu_kv_bytes)
+    attention = attention_over_pool(info, num_pages, cfg.cache.page_size, cache_torch_dtype,
+                                    device, attention_backend, kernels)
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
         attention_backend=attention_backend,
         max_model_len=max_model_len,
-        num_blocks=num_blocks,
-        block_size=cfg.cache.block_size,
+        num_pages=num_pages,
+        page_size=cfg.cache.page_size,
         num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
         cpu_kernels=cpu_kernels,
         deterministic=_make_deterministic(cfg, device, model, attention, attention_backend),
-        kv_cache_dtype=kv_cache_dtype,
-        kv_cache_gib=num_blocks * bytes_per_block / (1 << 30),
+        cache_dtype=cache_dtype,
+        kv_cache_gib=num_pages * bytes_per_page / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
     )
     logger.info("resolved config: %s", asdict(resolved))
 
-    runner = ModelRunner(model, attention, resolved.block_size, device, _acceptance(cfg),
+    runner = ModelRunner(model, attention, resolved.page_size, device, _acceptance(cfg),
                          exact_seeded_drafts=resolved.deterministic,
                          drafter=_drafter(cfg, resolved, info.vocab_size))
     if device == "cuda" and cfg.runner.cuda_graphs:
@@ -168,7 +169,7 @@ def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,
     max_size = min(cfg.runner.max_cuda_graph_batch_size or max_num_seqs, max_num_seqs)
     sizes = capture_batch_sizes(cfg.runner.cuda_graph_batch_sizes, max_size)
     graph_runner = build_cuda_graph_runner(model, attention, sizes, resolved.max_model_len,
-                                           resolved.block_size, resolved.device)
+                                           resolved.page_size, resolved.device)
     if graph_runner is None:
         logger.info("CUDA graphs off: attention=%s cannot be captured; decode runs eagerly",
                     resolved.attention_backend)
@@ -200,18 +201,18 @@ def _drafter(cfg: ToolkitConfig, resolved: ResolvedConfig, vocab_size: int):
     draft_model = draft_attention = None
     if spec.method == "draft":
         draft_model, draft_attention = load_draft(
-            spec, resolved.device, resolved.attention_backend, resolved.num_blocks,
-            resolved.block_size, cfg.device.prepack_weights, route_named(resolved.cpu_kernels))
-    context = ProposerContext(resolved.device, resolved.num_blocks, resolved.block_size,
+            spec, resolved.device, resolved.attention_backend, resolved.num_pages,
+            resolved.page_size, cfg.device.prepack_weights, route_named(resolved.cpu_kernels))
+    context = ProposerContext(resolved.device, resolved.num_pages, resolved.page_size,
                               vocab_size, draft_model, draft_attention)
     return Drafter(build_proposer(spec, context), spec.num_speculative_tokens,
                    resolved.max_model_len, spec.disable_by_batch_size)
 
 
-def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num_blocks: int,
-               block_size: int, prepack_weights: bool = True, kernels: KernelRoute = TORCH):
+def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num_pages: int,
+               page_size: int, prepack_weights: bool = True, kernels: KernelRoute = TORCH):
     """speculative.draft_model through the model loader (its own dtype and quant), with an
-    attention backend over a KV pool of ``num_blocks`` pages -> (model, attention).
+    attention backend over a KV pool of ``num_pages`` pages -> (model, attention).
     ``kernels``: the target's CPU kernel route (toolkit.kernels.route), for both."""
     from toolkit.models.loader import load_model, read_model_info
     from toolkit.models.source import resolve_model_dir
@@ -222,32 +223,33 @@ def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num
     dtype = getattr(torch, draft.dtype)
     model = load_model(model_dir, dtype, device, prepack_weights=prepack_weights,
                        allow_pickle=draft.allow_pickle, quant=spec.draft_quant, kernels=kernels)
-    return model, attention_over_pool(info, num_blocks, block_size, dtype, device,
+    return model, attention_over_pool(info, num_pages, page_size, dtype, device,
                                       attention_backend, kernels)
 
 
-def attention_over_pool(info, num_blocks: int, block_size: int, kv_dtype: torch.dtype,
-                        device: str, attention_backend: str, kernels: KernelRoute = TORCH):
-    """A KV pool of ``num_blocks`` pages for the model ``info`` (ModelInfo) describes, and
+def attention_over_pool(info, num_pages: int, page_size: int,
+                        cache_torch_dtype: torch.dtype, device: str, attention_backend: str,
+                        kernels: KernelRoute = TORCH):
+    """A KV pool of ``num_pages`` pages for the model ``info`` (ModelInfo) describes, and
     the named attention backend over it, built with the CPU kernel route ``kernels``."""
     from toolkit.attention.registry import ATTENTION_BACKENDS
 
-    kv_pool = KVCachePool(info.num_layers, num_blocks, block_size, info.num_kv_heads,
-                          info.head_dim, kv_dtype, device)
+    kv_pool = KVCachePool(info.num_layers, num_pages, page_size, info.num_kv_heads,
+                          info.head_dim, cache_torch_dtype, device)
     return ATTENTION_BACKENDS.get(attention_backend)(
         kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels)
 
 
 def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,
-                        kv_dtype: torch.dtype, max_model_len: int,
+                        cache_torch_dtype: torch.dtype, max_model_len: int,
                         start: memory_planner.MemorySnapshot) -> memory_planner.GpuMemoryProfile:
     """The memory planner's profile run: the worst step the scheduler can emit."""
     from toolkit.attention.registry import ATTENTION_BACKENDS
 
     backend = ATTENTION_BACKENDS.get(attention_backend)
-    pool_shape = {"num_layers": info.num_layers, "page_size": cfg.cache.block_size,
+    pool_shape = {"num_layers": info.num_layers, "page_size": cfg.cache.page_size,
                   "num_kv_heads": info.num_kv_heads, "head_dim": info.head_dim,
-                  "dtype": kv_dtype}
+                  "dtype": cache_torch_dtype}
     num_tokens = min(cfg.scheduler.max_num_batched_tokens, max_model_len)
     return memory_planner.profile_gpu_memory(
         model, lambda pool: backend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim),
@@ -292,9 +294,9 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
                  tokenizer: Tokenizer, guided=None) -> tuple[EngineCore, AsyncEngine]:
     """The scheduler, engine core and AsyncEngine around a built runner; ``guided``: the
     GuidedCompiler of guided requests."""
-    block_manager = BlockManager(resolved.num_blocks, resolved.block_size,
+    page_manager = PageManager(resolved.num_pages, resolved.page_size,
                                  cfg.cache.enable_prefix_caching)
-    scheduler = Scheduler(cfg.scheduler, block_manager, resolved.max_model_len)
+    scheduler = Scheduler(cfg.scheduler, page_manager, resolved.max_model_len)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,

@@ -30,7 +30,8 @@ def bearer(key: str) -> dict[str, str]:
 @pytest.fixture
 async def keyed(engine):
     app, client = await open_client(engine, ServerConfig(
-        api_keys=[API_KEY, OTHER_KEY], admin_key=ADMIN_KEY, log_level="debug"))
+        api_keys=[API_KEY, OTHER_KEY], admin_key=ADMIN_KEY, log_level="debug",
+        enable_log_requests=True))
     yield client
     await app.stop()
 
@@ -79,8 +80,19 @@ async def test_admin_operations_need_the_admin_key(keyed):
     assert_error(await keyed.get("/metrics"), 401)
 
 
+async def test_request_log_is_off_by_default(engine, caplog):
+    app, client = await open_client(engine)
+    try:
+        with caplog.at_level(logging.INFO, logger="toolkit.api.requests"):
+            body = {"model": MODEL, "prompt": "Hi", "max_tokens": 1}
+            assert (await client.post("/v1/completions", body)).status == 200
+    finally:
+        await app.stop()
+    assert not [r for r in caplog.records if r.name == "toolkit.api.requests"]
+
+
 async def test_request_log_is_truncated_at_max_log_len(engine, caplog):
-    app, client = await open_client(engine, ServerConfig(max_log_len=5))
+    app, client = await open_client(engine, ServerConfig(max_log_len=5, enable_log_requests=True))
     long_prompt = " ".join(f"word{i}" for i in range(300))
     try:
         with caplog.at_level(logging.INFO, logger="toolkit.api.requests"):

@@ -17,7 +17,7 @@ from toolkit.config import store
 pytestmark = pytest.mark.slow
 
 # The session `runtime` fixture's overrides: jobs that match them reuse its loaded model.
-ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_blocks=512"]
+ENGINE_OVERRIDES = ["device=cpu", "model.max_model_len=2048", "cache.num_pages=512"]
 TINY = ["bench.num_requests=3", "bench.prompt_len=8", "bench.output_len=4",
         "bench.num_warmup=0", "bench.progress=false"]
 
@@ -60,5 +60,5 @@ def test_tune_picks_the_best_and_writes_a_recipe_that_composes(runtime, tmp_path
     tuned = compose_config(["recipe=tuned"])
     best_config = next(j.config for j in outcome.run.jobs if j.name == outcome.best.name)
     assert tuned.scheduler == best_config.scheduler
-    assert (tuned.device.device, tuned.model.max_model_len, tuned.cache.num_blocks) == (
+    assert (tuned.device.device, tuned.model.max_model_len, tuned.cache.num_pages) == (
         "cpu", 2048, 512)

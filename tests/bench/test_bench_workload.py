@@ -25,6 +25,18 @@ def test_random_workload_is_seeded_and_fixed_lengths_are_exact():
                                          "bench.output_len=9", "bench.seed=1"))
 
 
+def test_sampling_seed_gives_request_i_seed_plus_i_and_the_http_body_carries_it():
+    from toolkit.bench.http_client import HttpClient
+
+    assert {r.seed for r in build_workload(bench("bench.num_requests=3"))} == {None}
+    seeded = build_workload(bench("bench.num_requests=3", "bench.sampling_seed=40"))
+    assert [r.seed for r in seeded] == [40, 41, 42]
+    client = HttpClient(None, "http://x/v1", "m", 0.8, True)
+    path, body = client._body(seeded[1])
+    assert path == "/completions" and body["seed"] == 41 and body["temperature"] == 0.8
+    assert "seed" not in client._body(build_workload(bench("bench.num_requests=1"))[0])[1]
+
+
 @pytest.mark.parametrize("dist", ["uniform", "normal"])
 def test_spread_lengths_stay_positive_and_centred(dist):
     lengths = sample_lengths(np.random.default_rng(0), 100, 0.5, dist, 2000)

@@ -72,6 +72,11 @@ def test_model_configs_name_their_source(name, source):
     ("runner.cuda_graph_batch_sizes=[4,0]", "runner.cuda_graph_batch_sizes=[4, 0] must be"),
     ("quant.max_int4_tokens=-1", "quant.max_int4_tokens=-1 must be >= 0"),
     ("quant=q4_2", "unknown quant 'q4_2'; valid choices: auto, awq, fp8, gptq, none, q4_1"),
+    ("cache.block_size=32", "cache.block_size was renamed: use cache.page_size"),
+    ("cache.num_blocks=8", "cache.num_blocks was renamed: use cache.num_pages"),
+    ("server.disable_log_requests=true", "use server.enable_log_requests"),
+    ("speculative.method=medusa", "speculative.method='medusa' is not valid; valid choices: "
+                                  "none, draft, ngram"),
 ])
 def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as info:

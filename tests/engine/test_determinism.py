@@ -123,7 +123,7 @@ def test_after_full_and_partial_prefix_cache_hits(own_runtime, corpus, reference
     first = {}
     for rid, request in corpus.items():  # one by one: later questions hit the system prompt
         first |= _run(core, {rid: request})
-    counters = core.scheduler.block_manager.prefix_cache_counters
+    counters = core.scheduler.page_manager.prefix_cache_counters
     partial_hits = counters()["prefix_cache_hits"]
     assert partial_hits >= 16 * (len(QUESTIONS) - 1)  # at least the system prompt's page
     _assert_same(reference, first)
@@ -147,7 +147,7 @@ def test_speculative_decoding(own_runtime, corpus, reference, method):
 
 
 def test_preempted_and_recomputed(own_runtime, corpus, reference):
-    small = replace(own_runtime, resolved=replace(own_runtime.resolved, num_blocks=40))
+    small = replace(own_runtime, resolved=replace(own_runtime.resolved, num_pages=40))
     core = rebuild_engine(small, own_runtime.config).core
     preemptions = {}
     got = _run(core, corpus, preemptions)

@@ -18,13 +18,13 @@ PROMPTS = [
     "Why is the sky blue?",
     "Say hello in Spanish.",
 ]
-NUM_BLOCKS = 8  # 128 tokens of KV: six ~50-token requests cannot all fit at once
+NUM_PAGES = 8  # 128 tokens of KV: six ~50-token requests cannot all fit at once
 
 
 @pytest.fixture(scope="module")
 def core():
     overrides = ["device=cpu", "model.dtype=float32", "model.max_model_len=128",
-                 f"cache.num_blocks={NUM_BLOCKS}", "cache.block_size=16",
+                 f"cache.num_pages={NUM_PAGES}", "cache.page_size=16",
                  "scheduler.max_num_batched_tokens=64"]
     return build_runtime(compose_config(overrides)).core
 
@@ -61,7 +61,7 @@ def test_batched_with_preemption_matches_one_by_one_greedy(core):
         assert together[rid]["tokens"] == alone[rid]["tokens"], rid
         assert together[rid]["text"] == alone[rid]["text"]
         assert together[rid]["finish_reason"] in ("stop", "length")
-    assert core.scheduler.block_manager.num_free_blocks == NUM_BLOCKS
+    assert core.scheduler.page_manager.num_free_pages == NUM_PAGES
 
 
 def test_seeded_sampling_is_reproducible_whatever_the_batch(core):
@@ -112,8 +112,8 @@ def test_abort_frees_every_page(core):
         core.add_request(f"a{i}", chat_ids(core, text), params)
     for _ in range(3):
         core.step()
-    assert core.scheduler.block_manager.num_free_blocks < NUM_BLOCKS
+    assert core.scheduler.page_manager.num_free_pages < NUM_PAGES
     for i in range(3):
         core.abort_request(f"a{i}")
     assert not core.has_unfinished
-    assert core.scheduler.block_manager.num_free_blocks == NUM_BLOCKS
+    assert core.scheduler.page_manager.num_free_pages == NUM_PAGES

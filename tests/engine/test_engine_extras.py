@@ -17,7 +17,7 @@ PROMPTS = ["Name a colour.", "Count to five.", "Say hi.", "What is 2 + 2?",
 
 @pytest.fixture(scope="module")
 def core():
-    overrides = ["device=cpu", "model.dtype=float32", "model.max_model_len=256", "cache.num_blocks=64",
+    overrides = ["device=cpu", "model.dtype=float32", "model.max_model_len=256", "cache.num_pages=64",
                  "scheduler.max_num_batched_tokens=128"]
     return build_runtime(compose_config(overrides)).core
 

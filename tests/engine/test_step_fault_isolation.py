@@ -50,8 +50,8 @@ def run(core, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict[str
 
 def assert_idle(core) -> None:
     """No request, page or per-request state is left."""
-    block_manager = core.scheduler.block_manager
-    assert block_manager.num_free_blocks == block_manager.num_blocks
+    page_manager = core.scheduler.page_manager
+    assert page_manager.num_free_pages == page_manager.num_pages
     assert not any(core.num_request_states().values())
 
 

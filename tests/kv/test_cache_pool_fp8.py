@@ -114,7 +114,7 @@ def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
 
 def _greedy_tokens(model_dir: pathlib.Path, cache: list[str]) -> tuple[list[int], object]:
     overrides = ["device=cpu", f"model.path={model_dir}", "model.dtype=float32",
-                 "model.max_model_len=64", "cache.block_size=4", *cache]
+                 "model.max_model_len=64", "cache.page_size=4", *cache]
     runtime = build_runtime(compose_config(overrides))
     core = runtime.core
     prompt = runtime.tokenizer.encode(" ".join(f"w{i}" for i in range(3, 40, 2)))
@@ -130,14 +130,14 @@ def _greedy_tokens(model_dir: pathlib.Path, cache: list[str]) -> tuple[list[int]
 
 def test_greedy_engine_run_on_an_fp8_cache(tiny_model_dir):
     """Same greedy tokens as a float32 cache; pages sized by the fp8 bytes (+ scales)."""
-    reference, dense = _greedy_tokens(tiny_model_dir, ["cache.num_blocks=32"])
+    reference, dense = _greedy_tokens(tiny_model_dir, ["cache.num_pages=32"])
     tokens, fp8 = _greedy_tokens(tiny_model_dir, ["cache.cpu_kv_cache_gb=0.001",
                                                   "cache.dtype=fp8_e4m3"])
     pool = fp8.core.runner.attention.kv_pool
-    assert fp8.resolved.kv_cache_dtype == "float8_e4m3fn"
-    assert dense.resolved.kv_cache_dtype == "float32"
+    assert fp8.resolved.cache_dtype == "float8_e4m3fn"
+    assert dense.resolved.cache_dtype == "float32"
     assert pool.caches[0].dtype == FP8 and pool.quantized
     page = KVCachePool.bytes_per_page(2, 4, 2, 16, FP8)
-    assert fp8.resolved.num_blocks == int(0.001 * (1 << 30)) // page
+    assert fp8.resolved.num_pages == int(0.001 * (1 << 30)) // page
     assert len(tokens) == 24 and len(set(tokens)) > 1
     assert tokens == reference

@@ -8,38 +8,38 @@ import dataclasses
 import pytest
 
 from toolkit.config.schema import SchedulerConfig
-from toolkit.kv.block_manager import BlockManager
-from toolkit.kv.prefix_cache import ROOT_HASH, PrefixCache, hash_block, hash_blocks
+from toolkit.kv.page_manager import PageManager
+from toolkit.kv.prefix_cache import ROOT_HASH, PrefixCache, hash_page, hash_pages
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SamplingParams
 from toolkit.scheduler.scheduler import Scheduler
 
 
 def test_hash_chain_names_the_whole_prefix():
-    first = hash_block(ROOT_HASH, [1, 2, 3, 4])
-    assert first == hash_block(ROOT_HASH, [1, 2, 3, 4])
-    assert first != hash_block(ROOT_HASH, [1, 2, 3, 5])
-    same_tokens_other_parent = hash_block(hash_block(ROOT_HASH, [9, 9, 9, 9]), [1, 2, 3, 4])
-    assert same_tokens_other_parent != first, "a block's name depends on what precedes it"
-    chain = hash_blocks([1, 2, 3, 4, 5, 6, 7, 8, 9], 4)
-    assert len(chain) == 2, "the partial third block gets no hash"
-    assert chain == [first, hash_block(first, [5, 6, 7, 8])]
-    assert hash_blocks([5, 6, 7, 8], 4, parent_hash=first) == chain[1:]
-    assert hash_block(ROOT_HASH, [256]) != hash_block(ROOT_HASH, [1, 0]), "ids are 64-bit"
+    first = hash_page(ROOT_HASH, [1, 2, 3, 4])
+    assert first == hash_page(ROOT_HASH, [1, 2, 3, 4])
+    assert first != hash_page(ROOT_HASH, [1, 2, 3, 5])
+    same_tokens_other_parent = hash_page(hash_page(ROOT_HASH, [9, 9, 9, 9]), [1, 2, 3, 4])
+    assert same_tokens_other_parent != first, "a page's name depends on what precedes it"
+    chain = hash_pages([1, 2, 3, 4, 5, 6, 7, 8, 9], 4)
+    assert len(chain) == 2, "the partial third page gets no hash"
+    assert chain == [first, hash_page(first, [5, 6, 7, 8])]
+    assert hash_pages([5, 6, 7, 8], 4, parent_hash=first) == chain[1:]
+    assert hash_page(ROOT_HASH, [256]) != hash_page(ROOT_HASH, [1, 0]), "ids are 64-bit"
 
 
 def test_lookup_stops_at_the_first_missing_block():
-    cache = PrefixCache(block_size=2)
+    cache = PrefixCache(page_size=2)
     tokens = [1, 2, 3, 4, 5, 6, 7]
-    first, second, third = hash_blocks(tokens, 2)
+    first, second, third = hash_pages(tokens, 2)
     cache.insert(first, 10)
-    cache.insert(third, 12)  # an orphan: its parent block was evicted
+    cache.insert(third, 12)  # an orphan: its parent page was evicted
     hit = cache.lookup(tokens)
-    assert hit.block_ids == (10,) and hit.num_tokens == 2
+    assert hit.page_ids == (10,) and hit.num_tokens == 2
     cache.insert(second, 11)
-    assert cache.lookup(tokens).block_ids == (10, 11, 12)
-    assert not cache.insert(second, 99), "a second copy of a cached block is not cached"
+    assert cache.lookup(tokens).page_ids == (10, 11, 12)
+    assert not cache.insert(second, 99), "a second copy of a cached page is not cached"
     cache.evict(11)
-    assert cache.lookup(tokens).block_ids == (10,)
+    assert cache.lookup(tokens).page_ids == (10,)
     assert not cache.is_cached(11) and cache.is_cached(12)
 
 
@@ -48,9 +48,9 @@ def fake_runner(output) -> RunnerOutput:
                          for s in output.scheduled if s.samples})
 
 
-def make_scheduler(num_blocks=32, budget=64, block_size=4, caching=True) -> Scheduler:
+def make_scheduler(num_pages=32, budget=64, page_size=4, caching=True) -> Scheduler:
     config = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=budget)
-    return Scheduler(config, BlockManager(num_blocks, block_size, caching), max_model_len=512)
+    return Scheduler(config, PageManager(num_pages, page_size, caching), max_model_len=512)
 
 
 def make_request(rid: str, tokens: list[int], max_tokens: int = 4, **params) -> Request:
@@ -80,7 +80,7 @@ def test_a_hit_starts_the_request_at_the_matched_tokens():
     (item,) = output.scheduled
     assert (item.start, item.num_tokens) == (12, 2)
     assert later.num_computed_tokens == 12
-    assert scheduler.block_manager.prefix_cache.num_hit_tokens == 12
+    assert scheduler.page_manager.prefix_cache.num_hit_tokens == 12
 
 
 def test_a_hit_lets_a_prompt_fit_the_budget_without_chunking():
@@ -106,14 +106,14 @@ def test_disabled_cache_and_prompt_logprobs_compute_everything():
 
 
 def test_preemption_and_abort_with_shared_prefixes_leave_no_leaks():
-    scheduler = make_scheduler(num_blocks=14, budget=32)
+    scheduler = make_scheduler(num_pages=14, budget=32)
     shared = list(range(100, 116))
     requests = [make_request(f"r{i}", shared + [i] * (3 + i), max_tokens=10) for i in range(6)]
     for request in requests:
         scheduler.add_request(request)
     trace = run(scheduler)
     assert any(output.preempted_ids for output in trace)
-    assert scheduler.block_manager.prefix_cache.num_hit_tokens > 0
+    assert scheduler.page_manager.prefix_cache.num_hit_tokens > 0
     for request in requests:
         assert request.status is RequestStatus.FINISHED_LENGTH
         assert request.num_output_tokens == 10
@@ -121,10 +121,10 @@ def test_preemption_and_abort_with_shared_prefixes_leave_no_leaks():
     scheduler.add_request(aborted)
     scheduler.update(out := scheduler.schedule(), fake_runner(out))
     scheduler.finish_request("x", RequestStatus.FINISHED_ABORTED)
-    manager = scheduler.block_manager
-    assert manager.num_free_blocks == 14, "every page is free or evictable"
+    manager = scheduler.page_manager
+    assert manager.num_free_pages == 14, "every page is free or evictable"
     assert all(manager.ref_count(page) == 0 for page in range(14))
-    assert manager.num_cached_blocks > 0
+    assert manager.num_cached_pages > 0
 
 
 def test_no_stale_reads_under_sharing_preemption_eviction_and_aborts():
@@ -134,8 +134,8 @@ def test_no_stale_reads_under_sharing_preemption_eviction_and_aborts():
     import random
 
     rng = random.Random(0)
-    scheduler = make_scheduler(num_blocks=20, budget=10)  # prompts take 2-4 chunks
-    manager, block = scheduler.block_manager, 4
+    scheduler = make_scheduler(num_pages=20, budget=10)  # prompts take 2-4 chunks
+    manager, page_size = scheduler.page_manager, 4
     slots: dict[int, int] = {}  # slot -> token id written there
     prefixes = [[rng.randrange(1, 90) for _ in range(20)] for _ in range(3)]
     num_preempted = 0
@@ -153,22 +153,22 @@ def test_no_stale_reads_under_sharing_preemption_eviction_and_aborts():
             request, end = item.request, item.start + item.num_tokens
             tokens = request.all_token_ids
             for position in range(item.start, end):  # the step writes the new K/V
-                page = request.block_ids[position // block]
-                slots[page * block + position % block] = tokens[position]
-            held = [slots.get(request.block_ids[p // block] * block + p % block)
+                page = request.page_ids[position // page_size]
+                slots[page * page_size + position % page_size] = tokens[position]
+            held = [slots.get(request.page_ids[p // page_size] * page_size + p % page_size)
                     for p in range(end)]
             assert held == tokens[:end], f"stale KV read by {request.request_id}"
         scheduler.update(output, fake_runner(output))
-        holders = [p for r in scheduler.running for p in r.block_ids]
+        holders = [p for r in scheduler.running for p in r.page_ids]
         for page in range(20):
             assert manager.ref_count(page) == holders.count(page)
-        assert manager.num_free_blocks + len(set(holders)) == 20
+        assert manager.num_free_pages + len(set(holders)) == 20
     assert manager.prefix_cache.num_hit_tokens > 0 and num_preempted > 0
 
 
 # --- the real engine -------------------------------------------------------------------
 
-NUM_BLOCKS = 8  # 128 tokens of KV: the four ~53-token requests cannot all fit at once
+NUM_PAGES = 8  # 128 tokens of KV: the four ~53-token requests cannot all fit at once
 SYSTEM = ("You are a careful assistant for a travel agency. Answer in one short sentence, "
           "name the country, and never invent prices or dates.")
 QUESTIONS = ["Where is Kyoto?", "Where is Lima?", "Where is Oslo?", "Where is Cairo?"]
@@ -185,7 +185,7 @@ def runtime():
     num_threads = torch.get_num_threads()
     overrides = ["device=cpu", "device.num_threads=1", "model.dtype=float32",
                  "model.max_model_len=128",
-                 f"cache.num_blocks={NUM_BLOCKS}", "cache.block_size=16",
+                 f"cache.num_pages={NUM_PAGES}", "cache.page_size=16",
                  "cache.enable_prefix_caching=false", "scheduler.max_num_batched_tokens=96"]
     yield build_runtime(compose_config(overrides))
     torch.set_num_threads(num_threads)
@@ -213,7 +213,7 @@ def test_greedy_outputs_match_with_and_without_the_cache(runtime):
     prompts = {f"q{i}": tokenizer.apply_chat_template(
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
         for i, q in enumerate(QUESTIONS)}
-    assert all(len(p) > 32 for p in prompts.values()), "the system prompt fills full blocks"
+    assert all(len(p) > 32 for p in prompts.values()), "the system prompt fills full pages"
     without, preempted = greedy_run(runtime.core, prompts)
     assert preempted > 0, "the small cache should force preemption"
     cached_cfg = dataclasses.replace(
@@ -222,12 +222,12 @@ def test_greedy_outputs_match_with_and_without_the_cache(runtime):
     # NOTE: the uncached core is never stepped again: the cached one now owns the pages.
     core = rebuild_engine(runtime, cached_cfg).core
     first, preempted = greedy_run(core, prompts)
-    assert preempted > 0, "sharing the system prompt's blocks is not enough to fit them all"
+    assert preempted > 0, "sharing the system prompt's pages is not enough to fit them all"
     again, _ = greedy_run(core, {f"{rid}-again": p for rid, p in prompts.items()})
-    manager = core.scheduler.block_manager
+    manager = core.scheduler.page_manager
     assert manager.prefix_cache.num_hit_tokens > 0
     for rid in prompts:
         assert first[rid] == without[rid], rid
         assert again[f"{rid}-again"] == without[rid], rid
-    assert manager.num_free_blocks == NUM_BLOCKS, "every page is free or evictable"
-    assert all(manager.ref_count(page) == 0 for page in range(NUM_BLOCKS))
+    assert manager.num_free_pages == NUM_PAGES, "every page is free or evictable"
+    assert all(manager.ref_count(page) == 0 for page in range(NUM_PAGES))

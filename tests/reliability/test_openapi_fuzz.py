@@ -26,8 +26,7 @@ MAX_EXAMPLES = int(os.environ.get("TOOLKIT_FUZZ_EXAMPLES", "12"))
 def live_url(engine):
     """The app over the real engine, served by uvicorn in its own thread; generation is cut
     at 2 s so that fuzzed max_tokens cannot stall the run."""
-    with server_thread(engine, ServerConfig(request_timeout=2.0,
-                                            disable_log_requests=True)) as url:
+    with server_thread(engine, ServerConfig(request_timeout=2.0)) as url:
         yield url
 
 

@@ -172,8 +172,7 @@ class SteadyRequests:
 
 @pytest.fixture(scope="module")
 def live_url(engine):
-    with server_thread(engine, ServerConfig(request_timeout=60.0, kobold_api=True,
-                                            disable_log_requests=True)) as url:
+    with server_thread(engine, ServerConfig(request_timeout=60.0, kobold_api=True)) as url:
         yield url
 
 

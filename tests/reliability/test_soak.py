@@ -88,7 +88,7 @@ async def _one(http: httpx.AsyncClient, base: str, rng: random.Random, i: int) -
 async def test_soak_every_request_completes_or_is_cancelled_cleanly(
         engine, serve, scheduler_limits, caplog):
     scheduler_limits(max_num_seqs=8)
-    base, _ = await serve(disable_log_requests=True)
+    base, _ = await serve()
     rng = random.Random(1234)
     gate = asyncio.Semaphore(CONCURRENCY)
     limits = httpx.Limits(max_connections=CONCURRENCY * 2)

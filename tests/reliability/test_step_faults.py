@@ -58,8 +58,8 @@ async def assert_isolated(engine, good: dict, bad: dict, error: str) -> dict:
         assert alone[request_id]["error"] is None
     assert engine.healthy
     assert not any((await wait_idle(engine)).values())
-    block_manager = engine.core.scheduler.block_manager
-    assert block_manager.num_free_blocks == block_manager.num_blocks
+    page_manager = engine.core.scheduler.page_manager
+    assert page_manager.num_free_pages == page_manager.num_pages
     assert not any(engine.core.num_request_states().values())
     assert engine.metrics.finished_requests.get("error", 0) == errors_before + len(bad)
     return mixed

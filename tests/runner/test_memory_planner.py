@@ -13,7 +13,7 @@ import torch
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
 from toolkit.kv.cache_pool import KVCachePool
-from toolkit.resolve import resolve_num_blocks, validate
+from toolkit.resolve import resolve_num_pages, validate
 from toolkit.runner.memory_planner import GIB, GpuMemoryProfile, profile_step
 
 NUM_LAYERS, NUM_KV_HEADS, HEAD_DIM = 2, 2, 16
@@ -40,8 +40,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def page_bytes(dtype: torch.dtype, block_size: int = 16) -> int:
-    return KVCachePool.bytes_per_page(NUM_LAYERS, block_size, NUM_KV_HEADS, HEAD_DIM, dtype)
+def page_bytes(dtype: torch.dtype, page_size: int = 16) -> int:
+    return KVCachePool.bytes_per_page(NUM_LAYERS, page_size, NUM_KV_HEADS, HEAD_DIM, dtype)
 
 
 def build(model_dir: Path, *overrides: str):
@@ -55,16 +55,16 @@ def test_cpu_sizes_the_cache_from_cpu_kv_cache_gb(tiny_model_dir):
     runtime = build(tiny_model_dir, "device=cpu", "cache.cpu_kv_cache_gb=0.01")
     resolved = runtime.resolved
     expected = int(0.01 * GIB) // page_bytes(torch.float32)
-    assert resolved.num_blocks == expected
+    assert resolved.num_pages == expected
     assert runtime.core.runner.attention.kv_pool.num_pages == expected
     assert resolved.kv_cache_gib == pytest.approx(expected * page_bytes(torch.float32) / GIB)
     assert resolved.kv_cache_gib <= 0.01 and resolved.gpu_memory_plan is None
     doubled = build(tiny_model_dir, "device=cpu", "cache.cpu_kv_cache_gb=0.02").resolved
-    assert doubled.num_blocks in (2 * expected, 2 * expected + 1)
+    assert doubled.num_pages in (2 * expected, 2 * expected + 1)
 
 
 def test_the_profile_step_runs_the_worst_step_on_cpu(tiny_model_dir):
-    runtime = build(tiny_model_dir, "device=cpu", "cache.num_blocks=16")
+    runtime = build(tiny_model_dir, "device=cpu", "cache.num_pages=16")
     runner = runtime.core.runner
     pool = KVCachePool(NUM_LAYERS, 5, 16, NUM_KV_HEADS, HEAD_DIM, torch.float32)
     attention = type(runner.attention)(pool, 4, NUM_KV_HEADS, HEAD_DIM)
@@ -87,14 +87,14 @@ def test_gpu_budget_arithmetic():
 
 
 def test_gpu_bytes_become_pages_and_too_few_is_a_clear_error():
-    cfg = compose_config(["cache.block_size=16", "cache.gpu_memory_utilization=0.5"])
-    assert resolve_num_blocks(cfg, bytes_per_block=1000, max_model_len=64,
+    cfg = compose_config(["cache.page_size=16", "cache.gpu_memory_utilization=0.5"])
+    assert resolve_num_pages(cfg, bytes_per_page=1000, max_model_len=64,
                               gpu_kv_cache_bytes=123_456) == 123
     with pytest.raises(ConfigError, match="cache.gpu_memory_utilization=0.5 .* gives 0 pages"):
-        resolve_num_blocks(cfg, bytes_per_block=1000, max_model_len=64,
+        resolve_num_pages(cfg, bytes_per_page=1000, max_model_len=64,
                            gpu_kv_cache_bytes=-5 * GIB)
-    exact = compose_config(["cache.num_blocks=7"])
-    assert resolve_num_blocks(exact, 1000, 64, gpu_kv_cache_bytes=10 ** 9) == 7
+    exact = compose_config(["cache.num_pages=7"])
+    assert resolve_num_pages(exact, 1000, 64, gpu_kv_cache_bytes=10 ** 9) == 7
 
 
 @pytest.mark.parametrize("override", ["cache.gpu_memory_utilization=1.5",
@@ -114,13 +114,13 @@ def test_cuda_sizes_the_cache_from_gpu_memory_utilization_after_a_profile_run(ti
     assert plan is not None and plan["peak_activation_gib"] > 0 and plan["weights_gib"] > 0
     assert plan["budget_gib"] == pytest.approx(plan["total_gib"] * 0.3)
     pages = int(plan["kv_cache_gib"] * GIB) // page_bytes(torch.float32)
-    assert abs(runtime.resolved.num_blocks - pages) <= 1
+    assert abs(runtime.resolved.num_pages - pages) <= 1
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= plan["budget_gib"] * GIB
-    num_blocks = runtime.resolved.num_blocks
+    num_pages = runtime.resolved.num_pages
     del runtime
     gc.collect()
     torch.cuda.empty_cache()
     smaller = build(tiny_model_dir, "device=cuda", "cache.gpu_memory_utilization=0.2",
                     "scheduler.max_num_batched_tokens=256")
-    assert smaller.resolved.num_blocks < num_blocks
+    assert smaller.resolved.num_pages < num_pages

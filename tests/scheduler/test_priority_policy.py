@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from toolkit.config.schema import SchedulerConfig
-from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.page_manager import PageManager
 from toolkit.protocol import Request, SamplingParams
 from toolkit.scheduler.scheduler import Scheduler
 
 
 def admitted(policy: str) -> list[str]:
     scheduler = Scheduler(SchedulerConfig(max_num_seqs=8, policy=policy),
-                          BlockManager(64, 16), max_model_len=256)
+                          PageManager(64, 16), max_model_len=256)
     for i, priority in enumerate([5, 0, 5, -1]):
         scheduler.add_request(Request(f"r{i}", [1, 2, 3], SamplingParams(), float(i),
                                       priority=priority))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.config.schema import SchedulerConfig
-from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.page_manager import PageManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SamplingParams
 from toolkit.scheduler.scheduler import Scheduler
 
@@ -22,11 +22,11 @@ def fake_runner(output) -> RunnerOutput:
                          for s in output.scheduled if s.samples})
 
 
-def make_scheduler(num_blocks=64, block_size=4, max_num_seqs=8, budget=32, chunked=True,
+def make_scheduler(num_pages=64, page_size=4, max_num_seqs=8, budget=32, chunked=True,
                    max_model_len=256) -> Scheduler:
     config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
                              enable_chunked_prefill=chunked)
-    return Scheduler(config, BlockManager(num_blocks, block_size), max_model_len)
+    return Scheduler(config, PageManager(num_pages, page_size), max_model_len)
 
 
 def make_request(i: int, prompt_len: int, max_tokens: int = 8, **kw) -> Request:
@@ -101,7 +101,7 @@ def test_decodes_join_and_leave_every_step():
 
 
 def test_preemption_recomputes_and_outputs_are_not_corrupted():
-    scheduler = make_scheduler(num_blocks=10, block_size=4, budget=64)
+    scheduler = make_scheduler(num_pages=10, page_size=4, budget=64)
     requests = [make_request(i, prompt_len=6, max_tokens=12) for i in range(4)]
     for request in requests:
         scheduler.add_request(request)
@@ -110,32 +110,32 @@ def test_preemption_recomputes_and_outputs_are_not_corrupted():
     assert sum(r.num_preemptions for r in requests) > 0
     for request in requests:
         assert request.output_token_ids == expected_outputs(request)
-    assert scheduler.block_manager.num_free_blocks == 10
+    assert scheduler.page_manager.num_free_pages == 10
 
 
 def test_pages_cover_exactly_the_scheduled_tokens():
-    scheduler = make_scheduler(block_size=4)
+    scheduler = make_scheduler(page_size=4)
     request = make_request(0, prompt_len=9, max_tokens=5)
     scheduler.add_request(request)
     while scheduler.num_unfinished:
         output = scheduler.schedule()
         for item in output.scheduled:
-            assert len(item.request.block_ids) == -(-(item.start + item.num_tokens) // 4)
+            assert len(item.request.page_ids) == -(-(item.start + item.num_tokens) // 4)
         scheduler.update(output, fake_runner(output))
-    assert request.block_ids == []
+    assert request.page_ids == []
 
 
 def test_abort_frees_pages_wherever_the_request_is():
-    scheduler = make_scheduler(num_blocks=16, max_num_seqs=1)
+    scheduler = make_scheduler(num_pages=16, max_num_seqs=1)
     running, queued = make_request(0, 8), make_request(1, 8)
     scheduler.add_request(running)
     scheduler.add_request(queued)
     scheduler.update(out := scheduler.schedule(), fake_runner(out))
-    assert scheduler.block_manager.num_free_blocks < 16
+    assert scheduler.page_manager.num_free_pages < 16
     scheduler.finish_request("r0", RequestStatus.FINISHED_ABORTED)
     scheduler.finish_request("r1", RequestStatus.FINISHED_ABORTED)
     assert running.status is RequestStatus.FINISHED_ABORTED and queued.finished
-    assert scheduler.block_manager.num_free_blocks == 16
+    assert scheduler.page_manager.num_free_pages == 16
     assert not scheduler.running and not scheduler.waiting and not scheduler.num_unfinished
 
 
@@ -166,7 +166,7 @@ def test_ignore_eos_and_context_limit():
 
 
 def test_many_requests_under_pressure_finish_without_leaks():
-    scheduler = make_scheduler(num_blocks=24, block_size=4, max_num_seqs=6, budget=24)
+    scheduler = make_scheduler(num_pages=24, page_size=4, max_num_seqs=6, budget=24)
     requests = [make_request(i, prompt_len=3 + i % 9, max_tokens=4 + i % 7) for i in range(30)]
     for request in requests:
         scheduler.add_request(request)
@@ -174,4 +174,4 @@ def test_many_requests_under_pressure_finish_without_leaks():
     assert all(r.status is RequestStatus.FINISHED_LENGTH for r in requests)
     for request in requests:
         assert request.output_token_ids == expected_outputs(request)
-    assert scheduler.block_manager.num_free_blocks == 24
+    assert scheduler.page_manager.num_free_pages == 24

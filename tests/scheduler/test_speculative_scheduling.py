@@ -4,20 +4,20 @@ stops; and a whole run through a fake runner that drafts after sampling."""
 from __future__ import annotations
 
 from toolkit.config.schema import SchedulerConfig
-from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.page_manager import PageManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SamplingParams
 from toolkit.runner.drafter import Drafter
 from toolkit.runner.proposer import Proposal, Proposer
 from toolkit.scheduler.scheduler import Scheduler
 
 EOS = 0
-BLOCK_SIZE = 4
+PAGE_SIZE = 4
 
 
-def make(max_model_len=64, budget=64, num_blocks=64) -> Scheduler:
+def make(max_model_len=64, budget=64, num_pages=64) -> Scheduler:
     config = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=budget)
-    block_manager = BlockManager(num_blocks, BLOCK_SIZE, enable_prefix_caching=False)
-    return Scheduler(config, block_manager, max_model_len)
+    page_manager = PageManager(num_pages, PAGE_SIZE, enable_prefix_caching=False)
+    return Scheduler(config, page_manager, max_model_len)
 
 
 def request(i: int, prompt_len: int = 6, max_tokens: int = 20, **kw) -> Request:
@@ -42,13 +42,13 @@ def test_prefill_does_not_speculate_then_decode_gets_one_plus_k():
     output = scheduler.schedule()
     [item] = output.scheduled
     assert (item.start, item.num_tokens, item.draft_token_ids) == (6, 4, [5, 6, 7])
-    assert len(r.block_ids) == 3  # 6 + 1 + 3 = 10 slots
+    assert len(r.page_ids) == 3  # 6 + 1 + 3 = 10 slots
     # two drafts accepted, the third rejected: the target emitted 5, 6 and then 9
     scheduler.update(output, RunnerOutput({"r0": [5, 6, 9]}))
     assert r.output_token_ids == [4, 5, 6, 9] and r.draft_token_ids == []
     assert r.num_computed_tokens == 9  # 6 prompt + last token + 2 accepted drafts
     assert r.num_tokens - r.num_computed_tokens == 1
-    assert len(r.block_ids) == 3  # the rejected slot stays allocated, to be overwritten
+    assert len(r.page_ids) == 3  # the rejected slot stays allocated, to be overwritten
 
 
 def test_all_rejected_and_all_accepted():
@@ -70,7 +70,7 @@ def test_stop_token_in_the_middle_of_a_run_drops_the_rest_and_frees_pages():
     step(scheduler, {"r0": [5, EOS, 7, 3]}, {"r0": [1, 2]})
     assert r.output_token_ids == [4, 5, EOS]
     assert r.status == RequestStatus.FINISHED_STOPPED
-    assert scheduler.block_manager.num_free_blocks == 64 and not scheduler.requests
+    assert scheduler.page_manager.num_free_pages == 64 and not scheduler.requests
 
 
 def test_stop_token_ids_and_min_tokens_apply_token_by_token():
@@ -87,16 +87,16 @@ def test_budget_trims_drafts_and_no_budget_or_pages_fall_back_to_one_token():
     scheduler.add_request(request(0, prompt_len=3))
     step(scheduler, {"r0": [4]}, {"r0": [5, 6, 7]})
     assert [s.draft_token_ids for s in scheduler.schedule().scheduled] == [[5, 6]]
-    scheduler = make(num_blocks=2)
+    scheduler = make(num_pages=2)
     r = request(0, prompt_len=7)
     scheduler.add_request(r)
     step(scheduler, {"r0": [4]}, {"r0": [5, 6, 7]})  # 8 tokens: both pages in use
     [item] = scheduler.schedule().scheduled
-    assert item.num_tokens == 1 and not item.draft_token_ids and len(r.block_ids) == 2
+    assert item.num_tokens == 1 and not item.draft_token_ids and len(r.page_ids) == 2
 
 
 def test_preemption_drops_the_drafts():
-    scheduler = make(num_blocks=4)
+    scheduler = make(num_pages=4)
     first, second = request(0, prompt_len=8), request(1, prompt_len=8)
     scheduler.add_request(first)
     scheduler.add_request(second)
@@ -163,4 +163,4 @@ def test_run_to_completion_matches_the_non_speculative_tokens():
     assert run(spec, Drafter(HalfRight(), 4, max_model_len=64)) < run(plain, None)
     for a, b in zip(requests["a"], requests["b"]):
         assert a.output_token_ids == b.output_token_ids and len(b.output_token_ids) == 15
-    assert spec.block_manager.num_free_blocks == 64
+    assert spec.page_manager.num_free_pages == 64

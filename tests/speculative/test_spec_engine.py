@@ -67,7 +67,7 @@ def run(core, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict[str
 
 
 def assert_clean(core) -> None:
-    assert core.scheduler.block_manager.num_free_blocks == core.scheduler.block_manager.num_blocks
+    assert core.scheduler.page_manager.num_free_pages == core.scheduler.page_manager.num_pages
     assert not any(core.num_request_states().values()), core.num_request_states()
 
 

@@ -69,13 +69,13 @@ def write_tiny_llama(directory: Path, vocab_size: int, seed: int, num_layers: in
     return directory
 
 
-def tiny_runtime(model_dir: Path, *overrides: str, num_blocks: int = 256):
+def tiny_runtime(model_dir: Path, *overrides: str, num_pages: int = 256):
     """A Runtime serving ``model_dir`` in float32 on CPU."""
     from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     base = ["device=cpu", f"model.path={model_dir}", "model.dtype=float32",
-            "model.max_model_len=256", f"cache.num_blocks={num_blocks}", "cache.block_size=16",
+            "model.max_model_len=256", f"cache.num_pages={num_pages}", "cache.page_size=16",
             "scheduler.max_num_seqs=256", "scheduler.max_num_batched_tokens=4096",
             "device.num_threads=1", "scheduler.max_waiting=null"]
     return build_runtime(compose_config([*base, *overrides]))

@@ -165,7 +165,7 @@ def _install_lifecycle(app: Application, ctx: ServingContext) -> None:
 
     async def on_start(_app: Application) -> None:
         logger.info("serving model %r as %s (max_model_len=%d)", ctx.engine.model_name,
-                    list(ctx.model_names), ctx.engine.max_model_len)
+                    list(ctx.served_model_name), ctx.engine.max_model_len)
 
     async def on_stop(_app: Application) -> None:
         logger.info("API server stopped")

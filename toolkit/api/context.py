@@ -10,6 +10,8 @@ from toolkit.api.engine_client import EngineClient
 from toolkit.api.openai.protocol_embeddings import POOLING_TYPES
 from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
+from toolkit.config.schema import EmbeddingConfig
+
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
 
@@ -22,8 +24,9 @@ class ServingContext:
 
     engine: EngineClient
     """The started engine."""
-    model_names: tuple[str, ...]
-    """Names accepted in requests; the first is reported."""
+    served_model_name: tuple[str, ...]
+    """Names accepted in requests (server.served_model_name, else the engine's model
+    name); the first is reported."""
     chat_template: str | None = None
     """Default chat template source (None: the model's own)."""
     response_role: str = "assistant"
@@ -34,29 +37,27 @@ class ServingContext:
     """Most choices (n) and samples (best_of, beams) one request may ask for."""
     return_tokens_as_token_ids: bool = False
     """Logprob tokens as ``token_id:<id>``."""
-    log_requests: bool = True
+    enable_log_requests: bool = False
     """Log each request's prompt and parameters."""
     max_log_len: int | None = None
     """Most prompt characters / ids written to the request log."""
     tool_parser: ToolParser = field(default_factory=lambda: get_tool_parser("hermes"))
     """Reads tool calls from outputs under tool_choice=auto."""
-    tool_template: str | None = None
+    tool_chat_template: str | None = None
     """Template for requests with tools when the chosen one ignores them (None: shipped)."""
     reasoning: bool = False
     """Split ``<think>`` reasoning into reasoning_content."""
     request_timeout: float | None = None
     """Seconds a generation request may take; None: no deadline."""
-    pooling: str = "last"
-    """How /v1/embeddings pools hidden states: last or mean."""
-    normalize: bool = True
-    """L2-normalize embeddings."""
+    embedding: EmbeddingConfig = field(default_factory=lambda: EmbeddingConfig())
+    """How /v1/embeddings pools hidden states and whether it L2-normalizes them."""
     kobold_max_length: int = 256
     """The output length the Kobold API reports."""
 
     @property
     def model_name(self) -> str:
         """The reported model name."""
-        return self.model_names[0]
+        return self.served_model_name[0]
 
     @classmethod
     def from_config(cls, engine: EngineClient, config: ServerConfig) -> ServingContext:
@@ -64,20 +65,19 @@ class ServingContext:
         max_n below 1) is a ValueError."""
         return cls(
             engine=engine,
-            model_names=tuple(config.served_model_name) or (engine.model_name,),
+            served_model_name=tuple(config.served_model_name) or (engine.model_name,),
             chat_template=load_chat_template(config.chat_template),
             response_role=config.response_role,
             max_logprobs=config.max_logprobs,
             max_n=_max_n(config.max_n),
             return_tokens_as_token_ids=config.return_tokens_as_token_ids,
-            log_requests=not config.disable_log_requests,
+            enable_log_requests=config.enable_log_requests,
             max_log_len=config.max_log_len,
             tool_parser=get_tool_parser(config.chat.tool_parser),
-            tool_template=load_chat_template(config.chat.tool_chat_template),
+            tool_chat_template=load_chat_template(config.chat.tool_chat_template),
             reasoning=config.chat.reasoning,
             request_timeout=config.request_timeout,
-            pooling=_pooling(config.embedding.pooling),
-            normalize=config.embedding.normalize,
+            embedding=_embedding(config.embedding),
             kobold_max_length=config.kobold_max_length,
         )
 
@@ -88,10 +88,11 @@ def _max_n(value: int) -> int:
     return value
 
 
-def _pooling(value: str) -> str:
-    if value not in POOLING_TYPES:
-        raise ValueError(f"server.embedding.pooling={value!r} must be one of {POOLING_TYPES}")
-    return value
+def _embedding(config: EmbeddingConfig) -> EmbeddingConfig:
+    if config.pooling not in POOLING_TYPES:
+        raise ValueError(f"server.embedding.pooling={config.pooling!r} must be one of "
+                         f"{POOLING_TYPES}")
+    return config
 
 
 def load_chat_template(value: str | None) -> str | None:

@@ -29,7 +29,7 @@ class EngineClient:
             prompt_ids = tokenizer.encode(request.prompt)
         record.num_prompt_tokens = len(prompt_ids)
         params = SamplingParams(max_tokens=request.max_tokens, temperature=self.temperature,
-                                ignore_eos=self.ignore_eos)
+                                ignore_eos=self.ignore_eos, seed=request.seed)
         async for output in self.engine.generate(uuid.uuid4().hex, prompt_ids, params):
             if output.error:
                 raise RuntimeError(output.error)

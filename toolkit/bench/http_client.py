@@ -66,6 +66,8 @@ class HttpClient:
                 "stream_options": {"include_usage": True}, "temperature": self.temperature}
         if self.ignore_eos:
             body["ignore_eos"] = True
+        if request.seed is not None:
+            body["seed"] = request.seed
         if request.is_chat:
             return "/chat/completions", {**body, "messages": list(request.messages)}
         return "/completions", {**body, "prompt": request.prompt}

@@ -31,6 +31,8 @@ class BenchRequest:
     max_tokens: int
     prompt: str | None = None
     messages: tuple[dict, ...] | None = None
+    seed: int | None = None
+    """The request's sampling seed (bench.sampling_seed); None sends none."""
 
     @property
     def is_chat(self) -> bool:
@@ -46,8 +48,11 @@ def build_workload(cfg: BenchConfig) -> list[BenchRequest]:
                 "chat": _chat_prompts}
     assert set(builders) == set(WORKLOADS)
     payloads = builders[cfg.workload](cfg, rng)
-    return [BenchRequest(int(n), prompt=p) if isinstance(p, str)
-            else BenchRequest(int(n), messages=p) for p, n in zip(payloads, output_lens)]
+    seeds = ([None] * cfg.num_requests if cfg.sampling_seed is None
+             else [cfg.sampling_seed + i for i in range(cfg.num_requests)])
+    return [BenchRequest(int(n), prompt=p, seed=s) if isinstance(p, str)
+            else BenchRequest(int(n), messages=p, seed=s)
+            for p, n, s in zip(payloads, output_lens, seeds)]
 
 
 def sample_lengths(rng: np.random.Generator, mean: int, spread: float, dist: str,

@@ -87,16 +87,16 @@ class SchedulerConfig:
 class CacheConfig:
     """The paged KV cache."""
 
-    block_size: int = 16
+    page_size: int = 16
     """Tokens per KV page."""
     cpu_kv_cache_gb: float = 1.0
     """On CPU: memory given to the KV cache, in GiB (2**30 bytes, as vLLM's
-    VLLM_CPU_KVCACHE_SPACE); sets the page count unless num_blocks is set."""
+    VLLM_CPU_KVCACHE_SPACE); sets the page count unless num_pages is set."""
     gpu_memory_utilization: float = 0.9
     """On CUDA: fraction (0, 1] of the GPU's total memory this engine may use: weights,
     the peak activations of a profiled max_num_batched_tokens forward, and the KV cache,
-    which gets what is left (as vLLM). Ignored when num_blocks is set."""
-    num_blocks: int | None = None
+    which gets what is left (as vLLM). Ignored when num_pages is set."""
+    num_pages: int | None = None
     """Exact number of KV pages (tests, benchmarks); overrides the memory-based sizing."""
     enable_prefix_caching: bool = True
     """Reuse the KV of full blocks whose token prefix was computed before (hash-chained,
@@ -280,11 +280,13 @@ class ServerConfig:
     response_role: str = "assistant"
     """Role of the generated chat message."""
     max_log_len: int | None = None
-    """Most prompt characters and token ids written to the request log; null logs all."""
+    """Most prompt token ids written to the request log (enable_log_requests); null logs
+    all."""
     return_tokens_as_token_ids: bool = False
     """Logprob tokens are written as `token_id:<id>` instead of text."""
-    disable_log_requests: bool = False
-    """Do not log each request's prompt and sampling parameters."""
+    enable_log_requests: bool = False
+    """Log each request's prompt token ids (the first max_log_len) and sampling parameters
+    at INFO; off by default, as in vLLM, so users' prompts stay out of the logs."""
     max_logprobs: int = 20
     """Most logprob alternatives a request may ask for (top_logprobs, logprobs)."""
     max_n: int = 16
@@ -409,6 +411,9 @@ class BenchConfig:
     """Generate exactly the drawn output length (the server must support ignore_eos)."""
     temperature: float = 0.0
     """Sampling temperature of every request."""
+    sampling_seed: int | None = None
+    """Request i carries the sampling seed sampling_seed + i (the seeded sampling path);
+    null sends no seed."""
     seed: int = 0
     """Seeds the workload, the lengths and the arrival times."""
     num_warmup: int = 1

@@ -114,7 +114,7 @@ class AsyncEngine:
         return {
             "num_running": len(scheduler.running),
             "num_waiting": len(scheduler.waiting),
-            "kv_cache_usage": scheduler.block_manager.usage,
+            "kv_cache_usage": scheduler.page_manager.usage,
             "healthy": self.healthy,
             "num_streams": len(self._streams),
             **{f"num_states_{k}": v for k, v in self.core.num_request_states().items()},

@@ -1,11 +1,11 @@
-"""Hash-chained prefix cache: full KV blocks found again by the tokens that filled them.
+"""Hash-chained prefix cache: full KV pages found again by the tokens that filled them.
 
-A full block is named by ``hash_block(parent_hash, token_ids)``: the digest of the previous
-block's hash and this block's ``block_size`` token ids, so one hash stands for the whole
-prefix up to the block's end. Partial blocks are never hashed, so never shared.
+A full page is named by ``hash_page(parent_hash, token_ids)``: the digest of the previous
+page's hash and this page's ``page_size`` token ids, so one hash stands for the whole
+prefix up to the page's end. Partial pages are never hashed, so never shared.
 
 The cache only maps hashes to page ids; reference counts and the free/evictable pools live
-in BlockManager, which owns the pages. Pure Python, no tensors.
+in PageManager, which owns the pages. Pure Python, no tensors.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 ROOT_HASH = b""
-"""The parent hash of a sequence's first block."""
+"""The parent hash of a sequence's first page."""
 
 
-def hash_block(parent_hash: bytes, token_ids: Sequence[int]) -> bytes:
-    """SHA-256 of the parent's hash and the block's token ids (a 32-byte digest).
+def hash_page(parent_hash: bytes, token_ids: Sequence[int]) -> bytes:
+    """SHA-256 of the parent's hash and the page's token ids (a 32-byte digest).
 
     A cryptographic hash: two different prefixes never share a page (Python's built-in
     hash would let crafted prompts collide and read another request's KV)."""
@@ -29,46 +29,46 @@ def hash_block(parent_hash: bytes, token_ids: Sequence[int]) -> bytes:
     return digest.digest()
 
 
-def hash_blocks(token_ids: Sequence[int], block_size: int,
+def hash_pages(token_ids: Sequence[int], page_size: int,
                 parent_hash: bytes = ROOT_HASH) -> list[bytes]:
-    """The chained hashes of the full blocks of ``token_ids`` (a trailing partial block
+    """The chained hashes of the full pages of ``token_ids`` (a trailing partial page
     is skipped), chaining from ``parent_hash``."""
     hashes = []
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent_hash = hash_block(parent_hash, token_ids[start:start + block_size])
+    for start in range(0, len(token_ids) - page_size + 1, page_size):
+        parent_hash = hash_page(parent_hash, token_ids[start:start + page_size])
         hashes.append(parent_hash)
     return hashes
 
 
 @dataclass(frozen=True)
 class CachedPrefix:
-    """A lookup's result: the longest cached run of a request's leading full blocks.
+    """A lookup's result: the longest cached run of a request's leading full pages.
 
-    Valid only until the cache next changes: take it (BlockManager.allocate) at once."""
+    Valid only until the cache next changes: take it (PageManager.allocate) at once."""
 
-    block_ids: tuple[int, ...] = ()
-    """Pages holding the matched blocks, in order."""
-    block_hashes: tuple[bytes, ...] = ()
+    page_ids: tuple[int, ...] = ()
+    """Pages holding the matched pages, in order."""
+    page_hashes: tuple[bytes, ...] = ()
     """Their chained hashes (same order)."""
     num_tokens: int = 0
-    """Tokens the matched blocks hold (their K/V need not be computed again)."""
+    """Tokens the matched pages hold (their K/V need not be computed again)."""
     num_query_tokens: int = 0
     """Tokens the lookup could have matched (the request's tokens but its last)."""
 
     @property
-    def num_blocks(self) -> int:
-        return len(self.block_ids)
+    def num_pages(self) -> int:
+        return len(self.page_ids)
 
 
 NO_PREFIX = CachedPrefix()
-"""Nothing matched (caching off, prompt logprobs asked, or a miss on the first block)."""
+"""Nothing matched (caching off, prompt logprobs asked, or a miss on the first page)."""
 
 
 @dataclass
 class PrefixCache:
-    """``hash -> page`` for cached full blocks, and hit-rate counters (in tokens)."""
+    """``hash -> page`` for cached full pages, and hit-rate counters (in tokens)."""
 
-    block_size: int
+    page_size: int
     num_query_tokens: int = 0
     """Tokens looked up at admission so far (the /metrics ``prefix_cache_queries``)."""
     num_hit_tokens: int = 0
@@ -80,20 +80,20 @@ class PrefixCache:
         return len(self._pages)
 
     def lookup(self, token_ids: Sequence[int]) -> CachedPrefix:
-        """The longest run of cached leading full blocks of ``token_ids``, never covering
+        """The longest run of cached leading full pages of ``token_ids``, never covering
         the last token (it must still be computed to produce logits)."""
         num_query = len(token_ids) - 1
-        max_blocks = num_query // self.block_size
-        parent, block_ids, hashes = ROOT_HASH, [], []
-        for index in range(max_blocks):
-            parent = hash_block(parent, token_ids[index * self.block_size:
-                                                  (index + 1) * self.block_size])
+        max_pages = num_query // self.page_size
+        parent, page_ids, hashes = ROOT_HASH, [], []
+        for index in range(max_pages):
+            parent = hash_page(parent, token_ids[index * self.page_size:
+                                                  (index + 1) * self.page_size])
             page = self._pages.get(parent)
             if page is None:
                 break
-            block_ids.append(page)
+            page_ids.append(page)
             hashes.append(parent)
-        return CachedPrefix(tuple(block_ids), tuple(hashes), len(block_ids) * self.block_size,
+        return CachedPrefix(tuple(page_ids), tuple(hashes), len(page_ids) * self.page_size,
                             max(num_query, 0))
 
     def record(self, prefix: CachedPrefix) -> None:
@@ -101,13 +101,13 @@ class PrefixCache:
         self.num_query_tokens += prefix.num_query_tokens
         self.num_hit_tokens += prefix.num_tokens
 
-    def insert(self, block_hash: bytes, page: int) -> bool:
-        """Name ``page`` by ``block_hash``; False (no change) when the hash already names a
-        page (a block computed twice at once: the first copy stays the cached one)."""
-        if block_hash in self._pages:
+    def insert(self, page_hash: bytes, page: int) -> bool:
+        """Name ``page`` by ``page_hash``; False (no change) when the hash already names a
+        page (a page computed twice at once: the first copy stays the cached one)."""
+        if page_hash in self._pages:
             return False
-        self._pages[block_hash] = page
-        self._hashes[page] = block_hash
+        self._pages[page_hash] = page
+        self._hashes[page] = page_hash
         return True
 
     def is_cached(self, page: int) -> bool:
@@ -115,8 +115,8 @@ class PrefixCache:
 
     def evict(self, page: int) -> None:
         """Forget ``page``'s hash (its page is about to hold other tokens)."""
-        block_hash = self._hashes.pop(page)
-        del self._pages[block_hash]
+        page_hash = self._hashes.pop(page)
+        del self._pages[page_hash]
 
     def hit_rate(self) -> float:
         """Hit tokens / queried tokens (0 before any query)."""

@@ -38,7 +38,7 @@ class SchedulerOutput:
 
     scheduled: list[ScheduledRequest] = field(default_factory=list)
     preempted_ids: list[str] = field(default_factory=list)
-    """Requests whose blocks were taken back this step (they will recompute)."""
+    """Requests whose pages were taken back this step (they will recompute)."""
 
     @property
     def num_tokens(self) -> int:

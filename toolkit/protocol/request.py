@@ -23,7 +23,7 @@ class RequestStatus(enum.Enum):
 
 @dataclass(eq=False)
 class Request:
-    """A request as the scheduler sees it: tokens so far, KV progress, blocks held.
+    """A request as the scheduler sees it: tokens so far, KV progress, pages held.
 
     ``num_computed_tokens`` counts the tokens whose K/V sit in the cache. A request needs
     ``num_tokens - num_computed_tokens`` more tokens of forward work before it samples.
@@ -36,7 +36,7 @@ class Request:
     output_token_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
-    block_ids: list[int] = field(default_factory=list)
+    page_ids: list[int] = field(default_factory=list)
     num_preemptions: int = 0
     priority: int = 0
     """Lower runs earlier under the priority scheduling policy."""

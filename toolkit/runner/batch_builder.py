@@ -24,14 +24,14 @@ class _BatchLists:
         self.last_page_len: list[int] = []
         self.logits_indices: list[int] = []
 
-    def add(self, token_ids: list[int], start: int, block_ids: list[int],
+    def add(self, token_ids: list[int], start: int, page_ids: list[int],
             num_logits: int) -> None:
-        """Tokens at positions start.. with K/V in ``block_ids``; logits for the last
+        """Tokens at positions start.. with K/V in ``page_ids``; logits for the last
         ``num_logits`` of them."""
         page_size, end = self.page_size, start + len(token_ids)
         self.input_ids.extend(token_ids)
         self.positions.extend(range(start, end))
-        pages = block_ids[: -(-end // page_size)]
+        pages = page_ids[: -(-end // page_size)]
         self.slots.extend(pages[p // page_size] * page_size + p % page_size
                           for p in range(start, end))
         self.qo_indptr.append(len(self.input_ids))
@@ -70,7 +70,7 @@ def build_forward_batch(scheduled: list[ScheduledRequest], page_size: int,
         tokens = _token_slice(request.prompt_token_ids, request.output_token_ids, start, end)
         if num_drafts:
             tokens = tokens + item.draft_token_ids
-        lists.add(tokens, start, request.block_ids, num_drafts + 1 if item.samples else 0)
+        lists.add(tokens, start, request.page_ids, num_drafts + 1 if item.samples else 0)
     return lists.build(device)
 
 
@@ -79,8 +79,8 @@ def build_chunk_batch(chunks: Sequence[tuple[list[int], int, list[int], int]], p
     """A batch from raw chunks (token ids, first position, page ids, number of trailing
     positions that get logits); for models driven outside the scheduler (draft models)."""
     lists = _BatchLists(page_size)
-    for token_ids, start, block_ids, num_logits in chunks:
-        lists.add(token_ids, start, block_ids, num_logits)
+    for token_ids, start, page_ids, num_logits in chunks:
+        lists.add(token_ids, start, page_ids, num_logits)
     return lists.build(device)
 
 

@@ -5,7 +5,7 @@ weights, the peak activations of one worst-case forward (max_num_batched_tokens 
 one prefill, then logits and sampling for max_num_seqs rows) and the memory the process
 took outside torch's allocator (CUDA context growth, library workspaces) come off first;
 the KV cache gets the rest. On CPU the KV cache is sized from cache.cpu_kv_cache_gb
-instead (toolkit.resolve.resolve_num_blocks); nothing here runs there.
+instead (toolkit.resolve.resolve_num_pages); nothing here runs there.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def profile_step(model: torch.nn.Module, attention, pool: KVCachePool, num_token
     from toolkit.runner.sampler import sample
 
     request = Request("profile", [0] * num_tokens, SamplingParams(max_tokens=1))
-    request.block_ids = list(range(-(-num_tokens // pool.page_size)))
+    request.page_ids = list(range(-(-num_tokens // pool.page_size)))
     batch = build_forward_batch([ScheduledRequest(request, 0, num_tokens)], pool.page_size,
                                 device)
     attention.plan(batch)

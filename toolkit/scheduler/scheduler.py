@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 
 from toolkit.config.schema import SchedulerConfig
-from toolkit.kv.block_manager import BlockManager
+from toolkit.kv.page_manager import PageManager
 from toolkit.protocol import Request, RequestStatus, RunnerOutput, SchedulerOutput
 from toolkit.protocol.errors import EngineOverloadedError
 from toolkit.protocol.outputs import ScheduledRequest
@@ -27,10 +27,10 @@ from toolkit.protocol.outputs import ScheduledRequest
 class Scheduler:
     """Owns the waiting queue and the running list; pure Python, unit-testable on CPU."""
 
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager,
+    def __init__(self, config: SchedulerConfig, page_manager: PageManager,
                  max_model_len: int) -> None:
         self.config = config
-        self.block_manager = block_manager
+        self.page_manager = page_manager
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -70,7 +70,7 @@ class Scheduler:
         elif request in self.waiting:
             self.waiting.remove(request)
         request.status = status
-        self.block_manager.free(request)
+        self.page_manager.free(request)
         return request
 
     def schedule(self) -> SchedulerOutput:
@@ -102,7 +102,7 @@ class Scheduler:
         num_drafts = min(len(request.draft_token_ids), budget - 1)
         start = request.num_computed_tokens
         if (num_drafts <= 0 or request.num_tokens - start != 1
-                or not self.block_manager.allocate(request, start + 1 + num_drafts)):
+                or not self.page_manager.allocate(request, start + 1 + num_drafts)):
             return None
         return ScheduledRequest(request, start, 1 + num_drafts,
                                 request.draft_token_ids[:num_drafts])
@@ -112,7 +112,7 @@ class Scheduler:
         """Find pages for the request, preempting the latest-admitted running requests
         (possibly this one) until it fits."""
         target = request.num_computed_tokens + num_tokens
-        while not self.block_manager.allocate(request, target):
+        while not self.page_manager.allocate(request, target):
             victim = self.running.pop()
             self._preempt(victim)
             output.preempted_ids.append(victim.request_id)
@@ -121,7 +121,7 @@ class Scheduler:
         return True
 
     def _preempt(self, request: Request) -> None:
-        self.block_manager.free(request)
+        self.page_manager.free(request)
         request.draft_token_ids = []
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
@@ -131,14 +131,14 @@ class Scheduler:
     def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
-            prefix = self.block_manager.find_cached_prefix(request)
+            prefix = self.page_manager.find_cached_prefix(request)
             num_computed = request.num_computed_tokens + prefix.num_tokens
             num_tokens = request.num_tokens - num_computed
             if num_tokens > budget:
                 if not self.config.enable_chunked_prefill:
                     break
                 num_tokens = budget
-            if not self.block_manager.allocate(request, num_computed + num_tokens, prefix):
+            if not self.page_manager.allocate(request, num_computed + num_tokens, prefix):
                 break
             request.num_computed_tokens = num_computed
             self.waiting.popleft()

@@ -13,9 +13,9 @@ class ProposerContext:
     included)."""
 
     device: str
-    num_blocks: int
+    num_pages: int
     """KV pages of the target; a draft model's pool has as many."""
-    block_size: int
+    page_size: int
     vocab_size: int
     """Width of the target's logits; draft distributions are laid out on it."""
     draft_model: Any = None

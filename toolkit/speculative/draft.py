@@ -28,7 +28,7 @@ class _DraftState:
     """One request's draft KV: ``token_ids[i]`` has its K/V at position i."""
 
     token_ids: list[int] = field(default_factory=list)
-    block_ids: list[int] = field(default_factory=list)
+    page_ids: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
 
 
@@ -47,15 +47,15 @@ class PagePool:
     def allocate(self, state: _DraftState, num_tokens: int) -> bool:
         """Grow ``state``'s pages to cover ``num_tokens`` positions; False (no change)
         when too few are free."""
-        missing = -(-num_tokens // self.page_size) - len(state.block_ids)
+        missing = -(-num_tokens // self.page_size) - len(state.page_ids)
         if missing > len(self._free):
             return False
-        state.block_ids.extend(self._free.popleft() for _ in range(missing))
+        state.page_ids.extend(self._free.popleft() for _ in range(missing))
         return True
 
     def free(self, state: _DraftState) -> None:
-        self._free.extend(state.block_ids)
-        state.block_ids = []
+        self._free.extend(state.page_ids)
+        state.page_ids = []
 
 
 @dataclass
@@ -121,14 +121,14 @@ class DraftModelProposer(Proposer):
 
     def _draft(self, jobs: list[_Job], token_ids: list[list[int]]) -> None:
         """Feed each request's missing tokens, then draft one token per forward."""
-        chunks = [(tokens[len(j.state.token_ids):], len(j.state.token_ids), j.state.block_ids, 1)
+        chunks = [(tokens[len(j.state.token_ids):], len(j.state.token_ids), j.state.page_ids, 1)
                   for j, tokens in zip(jobs, token_ids)]
         for job, tokens in zip(jobs, token_ids):
             job.state.token_ids = list(tokens)
         self._step(jobs, chunks)
         for _ in range(max(j.num_drafts for j in jobs) - 1):
             running = [j for j in jobs if len(j.draft_ids) < j.num_drafts]
-            chunks = [([j.draft_ids[-1]], len(j.state.token_ids), j.state.block_ids, 1)
+            chunks = [([j.draft_ids[-1]], len(j.state.token_ids), j.state.page_ids, 1)
                       for j in running]
             for job in running:
                 job.state.token_ids.append(job.draft_ids[-1])
@@ -182,5 +182,5 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def draft_proposer(context: ProposerContext) -> DraftModelProposer:
     """The proposer over the draft model and attention build_runtime loaded."""
     return DraftModelProposer(context.draft_model, context.draft_attention,
-                              PagePool(context.num_blocks, context.block_size),
+                              PagePool(context.num_pages, context.page_size),
                               context.vocab_size, context.device)

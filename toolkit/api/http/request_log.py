@@ -1,4 +1,5 @@
-"""One log line per generation request, truncated to ``max_log_len`` (unless disabled)."""
+"""One log line per generation request (server.enable_log_requests), truncated to
+``max_log_len``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ logger = logging.getLogger("toolkit.api.requests")
 def log_request(ctx: ServingContext, request_id: str, prompts: list[list[int]],
                 params: SamplingParams) -> None:
     """Log the prompts' token ids (first ``max_log_len`` of each) and the parameters."""
-    if not ctx.log_requests or not logger.isEnabledFor(logging.INFO):
+    if not ctx.enable_log_requests or not logger.isEnabledFor(logging.INFO):
         return
     limit = ctx.max_log_len
     shown = [ids if limit is None else ids[:limit] for ids in prompts]

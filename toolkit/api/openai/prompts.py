@@ -17,10 +17,10 @@ DEFAULT_TOOL_TEMPLATE = "chatml_hermes_tools"
 
 def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
                     default_template: str | None = None,
-                    tool_template: str | None = None) -> list[int]:
+                    tool_chat_template: str | None = None) -> list[int]:
     """Render the conversation with the request's, the server's or the model's chat
     template (in a sandbox) and tokenize it. With tools (or tool messages) and a template
-    that ignores them, ``tool_template`` (else the shipped ChatML one) renders instead."""
+    that ignores them, ``tool_chat_template`` (else the shipped ChatML one) renders instead."""
     messages = [template_message(i, message) for i, message in enumerate(request.messages)]
     tools = rendered_tools(request)
     options = ChatRender(
@@ -32,7 +32,7 @@ def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
     )
     template = request.chat_template or default_template
     if tools or any(m.role == "tool" or m.tool_calls for m in request.messages):
-        template = _tool_capable(tokenizer, template, tool_template)
+        template = _tool_capable(tokenizer, template, tool_chat_template)
     try:
         text = tokenizer.render_chat(messages, options, template)
     except ValueError as exc:
@@ -50,11 +50,11 @@ def rendered_tools(request: ChatOptions) -> list[dict] | None:
 
 
 def _tool_capable(tokenizer: TokenizerClient, template: str | None,
-                  tool_template: str | None) -> str:
+                  tool_chat_template: str | None) -> str:
     source = template or getattr(tokenizer, "chat_template", None) or ""
     if supports_tools(source):
         return source
-    return tool_template or shipped_template(DEFAULT_TOOL_TEMPLATE)
+    return tool_chat_template or shipped_template(DEFAULT_TOOL_TEMPLATE)
 
 
 def completion_prompt_ids(

@@ -49,7 +49,7 @@ RequestT = TypeVar("RequestT", bound=SamplingRequest)
 
 def check_model(ctx: ServingContext, model: str | None) -> None:
     """404 unless ``model`` is one of the served names (or omitted)."""
-    if model is not None and model not in ctx.model_names:
+    if model is not None and model not in ctx.served_model_name:
         raise APIError(
             f"The model `{model}` does not exist.",
             status=404,

@@ -33,7 +33,7 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
     def prompt_ids(self, body: ChatCompletionRequest) -> list[list[int]]:
         """The rendered conversation: one prompt."""
         ids = chat_prompt_ids(self.engine.tokenizer, body, self.ctx.chat_template,
-                              self.ctx.tool_template)
+                              self.ctx.tool_chat_template)
         return [truncate_prompt(ids, body.truncate_prompt_tokens)]
 
     def output_constraint(self, body: ChatCompletionRequest) -> GuidedSpec | None:

@@ -71,7 +71,8 @@ class EmbeddingServing:
 
     async def _embed(self, prompts: list[list[int]]) -> list[list[float]]:
         try:
-            return await self.ctx.engine.embed(prompts, self.ctx.pooling, self.ctx.normalize)
+            return await self.ctx.engine.embed(prompts, self.ctx.embedding.pooling,
+                                                 self.ctx.embedding.normalize)
         except ValueError as exc:
             raise APIError(str(exc), param="input", code="invalid_value") from None
         except RuntimeError as exc:

@@ -22,13 +22,13 @@ class InfoServing:
 
     async def models(self, request: Request) -> Response:
         """Every served name (the reported one first), in OpenAI's model-list shape."""
-        return json_response(ModelList(data=[self._card(name) for name in self.ctx.model_names]))
+        return json_response(ModelList(data=[self._card(name) for name in self.ctx.served_model_name]))
 
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{model}``: one served name's card; an OpenAI-shaped 404 for a
         name this server does not serve."""
         name = unquote(request.route_values.get("model", ""))
-        if name not in self.ctx.model_names:
+        if name not in self.ctx.served_model_name:
             raise APIError(f"The model `{name}` does not exist.", status=404, param="model",
                            code="model_not_found")
         return json_response(self._card(name))
