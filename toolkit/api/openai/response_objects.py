@@ -174,60 +174,49 @@ class OutputItemEvent(BaseModel):
     item: OutputItem
 
 
-class ContentPartEvent(BaseModel):
+class PartEvent(BaseModel):
+    """The fields every event about one content part of an output item carries."""
+
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int = 0
+
+
+class ContentPartEvent(PartEvent):
     """``response.content_part.added`` / ``.done``: a text part opens or closes."""
 
     type: Literal["response.content_part.added", "response.content_part.done"]
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int = 0
     part: OutputText | ReasoningText
 
 
-class TextDeltaEvent(BaseModel):
+class TextDeltaEvent(PartEvent):
     """``response.output_text.delta``: more answer text."""
 
     type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int = 0
     delta: str
     logprobs: list[Any] = Field(default_factory=list)
 
 
-class TextDoneEvent(BaseModel):
+class TextDoneEvent(PartEvent):
     """``response.output_text.done``: the part's whole text."""
 
     type: Literal["response.output_text.done"] = "response.output_text.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int = 0
     text: str
     logprobs: list[Any] = Field(default_factory=list)
 
 
-class ReasoningDeltaEvent(BaseModel):
+class ReasoningDeltaEvent(PartEvent):
     """``response.reasoning_text.delta``: more reasoning text."""
 
     type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int = 0
     delta: str
 
 
-class ReasoningDoneEvent(BaseModel):
+class ReasoningDoneEvent(PartEvent):
     """``response.reasoning_text.done``: the reasoning's whole text."""
 
     type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int = 0
     text: str
 
 
