@@ -127,13 +127,15 @@ def _filled_backend(dtype: torch.dtype, page_size: int, num_qo_heads: int,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("num_qo_heads,num_kv_heads", [(9, 3), (4, 4), (8, 1)])
+@pytest.mark.parametrize("num_qo_heads,num_kv_heads,head_dim", [
+    (9, 3, 64), (4, 4, 64), (8, 1, 64), (4, 2, 128), (4, 2, 80)])
 def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, num_kv_heads,
-                                                          native_kernels):
+                                                          head_dim, native_kernels):
     """A decode batch of different lengths on scattered pages (one request mid-page, one
     on a page boundary), after a prefill in the same step: the new K/V lands in the same
-    cache slots and every request attends over its own pages."""
-    page_size, head_dim = 16, 64
+    cache slots and every request attends over its own pages. Head dims that are a
+    multiple of 64 read K/V in place; 80 goes through converted rows."""
+    page_size = 16
     requests = [([5], 37, [7, 3, 12]), ([6], 15, [5]), (list(range(20)), 0, [30, 0]),
                 ([7], 63, [9, 21, 2, 33])]
     num_tokens = sum(len(tokens) for tokens, _, _ in requests)
@@ -151,6 +153,26 @@ def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, n
     assert torch.equal(caches[0], caches[1])
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_decode_attention_rows_alone_equal_rows_in_a_block(head_dim, native_kernels):
+    """The query rows of one request attended together (a prefill chunk: one row block)
+    give each row the bits it gets attended alone (a decode), on both K/V read paths."""
+    torch.manual_seed(3)
+    page_size, num_pages, heads, group = 16, 24, 2, 3
+    cache = torch.randn(num_pages, 2, page_size, heads, head_dim).bfloat16()
+    pages = torch.randperm(num_pages).to(torch.int32)
+    num_rows, length = 20, 300  # the rows end at positions 281..300: three ranges
+    q = torch.randn(num_rows, heads * group, head_dim).bfloat16()
+    lens = torch.arange(length - num_rows + 1, length + 1, dtype=torch.int32)
+    scale = head_dim**-0.5
+    block = native_kernels.ops.decode_attention(q, cache, pages, torch.zeros(num_rows,
+                                                dtype=torch.int32), lens, scale)
+    for r in range(num_rows):
+        alone = native_kernels.ops.decode_attention(
+            q[r:r + 1], cache, pages, torch.tensor([0], dtype=torch.int32), lens[r:r + 1], scale)
+        assert torch.equal(alone[0], block[r]), r
 
 
 def test_store_kv_skips_padding_slots(native_kernels):
