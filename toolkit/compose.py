@@ -7,6 +7,8 @@ typo fails with one line naming the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -72,7 +74,9 @@ def check_overrides(overrides: list[str]) -> None:
 def _check_choice(group: str, value: object) -> None:
     options = group_options(group)
     if value not in options:
-        raise ConfigError(f"unknown {group} {value!r}; valid choices: {', '.join(options)}")
+        hint = did_you_mean(str(value), options)
+        raise ConfigError(
+            f"unknown {group} {value!r}{hint}; valid choices: {', '.join(options)}")
 
 
 def _check_key(key: str) -> None:
@@ -80,19 +84,34 @@ def _check_key(key: str) -> None:
         raise ConfigError(f"{key} was renamed: use {RENAMED_KEYS[key]}")
     node: type = ToolkitConfig
     seen: list[str] = []
-    for part in key.split("."):
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields:
+            valid = sorted([*fields, RECIPE_GROUP] if not seen else fields)
             where = f" under {'.'.join(seen)}" if seen else ""
+            hint = did_you_mean(part, valid, before=seen, after=parts[depth + 1:])
             raise ConfigError(
-                f"unknown key {key!r}; valid keys{where}: {', '.join(sorted(fields))}")
+                f"unknown key {key!r}{hint}; valid keys{where}: {', '.join(valid)}")
         seen.append(part)
         factory = fields[part].default_factory
         node = factory if dataclasses.is_dataclass(factory) else None  # type: ignore[assignment]
         if node is None:
-            if part != key.split(".")[-1]:
+            if depth != len(parts) - 1:
                 raise ConfigError(f"unknown key {key!r}: {'.'.join(seen)} is a value, not a group")
             return
+
+
+def did_you_mean(word: str, candidates: Sequence[str], before: Sequence[str] = (),
+                 after: Sequence[str] = ()) -> str:
+    """`` (did you mean X?)`` for the candidate closest to ``word`` (difflib), else "".
+    In a dotted key the suggestion keeps the parts ``before`` and ``after`` the misspelled
+    one: ``cache.page_sise`` -> ``cache.page_size``, ``cahce.page_size`` ->
+    ``cache.page_size``."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {'.'.join([*before, close[0], *after])}?)"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -265,3 +265,40 @@ def _choice(key: str, value: object, valid: tuple[str, ...]) -> None:
 def _at_least(key: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{key}={value} must be >= {low}")
+
+
+def check_model_fit(cfg: ToolkitConfig, model_dir, device: str) -> None:
+    """What can be known about a model directory before any kernel is built or weight
+    read (build_runtime and `toolkit serve`'s preflight run it first): its architecture is
+    supported, ``quant`` fits the checkpoint (a ModelLoadError naming the mismatch, from
+    config.json and the safetensors headers), model.max_model_len fits its context and,
+    where the KV cache is sized without the model (CPU, or cache.num_pages), one
+    full-length request fits in it (ConfigError)."""
+    from pathlib import Path
+
+    from toolkit.kv.cache_pool import KVCachePool
+    from toolkit.models.loader import read_config, read_model_info, tensor_shapes
+    from toolkit.models.registry import MODEL_ARCHITECTURES
+    from toolkit.quant.base import ModelLoadError
+    from toolkit.quant.registry import create_quant_method
+
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    architecture = (config.get("architectures") or ["missing"])[0]
+    if architecture not in MODEL_ARCHITECTURES:
+        raise ModelLoadError(f"{model_dir}: architecture {architecture} is not supported; "
+                             f"supported: {', '.join(MODEL_ARCHITECTURES.names())}")
+    files = sorted(model_dir.glob("*.safetensors"))
+    method = create_quant_method(cfg.quant, config, cfg.device.prepack_weights)
+    if files:
+        method.check_checkpoint(tensor_shapes(files))
+    info = read_model_info(model_dir)
+    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings,
+                                          info.sliding_window)
+    if device == "cpu" or cfg.cache.num_pages is not None:
+        import torch
+
+        bytes_per_page = KVCachePool.bytes_per_page(
+            info.num_layers, cfg.cache.page_size, info.num_kv_heads, info.head_dim,
+            getattr(torch, resolve_cache_dtype(cfg)))
+        resolve_num_pages(cfg, bytes_per_page, max_model_len)

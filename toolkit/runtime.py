@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from toolkit.kv.page_manager import PageManager
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.resolve import (
     ResolvedConfig,
+    check_model_fit,
     resolve_attention,
     resolve_cpu_kernels,
     resolve_device,
@@ -30,6 +34,9 @@ from toolkit.scheduler.scheduler import Scheduler
 from toolkit.tokenizer.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+wait_logger = logging.getLogger("toolkit.wait")
+"""Start-up waits that can take seconds (see ``waiting``); the CLI shows them as a
+spinner on a terminal, else as two plain log lines."""
 
 
 @dataclass
@@ -61,9 +68,13 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     cpu_kernels, kernels = None, TORCH
     if device == "cpu":
         torch.set_num_threads(1 if engine_thread_only else num_threads)
-        kernels = resolve_cpu_kernels(cfg)  # the runtime's one kernel route, handed down
+    with waiting(*model_lookup_wait(cfg)):
+        model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
+    check_model_fit(cfg, model_dir, device)  # before the kernels build and the weights load
+    if device == "cpu":
+        with waiting(*_kernel_build_wait(cfg)):
+            kernels = resolve_cpu_kernels(cfg)  # the runtime's one kernel route, handed down
         cpu_kernels = kernels.name
-    model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.sliding_window)
@@ -73,10 +84,13 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         info.num_layers, cfg.cache.page_size, info.num_kv_heads, info.head_dim,
         cache_torch_dtype)
     memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
-    model = load_model(model_dir, dtype, device, prepack_weights=cfg.device.prepack_weights,
-                       allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
-                       batch_invariant=cfg.device.deterministic and device == "cpu",
-                       kernels=kernels)
+    with waiting(f"loading the weights of {model_dir.name} ({cfg.model.dtype}, {device})",
+                 "loaded the weights"):
+        model = load_model(model_dir, dtype, device,
+                           prepack_weights=cfg.device.prepack_weights,
+                           allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
+                           batch_invariant=cfg.device.deterministic and device == "cpu",
+                           kernels=kernels)
     attention_backend = resolve_attention(cfg, device)
     gpu_plan = None
     if memory_at_start is not None and cfg.cache.num_pages is None:
@@ -107,7 +121,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
                          exact_seeded_drafts=resolved.deterministic,
                          drafter=_drafter(cfg, resolved, info.vocab_size))
     if device == "cuda" and cfg.runner.cuda_graphs:
-        runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
+        with waiting("capturing CUDA graphs", "captured CUDA graphs"):
+            runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
     guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
     core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided)
@@ -302,3 +317,60 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,
                          resolved.num_threads, resolved.deterministic)
     return core, engine
+
+
+# --- start-up waits: one line before, one with the time after ------------------------
+
+
+@contextmanager
+def waiting(what: str | None, done: str | None = None) -> Iterator[None]:
+    """Log ``what`` before a wait that can take seconds and ``done`` with its duration
+    after (INFO, logger ``toolkit.wait``; the records carry ``wait``: start or end, which
+    the CLI turns into a spinner on a terminal). ``what`` None: a wait known to be short,
+    nothing is logged."""
+    if what is None:
+        yield
+        return
+    wait_logger.info("%s ...", what, extra={"wait": "start"})
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        wait_logger.info("%s: failed after %.1f s", what, time.perf_counter() - start,
+                         extra={"wait": "end"})
+        raise
+    wait_logger.info("%s in %.1f s", done or what, time.perf_counter() - start,
+                     extra={"wait": "end"})
+
+
+def model_lookup_wait(cfg: ToolkitConfig) -> tuple[str | None, str | None]:
+    """What finding the model waits on: a GGUF conversion that has not happened yet (the
+    cache path rule of toolkit.models.source._from_package), a Hugging Face lookup, or
+    nothing worth a line (a local directory, a converted GGUF)."""
+    from toolkit.models.source import HF_PREFIX, PKG_PREFIX, cache_root, packaged_gguf_path
+
+    source = cfg.model.source
+    if cfg.model.path:
+        return None, None
+    if source.startswith(PKG_PREFIX):
+        gguf = packaged_gguf_path(source)
+        target = cache_root() / "models" / gguf.stem
+        if target.is_dir():
+            return None, None
+        return (f"converting {gguf.name} to safetensors (once; into {target})",
+                "converted the model")
+    if source.startswith(HF_PREFIX):
+        return (f"looking up {source.removeprefix(HF_PREFIX)} (local Hugging Face cache, "
+                "then the hub)", "found the model")
+    return None, None
+
+
+def _kernel_build_wait(cfg: ToolkitConfig) -> tuple[str | None, str | None]:
+    """A line only when the native CPU kernels will actually be compiled."""
+    from toolkit.kernels import native
+
+    if cfg.device.cpu_kernels == "torch" or native.is_built():
+        return None, None
+    return (f"building the native CPU kernels with g++ (first start only, ~30 s; cached "
+            f"under {native.build_directory().parent}; device.cpu_kernels=torch skips "
+            "them)", "built the native CPU kernels")

@@ -71,7 +71,8 @@ def test_model_configs_name_their_source(name, source):
     ("runner.max_cuda_graph_batch_size=0", "runner.max_cuda_graph_batch_size=0 must be >= 1"),
     ("runner.cuda_graph_batch_sizes=[4,0]", "runner.cuda_graph_batch_sizes=[4, 0] must be"),
     ("quant.max_int4_tokens=-1", "quant.max_int4_tokens=-1 must be >= 0"),
-    ("quant=q4_2", "unknown quant 'q4_2'; valid choices: auto, awq, fp8, gptq, none, q4_1"),
+    ("quant=q4_2", "unknown quant 'q4_2' (did you mean q4_1?); valid choices: auto, awq, fp8, "
+                   "gptq, none, q4_1"),
     ("cache.block_size=32", "cache.block_size was renamed: use cache.page_size"),
     ("cache.num_blocks=8", "cache.num_blocks was renamed: use cache.num_pages"),
     ("server.disable_log_requests=true", "use server.enable_log_requests"),
@@ -84,3 +85,26 @@ def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("override, message", [
+    ("modle=llama3", "unknown key 'modle' (did you mean model?); valid keys: "),
+    ("cache.page_sise=8", "unknown key 'cache.page_sise' (did you mean cache.page_size?)"),
+    ("cahce.page_size=8", "unknown key 'cahce.page_size' (did you mean cache.page_size?)"),
+    ("server.chat.tool_parsr=x", "(did you mean server.chat.tool_parser?); valid keys "
+                                 "under server.chat:"),
+    ("model=smollm", "unknown model 'smollm' (did you mean smollm2?); valid choices: "),
+    ("recipe=cpu-defualt", "unknown recipe 'cpu-defualt' (did you mean cpu-default?)"),
+    ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache, device, model, quant, "
+              "recipe, runner, sampling, scheduler, seed, server, speculative"),
+])
+def test_misspellings_get_a_did_you_mean(override, message):
+    with pytest.raises(ConfigError) as info:
+        compose_config([override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_generation_config_key_defaults_to_auto():
+    assert compose_config([]).server.generation_config == "auto"
+    assert compose_config(["server.generation_config=none"]).server.generation_config == "none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from toolkit.protocol import SamplingParams
@@ -156,3 +157,11 @@ def test_inverse_cdf_draw_of_a_row_is_the_same_alone_and_in_a_batch():
     batch = draw_rows(probs, seeds)
     alone = [int(draw_rows(probs[i:i + 1], [torch.Generator().manual_seed(i)])) for i in range(16)]
     assert batch.tolist() == alone
+
+
+def test_inverse_cdf_draw_refuses_rows_that_are_no_distribution():
+    from toolkit.runner.sampler import draw as draw_rows
+
+    for row in ([0.5, float("nan"), 0.5], [0.0, float("inf"), 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="not finite or sums to zero"):
+            draw_rows(torch.tensor([[0.2, 0.3, 0.5], row]), [None, None])

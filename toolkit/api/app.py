@@ -28,6 +28,7 @@ from toolkit.api.openai.serving_embeddings import EmbeddingServing
 from toolkit.api.openai.serving_models import InfoServing
 from toolkit.api.openai.serving_responses import ResponsesServing
 from toolkit.api.openai.serving_tokenize import TokenizeServing
+from toolkit.api.ui.serving import ui_routes
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig
@@ -59,6 +60,7 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
     routes += ResponsesServing.from_config(ctx, server_config.chat).routes()
     if server_config.kobold_api:
         routes += KoboldServing(ctx).routes()
+    routes += ui_routes(ctx, server_config)
     for method, path, handler in routes:
         router.add(method, path, _endpoint(handler))
     router.fallback = _fallback(routes)

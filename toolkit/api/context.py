@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolkit.api.engine_client import EngineClient
 from toolkit.api.openai.protocol_embeddings import POOLING_TYPES
+from toolkit.api.openai.sampling import generation_defaults
 from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 from toolkit.config.schema import EmbeddingConfig
@@ -53,6 +55,9 @@ class ServingContext:
     """How /v1/embeddings pools hidden states and whether it L2-normalizes them."""
     kobold_max_length: int = 256
     """The output length the Kobold API reports."""
+    sampling_defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Values of the sampling parameters a request leaves unset (server.generation_config:
+    the model's generation_config.json, as vLLM); a request's own values win."""
 
     @property
     def model_name(self) -> str:
@@ -79,6 +84,7 @@ class ServingContext:
             request_timeout=config.request_timeout,
             embedding=_embedding(config.embedding),
             kobold_max_length=config.kobold_max_length,
+            sampling_defaults=generation_defaults(config.generation_config),
         )
 
 

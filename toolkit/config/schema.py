@@ -288,7 +288,15 @@ class ServerConfig:
     """Log each request's prompt token ids (the first max_log_len) and sampling parameters
     at INFO; off by default, as in vLLM, so users' prompts stay out of the logs."""
     max_logprobs: int = 20
-    """Most logprob alternatives a request may ask for (top_logprobs, logprobs)."""
+    """Most logprob alternatives a request may ask for (top_logprobs, logprobs,
+    prompt_logprobs)."""
+    generation_config: str = "auto"
+    """Defaults of the sampling parameters a request leaves unset (vLLM's
+    --generation-config): auto takes the model's generation_config.json (temperature,
+    top_p, top_k, min_p, repetition_penalty, max_new_tokens), none the built-in ones
+    (temperature 1, no truncation, the rest of the context), or a directory holding a
+    generation_config.json. A request's own values always win; `toolkit config show`
+    prints the defaults in effect and where each comes from."""
     max_n: int = 16
     """Most choices (n) and samples (best_of, beam width) one request may ask for; a
     larger value is answered 400. Each sample is a full generation, so this caps what one
@@ -319,6 +327,9 @@ class ServerConfig:
     kobold_max_length: int = 256
     """The output length /api/v1/config/max_length reports to Kobold clients (Aphrodite's
     --max-length)."""
+    ui: bool = True
+    """Serve the web page at GET / (chat playground, engine dashboard, configuration) and
+    its /ui/ routes; its data endpoints obey the keys. false answers 404 there."""
 
 
 @dataclass(frozen=True)

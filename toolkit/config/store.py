@@ -36,6 +36,20 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+def default_choices(config_name: str = "serve") -> dict[str, str | None]:
+    """Group -> the option a primary config (conf/<config_name>.yaml) picks when the
+    command line names none, following its defaults list (`serve`, `override bench: x`)."""
+    choices: dict[str, str | None] = {}
+    for entry in OmegaConf.load(conf_dir() / f"{config_name}.yaml").get("defaults", []):
+        if isinstance(entry, str):
+            if entry not in (SCHEMA_NAME, "_self_"):
+                choices.update(default_choices(entry))
+            continue
+        for key, value in entry.items():
+            choices[key.split()[-1]] = value
+    return choices
+
+
 def register_configs() -> None:
     """Store the schema (writable, so YAML can merge into it; to_object still yields the
     frozen dataclasses) and every recipe as an option of the `recipe` group."""

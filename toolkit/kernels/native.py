@@ -57,16 +57,41 @@ def load() -> ModuleType:
     if _module is None:
         from torch.utils.cpp_extension import load as load_extension
 
-        logger.info("loading the native CPU kernels (their first build takes ~30 s)")
+        if not is_built():  # build_runtime says so on the console (toolkit.runtime.waiting)
+            logger.debug("building the native CPU kernels (once, ~30 s; cached under %s)",
+                         build_directory().parent)
         try:
             _module = load_extension(
-                name=f"toolkit_cpu_ops_{_cpu_tag()}", sources=[str(SOURCE)],
+                name=_extension_name(), sources=[str(SOURCE)],
                 extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
         except (OSError, RuntimeError, ImportError, subprocess.SubprocessError) as exc:
             _build_error = NativeBuildError(f"building {SOURCE.name} failed: "
                                             f"{str(exc).strip().splitlines()[-1]}")
             raise _build_error from exc
     return _module
+
+
+def _extension_name() -> str:
+    return f"toolkit_cpu_ops_{_cpu_tag()}"
+
+
+def build_directory() -> pathlib.Path:
+    """Where torch.utils.cpp_extension builds (and caches) this CPU's kernels."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return pathlib.Path(_get_build_directory(_extension_name(), verbose=False))
+
+
+def is_built() -> bool:
+    """True when ``load()`` will not compile: the kernels are loaded in this process, or
+    their cached build is newer than ops.cpp (then loading takes well under a second)."""
+    if _module is not None:
+        return True
+    try:
+        built = build_directory() / f"{_extension_name()}.so"
+        return built.is_file() and built.stat().st_mtime >= SOURCE.stat().st_mtime
+    except (OSError, RuntimeError, ImportError):
+        return False
 
 
 def _cpu_tag() -> str:

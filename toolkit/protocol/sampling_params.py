@@ -125,8 +125,8 @@ class SamplingParams:
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0,
              "must be in [-2, 2]"),
-            ("repetition_penalty", 0.0 < self.repetition_penalty <= 2.0,
-             "must be in (0, 2]"),
+            ("repetition_penalty", 0.01 <= self.repetition_penalty <= 2.0,
+             "must be in [0.01, 2]"),
             ("logit_bias", all(-100.0 <= b <= 100.0 and t >= 0 for t, b in self.logit_bias),
              "biases must be in [-100, 100] for token ids >= 0"),
             ("allowed_token_ids", self.allowed_token_ids is None

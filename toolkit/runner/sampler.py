@@ -89,13 +89,16 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> t
     u * total. Exact for the distribution up to float32 rounding of the running sum; one
     random number per row where a multinomial draws one per vocabulary entry (its exponential
     race costs ~1 ms a row at V=49k on a CPU). A zero-probability token is never drawn. Each
-    row's result depends on that row alone."""
+    row's result depends on that row alone. A row with NaN or infinite weights, or none
+    above zero, is a ValueError (as torch.multinomial), never an out-of-vocabulary id."""
     uniforms = torch.rand(len(generators), 1, device=probs.device)
     for i, generator in enumerate(generators):
         if generator is not None:
             uniforms[i] = torch.rand(1, generator=generator, device=probs.device)
     cdf = probs.cumsum(dim=-1)  # [N, V]
     total = cdf[:, -1:]
+    if not bool(torch.isfinite(total).all() and (total > 0).all()):
+        raise ValueError("a probability row is not finite or sums to zero")
     # u < 1, but u * total can round up to total: stay strictly below it
     targets = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, targets, right=True).squeeze(1)

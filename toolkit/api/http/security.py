@@ -25,14 +25,14 @@ ADMIN_PATHS = ("/metrics",)
 """Paths that need the admin key when it is set."""
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     value = request.get_first_header(b"Authorization")
     if not value or not value.lower().startswith(b"bearer "):
         return None
     return value[len(b"bearer "):].decode(errors="replace").strip()
 
 
-def _matches(token: str | None, keys: list[str]) -> bool:
+def key_matches(token: str | None, keys: list[str]) -> bool:
     """Constant-time comparison against every key."""
     if token is None:
         return False
@@ -59,7 +59,7 @@ def auth_middleware(config: ServerConfig) -> Middleware | None:
             allowed = api_keys
         else:
             return await handler(request)
-        if not _matches(_bearer(request), allowed):
+        if not key_matches(bearer_token(request), allowed):
             return error_response(APIError("Invalid or missing API key: send "
                                            "'Authorization: Bearer <key>'", status=401,
                                            code="invalid_api_key"),

@@ -44,6 +44,20 @@ class CompletionLogprobs(BaseModel):
     )
 
 
+class PromptLogprob(BaseModel):
+    """One token of a ``prompt_logprobs`` entry (vLLM's ``Logprob``)."""
+
+    logprob: float = Field(description="Its log-probability at this prompt position.")
+    rank: int | None = Field(description="1 + the number of tokens that were more likely.")
+    decoded_token: str | None = Field(description="The token's text (or token_id:<id>).")
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+"""vLLM's ``prompt_logprobs``: per prompt token, None for the first (nothing predicts it),
+then token id (a JSON key, so a string) -> ``PromptLogprob`` for the prompt's own token
+and the top alternatives."""
+
+
 class LogprobRenderer:
     """Turns ``TokenLogprobs`` into response models, decoding token texts in one batch."""
 
@@ -80,6 +94,25 @@ class LogprobRenderer:
             tokens=tokens,
             top_logprobs=[None if e is None else _top_dict(e, text) for e in entries],
         )
+
+    def prompt(self, entries: Sequence[TokenLogprobs | None]) -> PromptLogprobs:
+        """vLLM's ``prompt_logprobs`` shape: the prompt's own token first, then its
+        ``top`` alternatives (rank 1, 2 ...) that are not that token."""
+        present = [e for e in entries if e is not None]
+        text = self._texts(present, [e.token_id for e in present])
+        rendered: PromptLogprobs = []
+        for entry in entries:
+            if entry is None:
+                rendered.append(None)
+                continue
+            tokens = {str(entry.token_id): PromptLogprob(logprob=_finite(entry.logprob),
+                                                         rank=entry.rank,
+                                                         decoded_token=text[entry.token_id])}
+            for rank, (token_id, logprob) in enumerate(entry.top, 1):
+                tokens.setdefault(str(token_id), PromptLogprob(
+                    logprob=_finite(logprob), rank=rank, decoded_token=text[token_id]))
+            rendered.append(tokens)
+        return rendered
 
     def _texts(self, entries: Sequence[TokenLogprobs], token_ids: list[int]) -> dict[int, str]:
         ids = list(dict.fromkeys([*token_ids, *(t for e in entries for t, _ in e.top)]))

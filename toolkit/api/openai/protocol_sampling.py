@@ -118,7 +118,7 @@ class SamplingRequest(GuidedRequest):
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
     presence_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
     frequency_penalty: float | None = Field(None, description="[-2, 2]; default 0.")
-    repetition_penalty: float | None = Field(None, description="(0, 2]; default 1 (off).")
+    repetition_penalty: float | None = Field(None, description="[0.01, 2]; default 1 (off).")
     logit_bias: dict[str, float] | None = Field(
         None, description="Token id (as a string) -> bias in [-100, 100]."
     )
@@ -163,6 +163,11 @@ class SamplingRequest(GuidedRequest):
     )
     priority: int = Field(
         0, description="Lower runs earlier; needs the priority scheduling policy."
+    )
+    prompt_logprobs: int | None = Field(
+        None, description="Return the log-probability of every prompt token with this many "
+        "alternatives (vLLM): null for the first token, then token id -> {logprob, rank, "
+        "decoded_token}. At most the server's max_logprobs; not with stream.",
     )
     request_id: str | None = Field(
         None, min_length=1, description="Used as the response id instead of a fresh one."

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer
 
-from toolkit.api.openai.logprobs import ChatLogprobs, CompletionLogprobs
+from toolkit.api.openai.logprobs import ChatLogprobs, CompletionLogprobs, PromptLogprobs
 from toolkit.api.openai.protocol_tools import ToolCall, ToolCallDelta
 
 
@@ -20,6 +20,12 @@ def new_id(prefix: str) -> str:
 def now() -> int:
     """Unix time in seconds, for ``created``."""
     return int(time.time())
+
+
+def _is_none(value: Any) -> bool:
+    """Fields left out of the JSON when unset (prompt_logprobs, which only some requests
+    ask for)."""
+    return value is None
 
 
 class UsageInfo(BaseModel):
@@ -78,6 +84,11 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: UsageInfo
+    prompt_logprobs: PromptLogprobs | None = Field(
+        None, exclude_if=_is_none,
+        description="With the request's prompt_logprobs (vLLM): per prompt token, null for "
+        "the first, then token id -> {logprob, rank, decoded_token}; absent otherwise.",
+    )
 
 
 class DeltaMessage(BaseModel):
@@ -129,6 +140,11 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
+    prompt_logprobs: PromptLogprobs | None = Field(
+        None, exclude_if=_is_none,
+        description="With the request's prompt_logprobs (vLLM): per prompt token, null for "
+        "the first, then token id -> {logprob, rank, decoded_token}; absent otherwise.",
+    )
 
 
 class CompletionResponse(BaseModel):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.http.errors import APIError
@@ -13,11 +17,64 @@ from toolkit.protocol.sampling_params import MIN_TEMPERATURE
 
 _LEADING_NAME = re.compile(r"^([a-z_]+)")
 
+GENERATION_CONFIG_KEYS = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens",
+}
+"""generation_config.json keys that become request defaults (vLLM's list) -> the request
+parameter they default."""
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
+    "max_tokens": None,
+}
+"""What a request gets when neither it nor the model's generation config sets a value (as
+vLLM); max_tokens None: the rest of the context (chat), 16 (completions' own default)."""
+
+
+def generation_defaults(source: str | Path | None) -> dict[str, Any]:
+    """Request defaults from ``source``'s generation_config.json (vLLM's
+    --generation-config): ``source`` is a model directory, or none / auto / None for no
+    defaults (``toolkit serve`` replaces auto with the model's directory). A directory
+    without the file gives no defaults; a missing directory, or a value a request could
+    not carry, is a ValueError naming the file."""
+    if source is None or str(source) in ("none", "auto"):
+        return {}
+    directory = Path(source).expanduser()
+    if not directory.is_dir():
+        raise ValueError(f"server.generation_config={source}: not a directory (use auto, "
+                         "none, or a directory holding generation_config.json)")
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    defaults = {param: raw[key] for key, param in GENERATION_CONFIG_KEYS.items()
+                if isinstance(raw, dict) and isinstance(raw.get(key), (int, float))
+                and not isinstance(raw.get(key), bool)}
+    _check_defaults(defaults, path)
+    return defaults
+
+
+def _check_defaults(defaults: dict[str, Any], path: Path) -> None:
+    """Cast to the parameters' types; a value SamplingParams refuses is a ValueError."""
+    for name in ("top_k", "max_tokens"):
+        if name in defaults:
+            defaults[name] = int(defaults[name])
+    try:
+        SamplingParams(**defaults)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
 
 def resolve_max_tokens(
-    request: SamplingRequest, num_prompt_tokens: int, max_model_len: int, prompt_param: str
+    request: SamplingRequest, num_prompt_tokens: int, max_model_len: int, prompt_param: str,
+    default: int | None = None,
 ) -> int:
-    """The output budget of one prompt: the requested one, else the rest of the context.
+    """The output budget of one prompt: the requested one, else ``default`` (the model's
+    max_new_tokens) within the rest of the context, else the rest of the context.
 
     A prompt that fills the context, or a budget that does not fit beside the prompt, is a
     400 with code ``context_length_exceeded``.
@@ -32,7 +89,8 @@ def resolve_max_tokens(
         )
     requested = request.requested_max_tokens()
     if requested is None:
-        return max_model_len - num_prompt_tokens
+        rest = max_model_len - num_prompt_tokens
+        return rest if default is None else min(rest, default)
     if requested >= 1 and num_prompt_tokens + requested > max_model_len:
         raise APIError(
             f"'{request.max_tokens_param}' is too large: {requested}. This model's maximum "
@@ -59,26 +117,30 @@ def bad_words_token_ids(tokenizer: TokenizerClient,
 
 def build_sampling_params(request: SamplingRequest, max_tokens: int,
                           guided: GuidedSpec | None = None,
-                          bad_words_ids: tuple[tuple[int, ...], ...] = ()) -> SamplingParams:
+                          bad_words_ids: tuple[tuple[int, ...], ...] = (),
+                          defaults: Mapping[str, Any] | None = None) -> SamplingParams:
     """Validated ``SamplingParams``; an out-of-range value is a 400 naming the parameter.
     ``guided``: the output constraint (already validated by the engine); ``bad_words_ids``:
-    ``request.bad_words`` tokenized (``bad_words_token_ids``).
+    ``request.bad_words`` tokenized (``bad_words_token_ids``); ``defaults``: values for
+    the parameters the request leaves unset (``generation_defaults``: the model's
+    generation config); a request's own values win.
 
     A temperature above 0 but below ``MIN_TEMPERATURE`` samples greedily (vLLM's rule).
     With best_of > n the sampled tokens' logprobs are always computed (the best choices
     are picked by cumulative logprob); the response shows them only when asked.
     """
-    kwargs = {
+    kwargs = {name: value for name, value in (defaults or {}).items()
+              if name in request.PASSED_THROUGH}
+    kwargs.update({
         name: getattr(request, name)
         for name in request.PASSED_THROUGH
         if getattr(request, name) is not None
-    }
+    })
     if 0.0 < kwargs.get("temperature", 1.0) < MIN_TEMPERATURE:
         kwargs["temperature"] = 0.0  # too small to divide float32 logits by: greedy
     logprobs = request.num_logprobs()
     if logprobs is None and request.num_samples > request.n:
         logprobs = 0
-    echo_logprobs = getattr(request, "echo", False) and request.num_logprobs() is not None
     try:
         return SamplingParams(
             max_tokens=max_tokens,
@@ -90,7 +152,7 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int,
             allowed_token_ids=(tuple(request.allowed_token_ids)
                                if request.allowed_token_ids is not None else None),
             logprobs=logprobs,
-            prompt_logprobs=request.num_logprobs() if echo_logprobs else None,
+            prompt_logprobs=prompt_logprobs_asked(request),
             skip_special_tokens=request.skip_special_tokens,
             spaces_between_special_tokens=request.spaces_between_special_tokens,
             guided=guided,
@@ -100,6 +162,15 @@ def build_sampling_params(request: SamplingRequest, max_tokens: int,
         )
     except ValueError as exc:
         raise APIError(str(exc), param=_param_of(str(exc), request), code="invalid_value") from None
+
+
+def prompt_logprobs_asked(request: SamplingRequest) -> int | None:
+    """Alternatives per prompt token the engine computes: the request's prompt_logprobs,
+    echo with logprobs (the echoed prompt's logprobs), the larger when both; None when
+    neither asks."""
+    echoed = request.num_logprobs() if getattr(request, "echo", False) else None
+    asked = [k for k in (request.prompt_logprobs, echoed) if k is not None]
+    return max(asked) if asked else None
 
 
 def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:

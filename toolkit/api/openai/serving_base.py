@@ -32,7 +32,7 @@ from toolkit.api.openai.generation import (
     prefetched,
 )
 from toolkit.api.openai.guided import guided_spec
-from toolkit.api.openai.logprobs import LogprobRenderer
+from toolkit.api.openai.logprobs import LogprobRenderer, PromptLogprobs
 from toolkit.api.openai.protocol_sampling import SamplingRequest
 from toolkit.api.openai.responses import UsageInfo, new_id, now
 from toolkit.api.openai.sampling import (
@@ -148,14 +148,18 @@ class OpenAIServing(ABC, Generic[RequestT]):
         return json_response(self.response(turn, results, usage))
 
     def jobs(self, turn: Turn[RequestT]) -> list[Job]:
-        """One job per (prompt, sample); index = prompt * samples + sample."""
+        """One job per (prompt, sample); index = prompt * samples + sample. Parameters
+        the request leaves unset take the server's defaults (the model's generation
+        config, ``ctx.sampling_defaults``)."""
         body, jobs = turn.body, []
+        defaults = self.ctx.sampling_defaults
         bad_words = bad_words_token_ids(self.engine.tokenizer, body.bad_words)
         for p, prompt in enumerate(turn.prompts):
             max_tokens = resolve_max_tokens(
-                body, len(prompt), self.engine.max_model_len, self.prompt_param
+                body, len(prompt), self.engine.max_model_len, self.prompt_param,
+                defaults.get("max_tokens"),
             )
-            params = build_sampling_params(body, max_tokens, turn.guided, bad_words)
+            params = build_sampling_params(body, max_tokens, turn.guided, bad_words, defaults)
             for i, choice in enumerate(choice_params(params, body.num_samples)):
                 index = p * body.num_samples + i
                 jobs.append(Job(index, f"{turn.response_id}-{index}", prompt, choice,
@@ -204,6 +208,14 @@ class OpenAIServing(ABC, Generic[RequestT]):
     def echo_texts(self, body: RequestT, prompts: list[list[int]]) -> list[str]:
         """Per prompt, the text echoed before its choices (none by default)."""
         return [""] * len(prompts)
+
+    def prompt_logprobs(self, turn: Turn[RequestT],
+                        result: ChoiceResult) -> PromptLogprobs | None:
+        """vLLM's ``prompt_logprobs`` of a result's prompt when the request asked for
+        them, else None (left out of the JSON)."""
+        if turn.body.prompt_logprobs is None or result.prompt_logprobs is None:
+            return None
+        return self.logprobs.prompt(result.prompt_logprobs)
 
     @abstractmethod
     def prompt_ids(self, body: RequestT) -> list[list[int]]:

@@ -72,6 +72,7 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
         return ChatCompletionResponse(
             id=turn.response_id, created=turn.created, model=self.ctx.model_name,
             choices=choices, usage=usage,
+            prompt_logprobs=self.prompt_logprobs(turn, results[0]) if results else None,
         )
 
     def opening_chunks(self, turn: ChatTurn, num_choices: int) -> list[ChatCompletionChunk]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from toolkit.api.openai.generation import ChoiceResult
 from toolkit.api.openai.logprobs import CompletionLogprobs
@@ -44,7 +45,8 @@ class CompletionServing(OpenAIServing[CompletionRequest]):
             prompt = turn.prompts[r.index // turn.body.n]
             logprobs = self._logprobs(turn, prompt, r.prompt_logprobs, r.logprobs, r.token_ids)
             choices.append(CompletionChoice(index=r.index, text=turn.echo_of(r.index) + r.text,
-                                            logprobs=logprobs, finish_reason=r.finish_reason))
+                                            logprobs=logprobs, finish_reason=r.finish_reason,
+                                            prompt_logprobs=self.prompt_logprobs(turn, r)))
         return self._body(turn, choices, usage)
 
     def delta_chunks(self, turn: CompletionTurn, index: int,
@@ -81,7 +83,9 @@ class CompletionServing(OpenAIServing[CompletionRequest]):
         entries: list[TokenLogprobs | None] = list(logprobs)
         ids = list(token_ids[: len(entries)])
         if turn.body.echo and prompt:
-            entries = [*(prompt_logprobs or [None] * len(prompt)), *entries]
+            echoed = [None if e is None else replace(e, top=e.top[:turn.body.logprobs])
+                      for e in prompt_logprobs or [None] * len(prompt)]
+            entries = [*echoed, *entries]
             ids = [*prompt, *ids]
         return self.logprobs.completion(entries, ids, offset)
 

@@ -72,6 +72,7 @@ def _check_beam_options(request: SamplingRequest) -> None:
         return
     conflicts = [("stream", request.stream), ("stop", request.stop_strings()),
                  ("logprobs", request.num_logprobs() is not None),
+                 ("prompt_logprobs", request.prompt_logprobs is not None),
                  *((name, getattr(request, name) not in (None, neutral))
                    for name, neutral in _BEAM_IGNORED.items())]
     for param, present in conflicts:
@@ -107,6 +108,22 @@ def _check_logprobs(request: SamplingRequest, max_logprobs: int) -> None:
     if asked is not None and asked > max_logprobs:
         raise invalid(param, f"{param}={asked} is more than this server's max_logprobs "
                       f"({max_logprobs})")
+    _check_prompt_logprobs(request, max_logprobs)
+
+
+def _check_prompt_logprobs(request: SamplingRequest, max_logprobs: int) -> None:
+    """prompt_logprobs (vLLM): in [0, max_logprobs], and not streamed (the prompt's
+    logprobs arrive with a whole response)."""
+    asked = request.prompt_logprobs
+    if asked is None:
+        return
+    if asked < 0:
+        raise invalid("prompt_logprobs", f"prompt_logprobs={asked} must be >= 0")
+    if asked > max_logprobs:
+        raise invalid("prompt_logprobs", f"prompt_logprobs={asked} is more than this "
+                      f"server's max_logprobs ({max_logprobs})")
+    if request.stream:
+        raise invalid("prompt_logprobs", "prompt_logprobs is not available with stream=true")
 
 
 def _check_token_ids(request: SamplingRequest, vocab_size: int) -> None:
