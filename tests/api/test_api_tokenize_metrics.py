@@ -33,12 +33,12 @@ async def test_metrics_in_prometheus_text(api):
     reply = await api.get("/metrics")
     assert reply.status == 200 and reply.content_type.startswith("text/plain")
     text = reply.text
-    for name in ("toolkit:num_requests_running", "toolkit:num_requests_waiting",
-                 "toolkit:kv_cache_usage_perc", "toolkit:prompt_tokens_total",
-                 "toolkit:generation_tokens_total"):
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total"):
         assert f"# TYPE {name} " in text
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    assert float(values['toolkit:generation_tokens_total{model_name="smollm2"}']) >= 3
-    assert float(values['toolkit:time_to_first_token_seconds_count{model_name="smollm2"}']) >= 1
-    assert float(values['toolkit:inter_token_latency_seconds_count{model_name="smollm2"}']) >= 2
+    assert float(values['vllm:generation_tokens_total{model_name="smollm2"}']) >= 3
+    assert float(values['vllm:time_to_first_token_seconds_count{model_name="smollm2"}']) >= 1
+    assert float(values['vllm:inter_token_latency_seconds_count{model_name="smollm2"}']) >= 2
     assert 'le="+Inf"' in text

@@ -190,18 +190,60 @@ async def test_metrics_count_what_the_engine_did(fake_api):
     text = reply.text
     for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc",
                  "prompt_tokens_total", "generation_tokens_total", "request_success_total"):
-        assert f"# TYPE toolkit:{name} " in text
+        assert f"# TYPE vllm:{name} " in text
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     label = f'{{model_name="{MODEL}"}}'
     num_script = len(TOKENIZER.encode(DEFAULT_SCRIPT)) + 1
-    assert float(values[f"toolkit:generation_tokens_total{label}"]) == 3 + num_script
-    assert float(values[f"toolkit:prompt_tokens_total{label}"]) == 2
-    assert float(values[f"toolkit:num_requests_running{label}"]) == 0
-    assert float(values[f"toolkit:time_to_first_token_seconds_count{label}"]) == 2
-    assert float(values[f"toolkit:inter_token_latency_seconds_count{label}"]) == 2 + num_script - 1
-    finished = 'toolkit:request_success_total{model_name="fake",finished_reason="%s"}'
+    assert float(values[f"vllm:generation_tokens_total{label}"]) == 3 + num_script
+    assert float(values[f"vllm:prompt_tokens_total{label}"]) == 2
+    assert float(values[f"vllm:num_requests_running{label}"]) == 0
+    assert float(values[f"vllm:time_to_first_token_seconds_count{label}"]) == 2
+    assert float(values[f"vllm:inter_token_latency_seconds_count{label}"]) == 2 + num_script - 1
+    finished = 'vllm:request_success_total{finished_reason="%s",model_name="fake"}'
     assert float(values[finished % "length"]) == 1 and float(values[finished % "stop"]) == 1
     assert 'le="+Inf"' in text
+
+
+async def test_metrics_parse_as_prometheus_text(fake_served, fake_engine):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api = await fake_served(fake_engine)
+    other = await fake_served(FakeEngine())  # a second app: its own registry, no clash
+    reply = await api.post("/v1/completions", {"prompt": "Hi", "max_tokens": 3})
+    assert reply.status == 200
+    reply = await api.get("/metrics")
+    assert reply.status == 200
+    assert reply.content_type.startswith("text/plain; version=")
+    families = {family.name: family for family in text_string_to_metric_families(reply.text)}
+
+    def value(family: str, sample: str | None = None, **labels: str) -> float:
+        wanted = {"model_name": MODEL, **labels}
+        [found] = [s.value for s in families[family].samples
+                   if s.name == (sample or family) and s.labels == wanted]
+        return found
+
+    assert families["vllm:prompt_tokens"].type == "counter"
+    assert value("vllm:prompt_tokens", "vllm:prompt_tokens_total") == len(TOKENIZER.encode("Hi"))
+    assert value("vllm:generation_tokens", "vllm:generation_tokens_total") == 3
+    assert value("vllm:request_success", "vllm:request_success_total",
+                 finished_reason="length") == 1
+    assert families["vllm:num_requests_running"].type == "gauge"
+    assert value("vllm:num_requests_running") == 0
+    assert value("vllm:num_requests_waiting") == 0
+    assert value("vllm:kv_cache_usage_perc") == 0
+    ttft = families["vllm:time_to_first_token_seconds"]
+    assert ttft.type == "histogram"
+    assert value(ttft.name, ttft.name + "_count") == 1
+    assert value(ttft.name, ttft.name + "_bucket", le="+Inf") == 1
+    itl = "vllm:inter_token_latency_seconds"
+    assert value(itl, itl + "_count") == 2 and value(itl, itl + "_sum") >= 0
+    drafts = "vllm:spec_decode_num_draft_tokens"
+    assert value(drafts, drafts + "_total") == 0
+    assert value("toolkit:spec_decode_acceptance_rate") == 0
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= set(families)
+    # The other app's engine did nothing, and its scrape says so.
+    other_text = (await other.get("/metrics")).text
+    assert 'vllm:generation_tokens_total{model_name="fake"} 0.0' in other_text
 
 
 # ---------------------------------------------------------------------- chat templates

@@ -106,9 +106,9 @@ async def test_soak_every_request_completes_or_is_cancelled_cleanly(
     assert sorted(set(outcomes)) == ["cancelled", "completed"]
     assert outcomes.count("cancelled") >= NUM_REQUESTS // 5
     assert not any(state.values()), state
-    assert scrape["toolkit:num_requests_running"] == 0
-    assert scrape["toolkit:num_requests_waiting"] == 0
-    assert scrape["toolkit:kv_cache_usage_perc"] == 0
+    assert scrape["vllm:num_requests_running"] == 0
+    assert scrape["vllm:num_requests_waiting"] == 0
+    assert scrape["vllm:kv_cache_usage_perc"] == 0
     assert engine.healthy
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     print(f"soak: {outcomes.count('completed')} completed, "

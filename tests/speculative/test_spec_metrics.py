@@ -27,8 +27,10 @@ def test_metrics_endpoint_renders_speculative_figures():
     ctx = SimpleNamespace(model_name="m", engine=SimpleNamespace(stats=lambda: stats,
                                                                  metrics=metrics))
     text = render_metrics(ctx)
-    assert 'toolkit:spec_decode_num_draft_tokens_total{model_name="m"} 4' in text
-    assert 'toolkit:spec_decode_num_accepted_tokens_total{model_name="m"} 3' in text
+    assert 'vllm:spec_decode_num_drafts_total{model_name="m"} 1.0' in text
+    assert 'vllm:spec_decode_num_draft_tokens_total{model_name="m"} 4.0' in text
+    assert 'vllm:spec_decode_num_accepted_tokens_total{model_name="m"} 3.0' in text
     assert 'toolkit:spec_decode_acceptance_rate{model_name="m"} 0.75' in text
     assert 'toolkit:spec_decode_mean_accepted_length{model_name="m"} 4.0' in text
     assert "# TYPE toolkit:spec_decode_acceptance_rate gauge" in text
+    assert "# TYPE vllm:spec_decode_num_accepted_tokens_total counter" in text

@@ -1,7 +1,7 @@
 """Engine counters and latency histograms, updated by the engine thread once per step.
 
-Pure Python; the API renders ``snapshot()`` in Prometheus' text format. Readers in other
-threads may see a step half-applied, which is fine for monitoring.
+Pure Python; ``toolkit.api.http.metrics`` reads them at scrape time for ``GET /metrics``.
+Readers in other threads may see a step half-applied, which is fine for monitoring.
 """
 
 from __future__ import annotations

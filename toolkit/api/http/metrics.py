@@ -1,87 +1,128 @@
-"""``GET /metrics``: the engine's state and counters in Prometheus' text format (0.0.4)."""
+"""``GET /metrics``: the engine's state and counters in Prometheus' text format.
+
+Rendered by ``prometheus_client`` from a per-app ``CollectorRegistry`` (never the global
+default one, so several apps in one process do not clash). ``EngineCollector`` reads the
+engine's counters, histograms and ``stats()`` at scrape time and names them as vLLM does
+(``vllm:...``, labelled ``model_name``), so dashboards built for vLLM work unchanged; the
+registry also holds the process, platform and GC collectors (``process_*``, ``python_*``).
+Two figures vLLM has no metric for keep toolkit names: ``toolkit:spec_decode_acceptance_rate``
+and ``toolkit:spec_decode_mean_accepted_length``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from blacksheep import Content, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from toolkit.api.context import ServingContext
 
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-PREFIX = "toolkit"
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+PREFIX = "vllm"
+TOOLKIT_PREFIX = "toolkit"
 
 
-def _sample(name: str, value: float, labels: dict[str, str]) -> str:
-    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{name}{{{label_text}}} {value}"
+def _histogram(name: str, help_text: str, histogram, labels: list[str],
+               label_values: list[str]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, help_text, labels=labels)
+    buckets = [(floatToGoString(bound), count) for bound, count in histogram.cumulative()]
+    buckets.append(("+Inf", histogram.count))
+    family.add_metric(label_values, buckets, histogram.total)
+    return family
 
 
-def _metric(name: str, kind: str, help_text: str, samples: list[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
-
-
-def _histogram(name: str, help_text: str, histogram, labels: dict[str, str]) -> list[str]:
-    samples = [_sample(f"{name}_bucket", count, {**labels, "le": str(bound)})
-               for bound, count in histogram.cumulative()]
-    samples.append(_sample(f"{name}_bucket", histogram.count, {**labels, "le": "+Inf"}))
-    samples.append(_sample(f"{name}_sum", histogram.total, labels))
-    samples.append(_sample(f"{name}_count", histogram.count, labels))
-    return _metric(name, "histogram", help_text, samples)
-
-
-def render_metrics(ctx: ServingContext) -> str:
-    """Every metric, labelled with the reported model name."""
-    labels = {"model_name": ctx.model_name}
-    stats, metrics = ctx.engine.stats(), ctx.engine.metrics
-    lines = [
-        *_metric(f"{PREFIX}:num_requests_running", "gauge", "Requests in the running batch.",
-                 [_sample(f"{PREFIX}:num_requests_running", stats["num_running"], labels)]),
-        *_metric(f"{PREFIX}:num_requests_waiting", "gauge", "Requests waiting to be scheduled.",
-                 [_sample(f"{PREFIX}:num_requests_waiting", stats["num_waiting"], labels)]),
-        *_metric(f"{PREFIX}:kv_cache_usage_perc", "gauge", "Fraction of KV pages in use (0-1).",
-                 [_sample(f"{PREFIX}:kv_cache_usage_perc", stats["kv_cache_usage"], labels)]),
-        *_metric(f"{PREFIX}:prompt_tokens_total", "counter", "Prefilled prompt tokens.",
-                 [_sample(f"{PREFIX}:prompt_tokens_total", metrics.prompt_tokens, labels)]),
-        *_metric(f"{PREFIX}:generation_tokens_total", "counter", "Generated tokens.",
-                 [_sample(f"{PREFIX}:generation_tokens_total", metrics.generation_tokens,
-                          labels)]),
-        *_metric(f"{PREFIX}:request_success_total", "counter", "Finished requests by reason.",
-                 [_sample(f"{PREFIX}:request_success_total", count,
-                          {**labels, "finished_reason": reason})
-                  for reason, count in sorted(metrics.finished_requests.items())]),
-        *_histogram(f"{PREFIX}:time_to_first_token_seconds", "Time to first token.",
-                    metrics.ttft, labels),
-        *_histogram(f"{PREFIX}:inter_token_latency_seconds", "Time between output tokens.",
-                    metrics.itl, labels),
-        *_speculative_metrics(metrics, labels),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _speculative_metrics(metrics, labels: dict[str, str]) -> list[str]:
-    """Draft tokens verified and accepted; acceptance rate and mean accepted length."""
-    rows = (
-        ("spec_decode_num_draft_tokens_total", "counter", "Draft tokens verified.",
-         metrics.num_draft_tokens),
-        ("spec_decode_num_accepted_tokens_total", "counter", "Draft tokens accepted.",
-         metrics.num_accepted_tokens),
-        ("spec_decode_acceptance_rate", "gauge", "Accepted / verified draft tokens (0-1).",
-         metrics.acceptance_rate),
-        ("spec_decode_mean_accepted_length", "gauge",
-         "Tokens emitted per verification (1 + accepted drafts).",
-         metrics.mean_accepted_length),
-    )
-    lines: list[str] = []
-    for name, kind, help_text, value in rows:
-        lines += _metric(f"{PREFIX}:{name}", kind, help_text,
-                         [_sample(f"{PREFIX}:{name}", value, labels)])
-    return lines
-
-
-class MetricsServing:
-    """The Prometheus scrape endpoint."""
+class EngineCollector(Collector):
+    """Reads the engine's ``stats()`` and ``metrics`` (EngineMetrics) on every scrape."""
 
     def __init__(self, ctx: ServingContext) -> None:
         self.ctx = ctx
 
+    def collect(self) -> Iterator[Metric]:
+        labels, values = ["model_name"], [self.ctx.model_name]
+        stats, metrics = self.ctx.engine.stats(), self.ctx.engine.metrics
+
+        def gauge(name: str, help_text: str, value: float, prefix: str = PREFIX):
+            family = GaugeMetricFamily(f"{prefix}:{name}", help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        def counter(name: str, help_text: str, value: float):
+            # prometheus_client appends the ``_total`` suffix to the sample.
+            family = CounterMetricFamily(f"{PREFIX}:{name}", help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        yield gauge("num_requests_running", "Requests in the running batch.",
+                    stats["num_running"])
+        yield gauge("num_requests_waiting", "Requests waiting to be scheduled.",
+                    stats["num_waiting"])
+        yield gauge("kv_cache_usage_perc", "Fraction of KV pages in use (0-1).",
+                    stats["kv_cache_usage"])
+        yield counter("prompt_tokens", "Prefilled prompt tokens.", metrics.prompt_tokens)
+        yield counter("generation_tokens", "Generated tokens.", metrics.generation_tokens)
+        success = CounterMetricFamily(f"{PREFIX}:request_success",
+                                      "Finished requests by reason.",
+                                      labels=[*labels, "finished_reason"])
+        for reason, count in sorted(metrics.finished_requests.items()):
+            success.add_metric([*values, reason], count)
+        yield success
+        yield _histogram(f"{PREFIX}:time_to_first_token_seconds", "Time to first token.",
+                         metrics.ttft, labels, values)
+        yield _histogram(f"{PREFIX}:inter_token_latency_seconds",
+                         "Time between output tokens.", metrics.itl, labels, values)
+        # Speculative decoding: vLLM's counters, then two derived gauges vLLM lacks.
+        yield counter("spec_decode_num_drafts",
+                      "Verifications of at least one draft token (request, step).",
+                      metrics.num_verifications)
+        yield counter("spec_decode_num_draft_tokens", "Draft tokens verified.",
+                      metrics.num_draft_tokens)
+        yield counter("spec_decode_num_accepted_tokens", "Draft tokens accepted.",
+                      metrics.num_accepted_tokens)
+        yield gauge("spec_decode_acceptance_rate", "Accepted / verified draft tokens (0-1).",
+                    metrics.acceptance_rate, TOOLKIT_PREFIX)
+        yield gauge("spec_decode_mean_accepted_length",
+                    "Tokens emitted per verification (1 + accepted drafts).",
+                    metrics.mean_accepted_length, TOOLKIT_PREFIX)
+
+
+def metrics_registry(ctx: ServingContext, process: bool = True) -> CollectorRegistry:
+    """A fresh registry with the engine collector and (``process``) the process, platform
+    and GC collectors."""
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(ctx))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
+
+
+def render_metrics(ctx: ServingContext, process: bool = False) -> str:
+    """The scrape text of a one-off registry (the engine's metrics; tests and tools)."""
+    return generate_latest(metrics_registry(ctx, process)).decode()
+
+
+class MetricsServing:
+    """The Prometheus scrape endpoint; one registry per app."""
+
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+        self.registry = metrics_registry(ctx)
+
     async def metrics(self, request: Request) -> Response:
-        return Response(200, None, Content(CONTENT_TYPE, render_metrics(self.ctx).encode()))
+        return Response(200, None, Content(CONTENT_TYPE, generate_latest(self.registry)))
