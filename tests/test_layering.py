@@ -11,7 +11,7 @@ import toolkit
 FLOORS = [
     "__init__", "registry", "protocol", "config", "kernels", "kv", "attention", "layers",
     "quant", "models", "tokenizer", "guided", "runner", "speculative", "scheduler", "engine",
-    "api", "resolve", "compose", "runtime", "quantize", "bench", "cli", "__main__",
+    "api", "resolve", "compose", "waits", "runtime", "quantize", "bench", "cli", "__main__",
 ]
 """Bottom to top: ``toolkit/<floor>`` (a package or a top-level module)."""
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -16,15 +13,15 @@ from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
 from toolkit.kernels.route import TORCH, KernelRoute, route_named
-from toolkit.kv.page_manager import PageManager
 from toolkit.kv.cache_pool import KVCachePool
+from toolkit.kv.page_manager import PageManager
 from toolkit.resolve import (
     ResolvedConfig,
     check_model_fit,
     resolve_attention,
+    resolve_cache_dtype,
     resolve_cpu_kernels,
     resolve_device,
-    resolve_cache_dtype,
     resolve_max_model_len,
     resolve_num_pages,
 )
@@ -32,11 +29,9 @@ from toolkit.runner import memory_planner
 from toolkit.runner.model_runner import ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
 from toolkit.tokenizer.tokenizer import Tokenizer
+from toolkit.waits import kernel_build_wait, model_lookup_wait, waiting
 
 logger = logging.getLogger(__name__)
-wait_logger = logging.getLogger("toolkit.wait")
-"""Start-up waits that can take seconds (see ``waiting``); the CLI shows them as a
-spinner on a terminal, else as two plain log lines."""
 
 
 @dataclass
@@ -72,7 +67,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
     check_model_fit(cfg, model_dir, device)  # before the kernels build and the weights load
     if device == "cpu":
-        with waiting(*_kernel_build_wait(cfg)):
+        with waiting(*kernel_build_wait(cfg)):
             kernels = resolve_cpu_kernels(cfg)  # the runtime's one kernel route, handed down
         cpu_kernels = kernels.name
     info = read_model_info(model_dir)
@@ -318,59 +313,3 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
                          resolved.num_threads, resolved.deterministic)
     return core, engine
 
-
-# --- start-up waits: one line before, one with the time after ------------------------
-
-
-@contextmanager
-def waiting(what: str | None, done: str | None = None) -> Iterator[None]:
-    """Log ``what`` before a wait that can take seconds and ``done`` with its duration
-    after (INFO, logger ``toolkit.wait``; the records carry ``wait``: start or end, which
-    the CLI turns into a spinner on a terminal). ``what`` None: a wait known to be short,
-    nothing is logged."""
-    if what is None:
-        yield
-        return
-    wait_logger.info("%s ...", what, extra={"wait": "start"})
-    start = time.perf_counter()
-    try:
-        yield
-    except BaseException:
-        wait_logger.info("%s: failed after %.1f s", what, time.perf_counter() - start,
-                         extra={"wait": "end"})
-        raise
-    wait_logger.info("%s in %.1f s", done or what, time.perf_counter() - start,
-                     extra={"wait": "end"})
-
-
-def model_lookup_wait(cfg: ToolkitConfig) -> tuple[str | None, str | None]:
-    """What finding the model waits on: a GGUF conversion that has not happened yet (the
-    cache path rule of toolkit.models.source._from_package), a Hugging Face lookup, or
-    nothing worth a line (a local directory, a converted GGUF)."""
-    from toolkit.models.source import HF_PREFIX, PKG_PREFIX, cache_root, packaged_gguf_path
-
-    source = cfg.model.source
-    if cfg.model.path:
-        return None, None
-    if source.startswith(PKG_PREFIX):
-        gguf = packaged_gguf_path(source)
-        target = cache_root() / "models" / gguf.stem
-        if target.is_dir():
-            return None, None
-        return (f"converting {gguf.name} to safetensors (once; into {target})",
-                "converted the model")
-    if source.startswith(HF_PREFIX):
-        return (f"looking up {source.removeprefix(HF_PREFIX)} (local Hugging Face cache, "
-                "then the hub)", "found the model")
-    return None, None
-
-
-def _kernel_build_wait(cfg: ToolkitConfig) -> tuple[str | None, str | None]:
-    """A line only when the native CPU kernels will actually be compiled."""
-    from toolkit.kernels import native
-
-    if cfg.device.cpu_kernels == "torch" or native.is_built():
-        return None, None
-    return (f"building the native CPU kernels with g++ (first start only, ~30 s; cached "
-            f"under {native.build_directory().parent}; device.cpu_kernels=torch skips "
-            "them)", "built the native CPU kernels")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from api_client import assert_error
-from fake_engine import FakeEngine, Failure
+from fake_engine import Failure, FakeEngine
 from sse_frames import sse_payloads
 
 from toolkit.api.http.errors import error_type

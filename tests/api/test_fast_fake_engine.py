@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from fake_engine import DEFAULT_SCRIPT, FakeEngine, FakeTokenizer, Failure
+from fake_engine import DEFAULT_SCRIPT, Failure, FakeEngine, FakeTokenizer
 
 from toolkit.api.engine_client import EngineClient, TokenizerClient
 from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams

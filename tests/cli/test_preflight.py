@@ -151,7 +151,7 @@ def test_build_runtime_checks_the_fit_before_the_kernels(monkeypatch, tmp_path):
 
 
 def test_waits_are_two_plain_log_lines_off_a_terminal(caplog):
-    from toolkit.runtime import waiting
+    from toolkit.waits import waiting
 
     with caplog.at_level(logging.INFO, logger="toolkit.wait"):
         with waiting("loading the weights of m", "loaded the weights"):
@@ -168,15 +168,15 @@ def test_waits_are_two_plain_log_lines_off_a_terminal(caplog):
 def test_the_kernel_build_line_only_when_a_build_happens(monkeypatch):
     import toolkit.kernels.native as native
     from toolkit.compose import compose_config
-    from toolkit.runtime import _kernel_build_wait
+    from toolkit.waits import kernel_build_wait
 
     cfg = compose_config(["device=cpu"])
     monkeypatch.setattr(native, "is_built", lambda: True)
-    assert _kernel_build_wait(cfg) == (None, None)
+    assert kernel_build_wait(cfg) == (None, None)
     monkeypatch.setattr(native, "is_built", lambda: False)
-    what, done = _kernel_build_wait(cfg)
+    what, done = kernel_build_wait(cfg)
     assert what.startswith("building the native CPU kernels") and "~30 s" in what
-    assert _kernel_build_wait(compose_config(["device.cpu_kernels=torch"])) == (None, None)
+    assert kernel_build_wait(compose_config(["device.cpu_kernels=torch"])) == (None, None)
 
 
 def test_native_is_built_reads_the_build_cache(monkeypatch, tmp_path):

@@ -7,8 +7,12 @@ import torch
 import transformers
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from toolkit.layers.rotary import (RopeParameters, RotaryEmbedding, UnsupportedRopeError,
-                                   rope_parameters_from_hf_config)
+from toolkit.layers.rotary import (
+    RopeParameters,
+    RotaryEmbedding,
+    UnsupportedRopeError,
+    rope_parameters_from_hf_config,
+)
 
 LLAMA31_SCALING = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                        original_max_position_embeddings=8192)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.models.gguf_convert import (GGUFConversionError, build_hf_config, hf_tensor_name,
-                                         unpermute_rotary_rows)
+from toolkit.models.gguf_convert import (
+    GGUFConversionError,
+    build_hf_config,
+    hf_tensor_name,
+    unpermute_rotary_rows,
+)
 
 SMALL_LLAMA_META = {
     "general.architecture": "llama", "llama.attention.head_count": 4,

@@ -7,8 +7,12 @@ import pathlib
 import huggingface_hub
 import pytest
 
-from toolkit.models.source import (ModelSourceError, cache_root, packaged_gguf_path,
-                                   resolve_model_dir)
+from toolkit.models.source import (
+    ModelSourceError,
+    cache_root,
+    packaged_gguf_path,
+    resolve_model_dir,
+)
 
 
 def _model_dir(directory: pathlib.Path) -> pathlib.Path:

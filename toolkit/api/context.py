@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 from toolkit.api.engine_client import EngineClient
 from toolkit.api.openai.protocol_embeddings import POOLING_TYPES
 from toolkit.api.openai.sampling import generation_defaults
-from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
-
 from toolkit.config.schema import EmbeddingConfig
+from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 if TYPE_CHECKING:
     from toolkit.config.schema import ServerConfig

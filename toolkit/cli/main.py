@@ -299,7 +299,7 @@ def models_pull(name: str = typer.Argument(..., help="A model config name (see `
                 overrides: list[str] | None = OVERRIDES) -> None:
     """Fetch or convert a model's weights into the local cache; print the directory."""
     from toolkit.models.source import resolve_model_dir
-    from toolkit.runtime import model_lookup_wait, waiting
+    from toolkit.waits import model_lookup_wait, waiting
 
     cfg = compose_config([f"model={name}", *(overrides or [])])
     setup_logging("info")

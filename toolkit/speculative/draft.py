@@ -18,8 +18,8 @@ import torch
 from toolkit.attention.base import AttentionBackend
 from toolkit.protocol import SamplingParams
 from toolkit.runner.batch_builder import build_chunk_batch
-from toolkit.runner.sampler import draw, shaped_probs
 from toolkit.runner.proposer import DraftRequest, Proposal, Proposer
+from toolkit.runner.sampler import draw, shaped_probs
 from toolkit.speculative.base import ProposerContext
 
 
