@@ -61,3 +61,13 @@ def server_url(runtime, engine) -> Iterator[str]:
 def api_base(server_url) -> str:
     """The OpenAI base URL clients are given: ``http://127.0.0.1:PORT/v1``."""
     return f"{server_url}/v1"
+
+
+@pytest.fixture(scope="module")
+def openai_client(api_base):
+    """The openai SDK's synchronous client of the server (no retries: a failure shows)."""
+    import openai
+
+    client = openai.OpenAI(base_url=api_base, api_key="unused", max_retries=0, timeout=120)
+    yield client
+    client.close()

@@ -10,20 +10,12 @@ import pytest
 
 instructor = pytest.importorskip("instructor")
 
-import openai  # noqa: E402
 from client_helpers import BUDGET, MODEL, Person, check_person  # noqa: E402
 
 pytestmark = pytest.mark.clients
 
 MODES = ["TOOLS", "JSON_SCHEMA"]
 MESSAGES = [{"role": "user", "content": "Invent a person."}]
-
-
-@pytest.fixture(scope="module")
-def openai_client(api_base):
-    client = openai.OpenAI(base_url=api_base, api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
 
 
 def request(**fields):

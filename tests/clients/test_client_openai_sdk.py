@@ -33,13 +33,6 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-@pytest.fixture(scope="module")
-def client(api_base):
-    client = openai.OpenAI(base_url=api_base, api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
-
-
 def story(**fields):
     return {"model": MODEL, "messages": [{"role": "user", "content": STORY}],
             "max_tokens": 24, "temperature": 0, **fields}
@@ -48,8 +41,8 @@ def story(**fields):
 # --- chat completions ---
 
 
-def test_chat_stream_equals_plain(client):
-    plain = client.chat.completions.create(**story())
+def test_chat_stream_equals_plain(openai_client):
+    plain = openai_client.chat.completions.create(**story())
     [choice] = plain.choices
     assert plain.model == MODEL and plain.object == "chat.completion"
     assert choice.message.role == "assistant" and choice.message.content
@@ -57,7 +50,7 @@ def test_chat_stream_equals_plain(client):
     assert plain.usage.completion_tokens == 24
     assert plain.usage.total_tokens == plain.usage.prompt_tokens + 24
 
-    chunks = list(client.chat.completions.create(
+    chunks = list(openai_client.chat.completions.create(
         **story(), stream=True, stream_options={"include_usage": True}))
     assert {c.id for c in chunks} == {chunks[0].id}
     assert all(c.object == "chat.completion.chunk" for c in chunks)
@@ -69,13 +62,13 @@ def test_chat_stream_equals_plain(client):
     assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
 
 
-def test_chat_stream_helper(client):
+def test_chat_stream_helper(openai_client):
     # the helper refuses a completion cut by max_tokens: a stop string ends this one
     request = {"model": MODEL, "max_tokens": BUDGET, "temperature": 0, "stop": ["."],
                "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-    plain = client.chat.completions.create(**request)
+    plain = openai_client.chat.completions.create(**request)
     assert plain.choices[0].finish_reason == "stop"
-    with client.chat.completions.stream(**request) as stream:
+    with openai_client.chat.completions.stream(**request) as stream:
         events = list(stream)
         final = stream.get_final_completion()
     deltas = "".join(e.delta for e in events if e.type == "content.delta")
@@ -86,8 +79,8 @@ def test_chat_stream_helper(client):
 
 
 @pytest.mark.parametrize("path", ["chat.completions", "beta.chat.completions"])
-def test_parse_a_pydantic_model(client, path):
-    completions = client
+def test_parse_a_pydantic_model(openai_client, path):
+    completions = openai_client
     for name in path.split("."):
         completions = getattr(completions, name)
     completion = completions.parse(
@@ -99,11 +92,11 @@ def test_parse_a_pydantic_model(client, path):
     assert json.loads(choice.message.content) == person.model_dump()
 
 
-def test_parse_streamed_equals_plain(client):
+def test_parse_streamed_equals_plain(openai_client):
     request = {"model": MODEL, "messages": [{"role": "user", "content": "Invent a person."}],
                "response_format": Person, "max_tokens": BUDGET, "temperature": 0}
-    plain = client.chat.completions.parse(**request).choices[0].message.parsed
-    with client.chat.completions.stream(**request) as stream:
+    plain = openai_client.chat.completions.parse(**request).choices[0].message.parsed
+    with openai_client.chat.completions.stream(**request) as stream:
         events = list(stream)
         final = stream.get_final_completion()
     [done] = [e for e in events if e.type == "content.done"]
@@ -113,8 +106,8 @@ def test_parse_streamed_equals_plain(client):
 
 @pytest.mark.parametrize("tool_choice", [
     {"type": "function", "function": {"name": "GetWeather"}}, "required"])
-def test_parse_a_pydantic_function_tool(client, tool_choice):
-    completion = client.chat.completions.parse(
+def test_parse_a_pydantic_function_tool(openai_client, tool_choice):
+    completion = openai_client.chat.completions.parse(
         model=MODEL, messages=ASK_WEATHER, tools=[openai.pydantic_function_tool(GetWeather)],
         tool_choice=tool_choice, parallel_tool_calls=False, max_tokens=BUDGET,
         temperature=0)
@@ -127,11 +120,11 @@ def test_parse_a_pydantic_function_tool(client, tool_choice):
     assert check_weather_arguments(call.function.arguments) == arguments.model_dump()
 
 
-def test_tool_round_trip(client):
+def test_tool_round_trip(openai_client):
     """A forced call -> the tool's result -> a final answer (structured), the assistant
     message sent back exactly as the SDK returned it."""
     messages = list(ASK_WEATHER)
-    first = client.chat.completions.create(
+    first = openai_client.chat.completions.create(
         model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice=NAMED,
         max_tokens=BUDGET, temperature=0)
     [choice] = first.choices
@@ -142,7 +135,7 @@ def test_tool_round_trip(client):
 
     messages.append(choice.message)
     messages.append({"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT})
-    final = client.chat.completions.parse(
+    final = openai_client.chat.completions.parse(
         model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="none",
         response_format=WeatherAnswer, max_tokens=BUDGET, temperature=0)
     [choice] = final.choices
@@ -150,17 +143,17 @@ def test_tool_round_trip(client):
     check_answer(choice.message.parsed)
     # the call and its result were rendered into the prompt (tool_choice=none leaves the
     # tools out of it): more tokens than the question alone
-    alone = client.chat.completions.create(
+    alone = openai_client.chat.completions.create(
         model=MODEL, messages=ASK_WEATHER, tools=[WEATHER_TOOL], tool_choice="none",
         max_tokens=1)
     assert final.usage.prompt_tokens > alone.usage.prompt_tokens + first.usage.completion_tokens
 
 
-def test_tool_call_streamed_equals_plain(client):
+def test_tool_call_streamed_equals_plain(openai_client):
     request = {"model": MODEL, "messages": ASK_WEATHER, "tools": [WEATHER_TOOL],
                "tool_choice": NAMED, "max_tokens": BUDGET, "temperature": 0}
-    [call] = client.chat.completions.create(**request).choices[0].message.tool_calls
-    chunks = list(client.chat.completions.create(**request, stream=True))
+    [call] = openai_client.chat.completions.create(**request).choices[0].message.tool_calls
+    chunks = list(openai_client.chat.completions.create(**request, stream=True))
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
     assert deltas and {d.index for d in deltas} == {0}
     assert deltas[0].id and deltas[0].type == "function"
@@ -168,13 +161,13 @@ def test_tool_call_streamed_equals_plain(client):
     assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
-    with client.chat.completions.stream(**request) as stream:
+    with openai_client.chat.completions.stream(**request) as stream:
         [done] = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
     assert done.name == "get_weather" and done.arguments == call.function.arguments
 
 
-def test_logprobs(client):
-    completion = client.chat.completions.create(**story(logprobs=True, top_logprobs=2))
+def test_logprobs(openai_client):
+    completion = openai_client.chat.completions.create(**story(logprobs=True, top_logprobs=2))
     [choice] = completion.choices
     tokens = choice.logprobs.content
     assert len(tokens) == completion.usage.completion_tokens == 24
@@ -186,22 +179,22 @@ def test_logprobs(client):
         assert bytes(token.bytes).decode("utf-8", "replace")
 
 
-def test_completions_stream_equals_plain(client):
+def test_completions_stream_equals_plain(openai_client):
     request = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 24,
                "temperature": 0}
-    plain = client.completions.create(**request)
+    plain = openai_client.completions.create(**request)
     assert plain.choices[0].text and plain.choices[0].finish_reason == "length"
-    chunks = list(client.completions.create(**request, stream=True))
+    chunks = list(openai_client.completions.create(**request, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.choices[0].text
 
 
-def test_models_and_embeddings(client):
-    assert [m.id for m in client.models.list()] == [MODEL]
-    assert client.models.retrieve(MODEL).id == MODEL
+def test_models_and_embeddings(openai_client):
+    assert [m.id for m in openai_client.models.list()] == [MODEL]
+    assert openai_client.models.retrieve(MODEL).id == MODEL
     texts = ["A dragon drinks tea.", "def f(x): return x"]
     # the SDK asks for base64 unless told otherwise and decodes it
-    base64 = client.embeddings.create(model=MODEL, input=texts)
-    floats = client.embeddings.create(model=MODEL, input=texts, encoding_format="float",
+    base64 = openai_client.embeddings.create(model=MODEL, input=texts)
+    floats = openai_client.embeddings.create(model=MODEL, input=texts, encoding_format="float",
                                       dimensions=EMBEDDING_DIMS)
     assert [d.index for d in base64.data] == [0, 1]
     for a, b in zip(base64.data, floats.data, strict=True):
@@ -213,14 +206,14 @@ def test_models_and_embeddings(client):
 # --- the Responses API ---
 
 
-def test_responses_stream_equals_plain(client):
+def test_responses_stream_equals_plain(openai_client):
     request = {"model": MODEL, "input": STORY, "instructions": "Be vivid.",
                "max_output_tokens": 24, "temperature": 0}
-    plain = client.responses.create(**request)
+    plain = openai_client.responses.create(**request)
     assert plain.status == "incomplete" and plain.output_text
     assert plain.incomplete_details.reason == "max_output_tokens"
     assert plain.usage.output_tokens == 24
-    events = list(client.responses.create(**request, stream=True))
+    events = list(openai_client.responses.create(**request, stream=True))
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[0].type == "response.created" and events[-1].type == "response.incomplete"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -228,13 +221,13 @@ def test_responses_stream_equals_plain(client):
     assert events[-1].response.usage == plain.usage
 
 
-def test_responses_stream_helper(client):
+def test_responses_stream_helper(openai_client):
     # the helper wants response.completed: a stop string (an extra) ends this one
     request = {"model": MODEL, "input": "What is the capital of France?",
                "max_output_tokens": BUDGET, "temperature": 0, "extra_body": {"stop": ["."]}}
-    plain = client.responses.create(**request)
+    plain = openai_client.responses.create(**request)
     assert plain.status == "completed" and plain.output_text
-    with client.responses.stream(**request) as stream:
+    with openai_client.responses.stream(**request) as stream:
         events = list(stream)
         final = stream.get_final_response()
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -242,8 +235,8 @@ def test_responses_stream_helper(client):
     assert text == done.text == final.output_text == plain.output_text
 
 
-def test_responses_parse(client):
-    response = client.responses.parse(
+def test_responses_parse(openai_client):
+    response = openai_client.responses.parse(
         model=MODEL, input="Invent a person.", text_format=Person,
         max_output_tokens=BUDGET, temperature=0)
     assert response.status == "completed"
@@ -251,13 +244,13 @@ def test_responses_parse(client):
     assert json.loads(response.output_text) == person.model_dump()
 
 
-def test_responses_stateless_tool_round_trip(client):
-    """store=false: the client sends the call and its output back as input items."""
+def test_responses_stateless_tool_round_trip(openai_client):
+    """store=false: the openai_client sends the call and its output back as input items."""
     tools = [{"type": "function", "name": "get_weather", "strict": True,
               "description": "Get the current weather in a city.",
               "parameters": WEATHER_PARAMETERS}]
     history: list = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.responses.create(
+    first = openai_client.responses.create(
         model=MODEL, input=history, tools=tools, store=False, max_output_tokens=BUDGET,
         tool_choice={"type": "function", "name": "get_weather"}, temperature=0)
     [call] = first.output
@@ -267,13 +260,13 @@ def test_responses_stateless_tool_round_trip(client):
     history += [item.model_dump(exclude_none=True) for item in first.output]
     history.append({"type": "function_call_output", "call_id": call.call_id,
                     "output": WEATHER_RESULT})
-    final = client.responses.parse(
+    final = openai_client.responses.parse(
         model=MODEL, input=history, tools=tools, tool_choice="none", store=False,
         text_format=WeatherAnswer, max_output_tokens=BUDGET, temperature=0)
     assert final.status == "completed"
     assert [item.type for item in final.output] == ["message"]
     check_answer(final.output_parsed)
     # the call and its output were rendered into the prompt: more than the question alone
-    alone = client.responses.create(model=MODEL, input=history[:1], tools=tools,
+    alone = openai_client.responses.create(model=MODEL, input=history[:1], tools=tools,
                                     tool_choice="none", store=False, max_output_tokens=1)
     assert final.usage.input_tokens > alone.usage.input_tokens + first.usage.output_tokens
