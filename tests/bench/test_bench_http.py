@@ -1,4 +1,5 @@
-"""`toolkit bench` against a real OpenAI-compatible server (uvicorn on loopback)."""
+"""`toolkit bench` against a real OpenAI-compatible server (uvicorn on loopback): SmolLM2
+(slow), the tiny random checkpoint (fast), and a port nobody listens on."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import time
 
 import pytest
 import uvicorn
+from tiny_model import tiny_overrides
 
 from toolkit.api.app import build_app
 from toolkit.bench.main import run_bench
+from toolkit.compose import compose_config
 from toolkit.config.schema import ServerConfig
+from toolkit.runtime import build_runtime
 
-pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def base_url(engine):
+def serve(engine):
+    """Serve ``engine``'s OpenAI API on a free loopback port; yields the base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -35,7 +37,23 @@ def base_url(engine):
     sock.close()
 
 
+@pytest.fixture
+def base_url(engine):
+    yield from serve(engine)
+
+
+@pytest.fixture
+def tiny_base_url(tiny_model_dir):
+    runtime = build_runtime(compose_config(tiny_overrides(tiny_model_dir)))
+    runtime.engine.start()
+    try:
+        yield from serve(runtime.engine)
+    finally:
+        runtime.engine.shutdown()
+
+
 @pytest.mark.parametrize("workload", ["random", "chat"])
+@pytest.mark.slow
 def test_bench_streams_from_an_openai_url(base_url, tmp_path, workload):
     run = run_bench([f"bench={workload}", f"bench.target={base_url}", "bench.num_requests=3",
                      "bench.prompt_len=8", "bench.output_len=5", "bench.max_concurrency=2",
@@ -62,3 +80,25 @@ def test_unreachable_url_counts_errors(tmp_path):
                      f"bench.output_dir={tmp_path}"])
     assert run.results[0].metrics["num_errors"] == 2
     assert "ConnectError" in run.results[0].records[0].error
+
+
+def test_the_sse_stream_of_a_real_server_is_timed_per_chunk(tiny_base_url, tmp_path):
+    run = run_bench([f"bench.target={tiny_base_url}", "bench.num_requests=3",
+                     "bench.prompt_len=6", "bench.output_len=4", "bench.num_warmup=0",
+                     "bench.progress=false", f"bench.output_dir={tmp_path}"])
+    metrics = run.results[0].metrics
+    assert (metrics["num_completed"], metrics["num_errors"]) == (3, 0)
+    assert metrics["num_output_tokens"] == 12  # the usage chunk; ignore_eos
+    for record in run.results[0].records:
+        # one content event per token with text (the random model may sample a special
+        # token, whose text is empty)
+        assert 1 <= len(record.chunk_times) <= 4
+        assert record.start < record.chunk_times[0] <= record.chunk_times[-1] <= record.end
+
+
+def test_a_server_error_is_counted_with_its_status(tiny_base_url, tmp_path):
+    run = run_bench([f"bench.target={tiny_base_url}", "bench.model=nope",
+                     "bench.num_requests=1", "bench.num_warmup=0", "bench.progress=false",
+                     f"bench.output_dir={tmp_path}"])
+    assert run.results[0].metrics["num_errors"] == 1
+    assert run.results[0].records[0].error.startswith("RuntimeError: HTTP 404: ")

@@ -1,5 +1,5 @@
-"""A tiny real sweep on the in-process SmolLM2 engine: files, reuse of the loaded model,
-and `tune` writing a recipe that composes."""
+"""A tiny real sweep (a Hydra multirun) on the in-process SmolLM2 engine: files, reuse of
+the loaded model, and `tune` writing a recipe that composes."""
 
 from __future__ import annotations
 
@@ -28,16 +28,16 @@ def test_tiny_sweep_writes_results_summary_and_plot(runtime, tmp_path):
                      f"bench.output_dir={tmp_path}"], multirun=True, pool=pool)
     assert pool.num_loads == 0
     assert run.axes == ["scheduler.max_num_seqs"]
-    assert [job.config.scheduler.max_num_seqs for job in run.jobs] == [1, 3]
-    for job in run.jobs:
-        result = json.loads((tmp_path / job.name / "results.json").read_text())
-        assert result["axes"] == {"scheduler.max_num_seqs": str(job.config.scheduler.max_num_seqs)}
-        assert result["metrics"]["num_completed"] == 3
-        assert result["metrics"]["num_output_tokens"] == 12  # ignore_eos: exactly 4 each
-        assert "max_num_seqs: " in (tmp_path / job.name / "config.yaml").read_text()
+    assert [r.name for r in run.results] == ["0", "1"]
+    for result, seqs in zip(run.results, (1, 3)):
+        saved = json.loads((tmp_path / result.name / "results.json").read_text())
+        assert saved["axes"] == {"scheduler.max_num_seqs": str(seqs)}
+        assert saved["metrics"]["num_completed"] == 3
+        assert saved["metrics"]["num_output_tokens"] == 12  # ignore_eos: exactly 4 each
+        assert f"max_num_seqs: {seqs}\n" in (tmp_path / result.name / "config.yaml").read_text()
     summary = (tmp_path / "summary.md").read_text()
     assert "| job | scheduler.max_num_seqs | req/s |" in summary
-    assert summary.count("_max_num_seqs=") == 2
+    assert "| 0 | 1 |" in summary and "| 1 | 3 |" in summary
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3
     png = tmp_path / "plot_scheduler.max_num_seqs.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -58,7 +58,7 @@ def test_tune_picks_the_best_and_writes_a_recipe_that_composes(runtime, tmp_path
     assert text.startswith("# @package _global_\n# Tuned by `toolkit tune`")
     assert "# Command: toolkit serve recipe=tuned\n" in text and "# Measured: goodput" in text
     tuned = compose_config(["recipe=tuned"])
-    best_config = next(j.config for j in outcome.run.jobs if j.name == outcome.best.name)
+    best_config = compose_config(outcome.best.overrides, "bench")
     assert tuned.scheduler == best_config.scheduler
     assert (tuned.device.device, tuned.model.max_model_len, tuned.cache.num_pages) == (
         "cpu", 2048, 512)

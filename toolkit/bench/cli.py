@@ -7,26 +7,35 @@ import logging
 
 import typer
 
+from toolkit.bench.loadgen import ProgressFactory
 from toolkit.bench.main import run_bench
 from toolkit.bench.report import markdown_table
+from toolkit.bench.sweep import JobCheck, SweepError
 
 
-def bench_command(overrides: list[str], multirun: bool) -> None:
+def bench_command(overrides: list[str], multirun: bool,
+                  progress: ProgressFactory | None = None,
+                  check: JobCheck | None = None) -> None:
     """Run the benchmark or sweep; print the summary table and where the files went."""
-    _setup_logging()
-    run = run_bench(overrides, multirun)
+    _log_jobs()
+    try:
+        run = run_bench(overrides, multirun, progress=progress, check=check)
+    except SweepError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(markdown_table(run.results, run.axes))
     typer.echo(f"results: {run.output_dir}")
 
 
-def tune_command(overrides: list[str]) -> None:
+def tune_command(overrides: list[str], progress: ProgressFactory | None = None,
+                 check: JobCheck | None = None) -> None:
     """Run the tuning sweep; print the table, the winner and the recipe written."""
     from toolkit.bench.tune import TuneError, run_tune
 
-    _setup_logging()
+    _log_jobs()
     try:
-        outcome = run_tune(overrides)
-    except TuneError as exc:
+        outcome = run_tune(overrides, progress=progress, check=check)
+    except (TuneError, SweepError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(markdown_table(outcome.run.results, outcome.run.axes))
@@ -35,7 +44,6 @@ def tune_command(overrides: list[str]) -> None:
         typer.echo(f"recipe: {path}")
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _log_jobs() -> None:
+    """The job lines (`job 2/4: max_num_seqs=16`) show over the warnings-only console."""
     logging.getLogger("toolkit.bench").setLevel(logging.INFO)

@@ -1,8 +1,8 @@
 """Sends benchmark requests to any OpenAI-compatible server over streaming HTTP.
 
 Text prompts go to /completions, chats to /chat/completions, both with `stream: true` and
-`stream_options.include_usage`; token counts come from the usage chunk when the server
-sends one, else one token per content chunk.
+`stream_options.include_usage`; the event stream is read with httpx-sse. Token counts
+come from the usage chunk when the server sends one, else one token per content chunk.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import time
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from toolkit.bench.records import RequestRecord
 from toolkit.bench.workload import BenchRequest
@@ -41,12 +42,14 @@ class HttpClient:
         """Stream one request to the end, filling `record`; raise on an HTTP or stream error."""
         path, body = self._body(request)
         usage = None
-        async with self.client.stream("POST", self.base_url + path, json=body) as response:
+        async with aconnect_sse(self.client, "POST", self.base_url + path,
+                                json=body) as events:
+            response = events.response
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:200]
                 raise RuntimeError(f"HTTP {response.status_code}: {detail}")
-            async for line in response.aiter_lines():
-                chunk = _parse_event(line)
+            async for event in events.aiter_sse():
+                chunk = _parse_event(event.data)
                 if chunk is None:
                     continue
                 usage = chunk.get("usage") or usage
@@ -62,7 +65,8 @@ class HttpClient:
         await self.client.aclose()
 
     def _body(self, request: BenchRequest) -> tuple[str, dict]:
-        body = {"model": self.model, "max_tokens": request.max_tokens, "stream": True,
+        body = {"model": request.lora_name or self.model, "max_tokens": request.max_tokens,
+                "stream": True,
                 "stream_options": {"include_usage": True}, "temperature": self.temperature}
         if self.ignore_eos:
             body["ignore_eos"] = True
@@ -79,12 +83,9 @@ async def _first_model(client: httpx.AsyncClient, base_url: str) -> str:
     return response.json()["data"][0]["id"]
 
 
-def _parse_event(line: str) -> dict | None:
-    """The JSON of a `data:` line; None for other lines and for [DONE]."""
-    if not line.startswith("data:"):
-        return None
-    data = line[len("data:"):].strip()
-    if data == "[DONE]":
+def _parse_event(data: str) -> dict | None:
+    """The JSON chunk of an event's data; None for an empty event and for [DONE]."""
+    if not data.strip() or data.strip() == "[DONE]":
         return None
     chunk = json.loads(data)
     if "error" in chunk:

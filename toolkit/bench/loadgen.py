@@ -4,17 +4,29 @@ a request count or a duration, and records every request's trace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import ContextManager, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from toolkit.bench.records import RequestRecord
 from toolkit.bench.workload import BenchRequest
 from toolkit.config.schema import BenchConfig
+
+Advance = Callable[[], None]
+"""Marks one more request finished."""
+ProgressFactory = Callable[[str, "int | None"], ContextManager[Advance]]
+"""(label, total requests or None for a timed run) -> a context that shows the progress
+of one job while it runs and yields its Advance (the CLI passes a rich bar)."""
+
+
+@contextlib.contextmanager
+def no_progress(label: str, total: int | None) -> Iterator[Advance]:
+    """The ProgressFactory that shows nothing."""
+    yield lambda: None
 
 
 class BenchClient(Protocol):
@@ -29,8 +41,10 @@ class BenchClient(Protocol):
 
 
 async def run_load(client: BenchClient, requests: list[BenchRequest], cfg: BenchConfig,
-                   label: str = "bench") -> tuple[list[RequestRecord], float]:
-    """Warm up with the first cfg.num_warmup requests, then run the measured load.
+                   label: str = "bench", progress: ProgressFactory | None = None
+                   ) -> tuple[list[RequestRecord], float]:
+    """Warm up with the first cfg.num_warmup requests, then run the measured load (shown
+    through ``progress`` when cfg.progress is on).
 
     Returns the records in send order and the measured duration: first send to last end.
     """
@@ -40,8 +54,8 @@ async def run_load(client: BenchClient, requests: list[BenchRequest], cfg: Bench
     semaphore = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
     records: list[RequestRecord] = []
     tasks = []
-    with tqdm(total=total, desc=label, unit="req", disable=not cfg.progress,
-              leave=False) as progress:
+    show = progress if progress is not None and cfg.progress else no_progress
+    with show(label, total) as advance:
         start = time.perf_counter()
         async for request in arrivals(_requests(requests, cfg), cfg, start):
             if semaphore is not None:
@@ -49,7 +63,7 @@ async def run_load(client: BenchClient, requests: list[BenchRequest], cfg: Bench
             record = RequestRecord(time.perf_counter())
             records.append(record)
             tasks.append(asyncio.create_task(
-                _send(client, request, record, semaphore, progress)))
+                _send(client, request, record, semaphore, advance)))
         await asyncio.gather(*tasks)
     end = max((r.end for r in records), default=start)
     return records, end - start
@@ -77,7 +91,8 @@ def _requests(requests: list[BenchRequest], cfg: BenchConfig) -> Iterable[BenchR
 
 
 async def _send(client: BenchClient, request: BenchRequest, record: RequestRecord,
-                semaphore: asyncio.Semaphore | None = None, progress: tqdm | None = None) -> None:
+                semaphore: asyncio.Semaphore | None = None, advance: Advance | None = None
+                ) -> None:
     """Send one request; a failure is recorded on the record, never raised."""
     try:
         await client.send(request, record)
@@ -87,5 +102,5 @@ async def _send(client: BenchClient, request: BenchRequest, record: RequestRecor
         record.end = time.perf_counter()
         if semaphore is not None:
             semaphore.release()
-        if progress is not None:
-            progress.update(1)
+        if advance is not None:
+            advance()

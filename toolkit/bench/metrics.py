@@ -45,6 +45,16 @@ def compute_metrics(records: list[RequestRecord], duration_s: float,
     return metrics
 
 
+SPECULATIVE_KEYS = ("spec_num_draft_tokens", "spec_num_accepted_tokens",
+                    "spec_acceptance_rate", "spec_mean_accepted_length")
+"""The engine's speculative-decoding figures a job adds to its metrics."""
+
+
+def metric_keys() -> list[str]:
+    """Every key compute_metrics and a job's engine figures report, in report order."""
+    return [*compute_metrics([], 0.0, SloConfig()), *SPECULATIVE_KEYS]
+
+
 def meets_slo(record: RequestRecord, slo: SloConfig) -> bool:
     """True when the request completed within every bound that ``slo`` sets."""
     if not record.ok:

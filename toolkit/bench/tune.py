@@ -12,8 +12,15 @@ from omegaconf import OmegaConf
 
 from toolkit.bench.hardware import describe_hardware
 from toolkit.bench.job import JobResult
-from toolkit.bench.main import CONFIG_NAME, BenchRun, run_bench
+from toolkit.bench.loadgen import ProgressFactory
+from toolkit.bench.main import BenchRun, run_bench
 from toolkit.bench.runtimes import RuntimePool
+from toolkit.bench.sweep import (
+    CONFIG_NAME,
+    JobCheck,
+    is_hydra_override,
+    parse_overrides,
+)
 from toolkit.compose import compose_config
 from toolkit.config import store
 from toolkit.config.schema import BenchConfig, ToolkitConfig
@@ -30,21 +37,27 @@ class TuneOutcome:
     recipe_paths: list[Path]
 
 
-def run_tune(overrides: list[str], pool: RuntimePool | None = None) -> TuneOutcome:
+def run_tune(overrides: list[str], pool: RuntimePool | None = None,
+             progress: ProgressFactory | None = None,
+             check: JobCheck | None = None) -> TuneOutcome:
     """Sweep the `KEY=a,b` overrides (or bench.tune.sweep when there are none) on top of
-    the others, then write the winner as <output_dir>/<bench.tune.recipe_name>.yaml (and
-    into the recipes folder with bench.tune.install=true)."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    the others as a Hydra multirun (a grid, or the search of hydra/sweeper=optuna), then
+    write the winner as <sweep dir>/<bench.tune.recipe_name>.yaml (and into the recipes
+    folder with bench.tune.install=true)."""
+    parsed = parse_overrides(overrides)
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
-    tune = compose_config(base, CONFIG_NAME).bench.tune
-    run = run_bench(base + (sweeps or list(tune.sweep)), multirun=True, pool=pool)
+    toolkit_base = [o.input_line for o in parsed
+                    if not o.is_sweep_override() and not is_hydra_override(o)]
+    tune = compose_config(toolkit_base, CONFIG_NAME).bench.tune
+    run = run_bench(base + (sweeps or list(tune.sweep)), multirun=True, pool=pool,
+                    progress=progress, check=check)
     best = pick_best(run.results, tune.min_slo_attainment)
     if best is None:
-        attained = max(r.metrics["slo_attainment"] for r in run.results)
+        attained = max((r.metrics["slo_attainment"] for r in run.results), default=0.0)
         raise TuneError(f"no configuration kept {tune.min_slo_attainment:.0%} of requests "
                         f"within the SLO (best: {attained:.0%}); see {run.output_dir}")
-    config = next(j.config for j in run.jobs if j.name == best.name)
+    config = compose_config(best.overrides, CONFIG_NAME)
     text = recipe_text(best, config, " ".join(shlex.quote(o) for o in overrides))
     folders = [run.output_dir] + ([store.recipes_dir()] if tune.install else [])
     paths = [folder / f"{tune.recipe_name}.yaml" for folder in folders]

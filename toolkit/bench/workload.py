@@ -33,6 +33,9 @@ class BenchRequest:
     messages: tuple[dict, ...] | None = None
     seed: int | None = None
     """The request's sampling seed (bench.sampling_seed); None sends none."""
+    lora_name: str | None = None
+    """The LoRA adapter it runs with (bench.lora_adapters, round robin); None: the base
+    model."""
 
     @property
     def is_chat(self) -> bool:
@@ -50,9 +53,12 @@ def build_workload(cfg: BenchConfig) -> list[BenchRequest]:
     payloads = builders[cfg.workload](cfg, rng)
     seeds = ([None] * cfg.num_requests if cfg.sampling_seed is None
              else [cfg.sampling_seed + i for i in range(cfg.num_requests)])
-    return [BenchRequest(int(n), prompt=p, seed=s) if isinstance(p, str)
-            else BenchRequest(int(n), messages=p, seed=s)
-            for p, n, s in zip(payloads, output_lens, seeds)]
+    adapters = list(cfg.lora_adapters)
+    loras = [adapters[i % len(adapters)] if adapters else None
+             for i in range(cfg.num_requests)]
+    return [BenchRequest(int(n), prompt=p, seed=s, lora_name=a) if isinstance(p, str)
+            else BenchRequest(int(n), messages=p, seed=s, lora_name=a)
+            for p, n, s, a in zip(payloads, output_lens, seeds, loras)]
 
 
 def sample_lengths(rng: np.random.Generator, mean: int, spread: float, dist: str,

@@ -28,7 +28,8 @@ def setup_logging(level: str, stream=None) -> None:
         return
     from rich.console import Console
 
-    console = Console(file=stream)
+    global _console
+    console = _console = Console(file=stream)
     root = logging.getLogger()
     root.setLevel(numeric)
     root.handlers[:] = [ConsoleLines(console)]
@@ -84,3 +85,37 @@ class WaitSpinner(ConsoleLines):
         if self.status is not None:
             self.status.stop()
             self.status = None
+
+
+_console = None
+"""The rich console setup_logging made for a terminal, shared with the progress bars so
+log lines print above them."""
+
+
+def request_bars(console=None):
+    """A bench ProgressFactory (toolkit.bench.loadgen): each job's requests as a rich bar
+    (label, done/total, elapsed) that is left at its final count when the job ends. On a
+    stream that is not a terminal nothing is drawn."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def request_bar(label: str, total: int | None):
+        shown = console if console is not None else _console
+        if shown is None or not shown.is_terminal:
+            yield lambda: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("requests"), TimeElapsedColumn())
+        with Progress(*columns, console=shown) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda: bar.advance(task)
+
+    return request_bar
