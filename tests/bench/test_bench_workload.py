@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.bench.main import expand_sweep
+from toolkit.bench.sweep import plan_sweep
 from toolkit.bench.workload import build_workload, load_chat_dataset, sample_lengths
 from toolkit.compose import compose_config
 from toolkit.config.errors import ConfigError
@@ -71,12 +71,11 @@ def test_chat_dataset_from_a_file(tmp_path):
         load_chat_dataset(str(tmp_path / "missing.jsonl"))
 
 
-def test_expand_sweep_is_the_cartesian_product():
-    jobs, axes = expand_sweep(["scheduler.max_num_seqs=1,4", "bench.request_rate=2,8",
-                               "device=cpu"])
-    assert axes == ["scheduler.max_num_seqs", "bench.request_rate"]
-    assert len(jobs) == 4
-    assert ["scheduler.max_num_seqs=4", "bench.request_rate=2", "device=cpu"] in jobs
+def test_a_grid_plan_checks_every_job_of_the_cartesian_product(tmp_path):
+    plan = plan_sweep(["scheduler.max_num_seqs=1,4", "bench.request_rate=2,8", "device=cpu",
+                       f"hydra.sweep.dir={tmp_path}"])
+    assert plan.axes == ["scheduler.max_num_seqs", "bench.request_rate"]
+    assert plan.num_jobs == 4 and plan.sweep_dir == tmp_path
 
 
 @pytest.mark.parametrize("override, message", [

@@ -25,6 +25,7 @@ from toolkit.api.kobold.serving import KoboldServing
 from toolkit.api.openai.serving_chat import ChatServing
 from toolkit.api.openai.serving_completions import CompletionServing
 from toolkit.api.openai.serving_embeddings import EmbeddingServing
+from toolkit.api.openai.serving_lora import LoraAdminServing
 from toolkit.api.openai.serving_models import InfoServing
 from toolkit.api.openai.serving_responses import ResponsesServing
 from toolkit.api.openai.serving_tokenize import TokenizeServing
@@ -60,6 +61,11 @@ def build_app(engine: EngineClient, server_config: ServerConfig,
     routes += ResponsesServing.from_config(ctx, server_config.chat).routes()
     if server_config.kobold_api:
         routes += KoboldServing(ctx).routes()
+    if server_config.allow_runtime_lora_updating:
+        if not server_config.admin_key:
+            raise ValueError("server.allow_runtime_lora_updating=true needs server.admin_key "
+                             "(the load/unload endpoints take only the admin key)")
+        routes += LoraAdminServing(ctx).routes()
     routes += ui_routes(ctx, server_config)
     for method, path, handler in routes:
         router.add(method, path, _endpoint(handler))

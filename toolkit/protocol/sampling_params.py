@@ -94,6 +94,9 @@ class SamplingParams:
     before every other logits processor)."""
     eos_token_ids: tuple[int, ...] = field(default=(), compare=False)
     """Filled by the engine from the model's generation config."""
+    lora_name: str | None = None
+    """The LoRA adapter the request runs with: its key from the server's LoraManager
+    (the API maps a request's ``model`` to it); None runs the base model."""
 
     def __post_init__(self) -> None:
         for name, ok, rule in self._checks():

@@ -39,6 +39,9 @@ class QuantLinear(nn.Module):
         self.method = method
         self.dtype = dtype
         self.device = torch.device(device)
+        self.lora = None
+        """A toolkit.lora LoraProjection when LoRA adapters are served: ``forward`` adds
+        its per-row delta (``add_delta(x, y) -> y``); None: the plain projection."""
         self.create_params()
 
     def create_params(self) -> None:
@@ -97,8 +100,11 @@ class QuantLinear(nn.Module):
         self.loaded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [T, in_features] -> [T, out_features]."""
-        return self.method.apply(self, x, self.bias_tensor)
+        """x: [T, in_features] -> [T, out_features] (plus the LoRA delta of each row)."""
+        y = self.method.apply(self, x, self.bias_tensor)
+        if self.lora is not None:
+            return self.lora.add_delta(x, y)
+        return y
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, output_sizes={self.output_sizes}, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -72,6 +72,16 @@ def build_forward_batch(scheduled: list[ScheduledRequest], page_size: int,
             tokens = tokens + item.draft_token_ids
         lists.add(tokens, start, request.page_ids, num_drafts + 1 if item.samples else 0)
     return lists.build(device)
+
+
+def lora_token_slots(scheduled: list[ScheduledRequest],
+                     slot_of: Mapping[str | None, int]) -> list[int]:
+    """Each token's LoRA adapter slot (``slot_of[request.lora_name]``; -1: the base
+    model), in build_forward_batch's row order."""
+    slots: list[int] = []
+    for item in scheduled:
+        slots.extend([slot_of[item.request.lora_name]] * item.num_tokens)
+    return slots
 
 
 def build_chunk_batch(chunks: Sequence[tuple[list[int], int, list[int], int]], page_size: int,

@@ -28,8 +28,11 @@ class Scheduler:
     """Owns the waiting queue and the running list; pure Python, unit-testable on CPU."""
 
     def __init__(self, config: SchedulerConfig, page_manager: PageManager,
-                 max_model_len: int) -> None:
+                 max_model_len: int, max_loras: int | None = None) -> None:
         self.config = config
+        self.max_loras = max_loras
+        """Most distinct LoRA adapters in one step (lora.max_loras); None: no cap. A
+        request whose adapter would exceed it waits for a later step."""
         self.page_manager = page_manager
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
@@ -76,15 +79,31 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         output = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
-        budget = self._schedule_running(output, budget)
+        adapters: set[str] = set()
+        budget = self._schedule_running(output, budget, adapters)
         if not output.preempted_ids:
-            self._schedule_waiting(output, budget)
+            self._schedule_waiting(output, budget, adapters)
         return output
 
-    def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+    def _admits_adapter(self, request: Request, adapters: set[str]) -> bool:
+        """Whether ``request`` fits the step's distinct LoRA adapters ``adapters`` (added
+        to them when it does)."""
+        name = request.lora_name
+        if name is None or name in adapters:
+            return True
+        if self.max_loras is not None and len(adapters) >= self.max_loras:
+            return False
+        adapters.add(name)
+        return True
+
+    def _schedule_running(self, output: SchedulerOutput, budget: int,
+                          adapters: set[str]) -> int:
         index = 0
         while index < len(self.running) and budget > 0:
             request = self.running[index]
+            if not self._admits_adapter(request, adapters):
+                index += 1
+                continue
             item = self._schedule_drafts(request, budget)
             if item is None:
                 num_tokens = min(request.num_tokens - request.num_computed_tokens, budget)
@@ -128,9 +147,17 @@ class Scheduler:
         request.num_preemptions += 1
         self.waiting.appendleft(request)
 
-    def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            request = self.waiting[0]
+    def _schedule_waiting(self, output: SchedulerOutput, budget: int,
+                          adapters: set[str]) -> None:
+        """Admit waiting requests in order; one whose LoRA adapter does not fit the step
+        is passed over (it keeps its place in the queue)."""
+        index = 0
+        while (index < len(self.waiting) and budget > 0
+               and len(self.running) < self.config.max_num_seqs):
+            request = self.waiting[index]
+            if not self._admits_adapter(request, adapters):
+                index += 1
+                continue
             prefix = self.page_manager.find_cached_prefix(request)
             num_computed = request.num_computed_tokens + prefix.num_tokens
             num_tokens = request.num_tokens - num_computed
@@ -141,7 +168,7 @@ class Scheduler:
             if not self.page_manager.allocate(request, num_computed + num_tokens, prefix):
                 break
             request.num_computed_tokens = num_computed
-            self.waiting.popleft()
+            del self.waiting[index]
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             output.scheduled.append(

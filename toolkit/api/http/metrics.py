@@ -98,6 +98,21 @@ class EngineCollector(Collector):
         yield gauge("spec_decode_mean_accepted_length",
                     "Tokens emitted per verification (1 + accepted drafts).",
                     metrics.mean_accepted_length, TOOLKIT_PREFIX)
+        lora = getattr(self.ctx.engine, "lora", None)
+        if lora is not None:
+            yield _lora_requests(lora, labels, values)
+
+
+def _lora_requests(lora, labels: list[str], values: list[str]) -> CounterMetricFamily:
+    """``toolkit:lora_requests_total{lora_name}``: requests run per LoRA adapter (every
+    served adapter, 0 before its first request)."""
+    family = CounterMetricFamily(f"{TOOLKIT_PREFIX}:lora_requests",
+                                 "Requests run per LoRA adapter.",
+                                 labels=[*labels, "lora_name"])
+    counts = {adapter.name: 0 for adapter in lora.served()} | lora.request_counts()
+    for name, count in sorted(counts.items()):
+        family.add_metric([*values, name], count)
+    return family
 
 
 def metrics_registry(ctx: ServingContext, process: bool = True) -> CollectorRegistry:

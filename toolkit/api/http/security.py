@@ -21,7 +21,7 @@ Middleware = Callable[[Request, Handler], Awaitable[Response]]
 
 PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/api/")
 """Paths that need an API key when api_keys (or admin_key) is set."""
-ADMIN_PATHS = ("/metrics",)
+ADMIN_PATHS = ("/metrics", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 """Paths that need the admin key when it is set."""
 
 

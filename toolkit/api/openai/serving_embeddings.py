@@ -27,6 +27,7 @@ from toolkit.api.openai.protocol_embeddings import (
 )
 from toolkit.api.openai.responses import new_id, now
 from toolkit.api.openai.serving_base import check_healthy, check_model
+from toolkit.api.openai.serving_lora import adapter_key
 from toolkit.api.openai.validation import invalid
 
 
@@ -42,6 +43,9 @@ class EmbeddingServing:
         deadline = Deadline.after(self.ctx.request_timeout)
         body = await parse_body(request, EmbeddingRequest)
         check_model(self.ctx, body.model)
+        if adapter_key(self.ctx, body.model) is not None:
+            raise APIError("Embeddings are computed by the base model; LoRA adapters are not "
+                           "supported here", param="model", code="invalid_value")
         _check(body)
         check_healthy(self.ctx)
         prompts = self.prompt_ids(body)
