@@ -10,7 +10,7 @@ import toolkit
 
 FLOORS = [
     "__init__", "registry", "protocol", "config", "kernels", "kv", "attention", "layers",
-    "quant", "models", "tokenizer", "guided", "runner", "speculative", "scheduler", "engine",
+    "quant", "lora", "models", "tokenizer", "guided", "runner", "speculative", "scheduler", "engine",
     "api", "resolve", "compose", "waits", "runtime", "quantize", "bench", "cli", "__main__",
 ]
 """Bottom to top: ``toolkit/<floor>`` (a package or a top-level module)."""

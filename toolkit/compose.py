@@ -104,14 +104,18 @@ def _check_key(key: str) -> None:
 
 def did_you_mean(word: str, candidates: Sequence[str], before: Sequence[str] = (),
                  after: Sequence[str] = ()) -> str:
-    """`` (did you mean X?)`` for the candidate closest to ``word`` (difflib), else "".
-    In a dotted key the suggestion keeps the parts ``before`` and ``after`` the misspelled
-    one: ``cache.page_sise`` -> ``cache.page_size``, ``cahce.page_size`` ->
+    """`` (did you mean X?)`` for the candidate closest to ``word`` (difflib; among equally
+    close ones, one that ``word`` begins: ``smollm`` -> ``smollm2``, not ``smolvlm``), else
+    "". In a dotted key the suggestion keeps the parts ``before`` and ``after`` the
+    misspelled one: ``cache.page_sise`` -> ``cache.page_size``, ``cahce.page_size`` ->
     ``cache.page_size``."""
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
     if not close:
         return ""
-    return f" (did you mean {'.'.join([*before, close[0], *after])}?)"
+    ratio = difflib.SequenceMatcher(None, word, close[0]).ratio()
+    ties = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == ratio]
+    best = next((c for c in ties if c.startswith(word)), close[0])
+    return f" (did you mean {'.'.join([*before, best, *after])}?)"
 
 
 def _one_line(exc: BaseException) -> str:

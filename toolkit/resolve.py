@@ -204,9 +204,11 @@ def resolve_attention(cfg: ToolkitConfig, device: str) -> str:
 
 def resolve_max_model_len(cfg: ToolkitConfig, max_position_embeddings: int,
                           sliding_window: int | None = None) -> int:
-    """model.max_model_len, else the checkpoint's limit: its max_position_embeddings, or
-    its sliding window when it has one (full attention equals windowed attention only
-    within the window)."""
+    """model.max_model_len, else the checkpoint's limit (as vLLM): its
+    max_position_embeddings, or ``sliding_window`` when one caps the context
+    (ModelInfo.context_window: full attention equals windowed attention only within the
+    window). Only an explicit value above the limit is an error; no conf/model file sets
+    one, so a checkpoint given by model.path brings its own."""
     limit, what = max_position_embeddings, f"max_position_embeddings={max_position_embeddings}"
     if sliding_window is not None and sliding_window < limit:
         limit, what = sliding_window, f"sliding_window={sliding_window}"
@@ -294,7 +296,7 @@ def check_model_fit(cfg: ToolkitConfig, model_dir, device: str) -> None:
         method.check_checkpoint(tensor_shapes(files))
     info = read_model_info(model_dir)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings,
-                                          info.sliding_window)
+                                          info.context_window)
     if device == "cpu" or cfg.cache.num_pages is not None:
         import torch
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from toolkit.attention.base import model_attention_layers
 from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
@@ -72,7 +73,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         cpu_kernels = kernels.name
     info = read_model_info(model_dir)
     dtype = getattr(torch, cfg.model.dtype)
-    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.sliding_window)
+    max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings, info.context_window)
     cache_dtype = resolve_cache_dtype(cfg)
     cache_torch_dtype = getattr(torch, cache_dtype)
     bytes_per_page = KVCachePool.bytes_per_page(
@@ -85,7 +86,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
                            prepack_weights=cfg.device.prepack_weights,
                            allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
                            batch_invariant=cfg.device.deterministic and device == "cpu",
-                           kernels=kernels)
+                           kernels=kernels, max_model_len=max_model_len)
+    lora = _lora_manager(cfg, model, device)  # its slot buffers count in the GPU profile
     attention_backend = resolve_attention(cfg, device)
     gpu_plan = None
     if memory_at_start is not None and cfg.cache.num_pages is None:
@@ -94,7 +96,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
     num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len, gpu_kv_bytes)
     attention = attention_over_pool(info, num_pages, cfg.cache.page_size, cache_torch_dtype,
-                                    device, attention_backend, kernels)
+                                    device, attention_backend, kernels,
+                                    model_attention_layers(model))
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
@@ -105,7 +108,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
         cpu_kernels=cpu_kernels,
-        deterministic=_make_deterministic(cfg, device, model, attention, attention_backend),
+        deterministic=_make_deterministic(cfg, device, model, attention, attention_backend,
+                                          lora),
         cache_dtype=cache_dtype,
         kv_cache_gib=num_pages * bytes_per_page / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
@@ -114,7 +118,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
 
     runner = ModelRunner(model, attention, resolved.page_size, device, _acceptance(cfg),
                          exact_seeded_drafts=resolved.deterministic,
-                         drafter=_drafter(cfg, resolved, info.vocab_size))
+                         drafter=_drafter(cfg, resolved, info.vocab_size), lora=lora)
     if device == "cuda" and cfg.runner.cuda_graphs:
         with waiting("capturing CUDA graphs", "captured CUDA graphs"):
             runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
@@ -125,7 +129,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
 
 
 def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module, attention,
-                       attention_backend: str) -> bool:
+                       attention_backend: str, lora=None) -> bool:
     """device.deterministic as far as the built parts allow (the matmuls were asked at
     load time); says in one line why not where it was asked for and cannot be."""
     if not cfg.device.deterministic:
@@ -141,6 +145,9 @@ def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module,
     elif (variance := _settle_invariant_matmuls(model)) is not None:
         blockers.append(f"oneDNN's matmul on this CPU changes a row's bits with the batch "
                         f"({variance})")
+    elif lora is not None and (variance := lora.batch_variance()) is not None:
+        blockers.append(f"oneDNN's matmul on this CPU changes a LoRA row's bits with the "
+                        f"batch ({variance})")
     if not blockers and not attention.enable_batch_invariance():
         blockers.append(f"attention={attention_backend} with device.cpu_kernels="
                         f"{cfg.device.cpu_kernels}, cache.dtype={cfg.cache.dtype} is not "
@@ -234,20 +241,22 @@ def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num
     model = load_model(model_dir, dtype, device, prepack_weights=prepack_weights,
                        allow_pickle=draft.allow_pickle, quant=spec.draft_quant, kernels=kernels)
     return model, attention_over_pool(info, num_pages, page_size, dtype, device,
-                                      attention_backend, kernels)
+                                      attention_backend, kernels, model_attention_layers(model))
 
 
 def attention_over_pool(info, num_pages: int, page_size: int,
                         cache_torch_dtype: torch.dtype, device: str, attention_backend: str,
-                        kernels: KernelRoute = TORCH):
+                        kernels: KernelRoute = TORCH, layers=None):
     """A KV pool of ``num_pages`` pages for the model ``info`` (ModelInfo) describes, and
-    the named attention backend over it, built with the CPU kernel route ``kernels``."""
+    the named attention backend over it, built with the CPU kernel route ``kernels`` and
+    the model's per-layer attention ``layers`` (attention.base.model_attention_layers)."""
     from toolkit.attention.registry import ATTENTION_BACKENDS
 
     kv_pool = KVCachePool(info.num_layers, num_pages, page_size, info.num_kv_heads,
                           info.head_dim, cache_torch_dtype, device)
     return ATTENTION_BACKENDS.get(attention_backend)(
-        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels)
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels,
+        layers=layers)
 
 
 def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,
@@ -262,7 +271,8 @@ def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attent
                   "dtype": cache_torch_dtype}
     num_tokens = min(cfg.scheduler.max_num_batched_tokens, max_model_len)
     return memory_planner.profile_gpu_memory(
-        model, lambda pool: backend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim),
+        model, lambda pool: backend(pool, info.num_qo_heads, info.num_kv_heads, info.head_dim,
+                                    layers=model_attention_layers(model)),
         start, pool_shape, num_tokens, min(cfg.scheduler.max_num_seqs, num_tokens), "cuda")
 
 
@@ -294,7 +304,7 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
         drafter = _drafter(cfg, runtime.resolved, old.model.config["vocab_size"])
         acceptance = _acceptance(cfg)
     runner = ModelRunner(old.model, old.attention, old.page_size, old.device, acceptance,
-                         old.graph_runner, old.exact_seeded_drafts, drafter)
+                         old.graph_runner, old.exact_seeded_drafts, drafter, lora=old.lora)
     core, engine = _wire_engine(cfg, runtime.resolved, runner, runtime.tokenizer,
                                 runtime.core.guided)
     return replace(runtime, config=cfg, core=core, engine=engine)
@@ -306,10 +316,40 @@ def _wire_engine(cfg: ToolkitConfig, resolved: ResolvedConfig, runner: ModelRunn
     GuidedCompiler of guided requests."""
     page_manager = PageManager(resolved.num_pages, resolved.page_size,
                                  cfg.cache.enable_prefix_caching)
-    scheduler = Scheduler(cfg.scheduler, page_manager, resolved.max_model_len)
+    scheduler = Scheduler(cfg.scheduler, page_manager, resolved.max_model_len,
+                          max_loras=runner.lora.max_loras if runner.lora is not None else None)
     core = EngineCore(scheduler, runner, OutputProcessor(tokenizer), resolved.eos_token_ids,
                       guided)
     engine = AsyncEngine(core, tokenizer, cfg.model.name, resolved.max_model_len,
                          resolved.num_threads, resolved.deterministic)
+    engine.lora = runner.lora  # the API's adapter names and load/unload (None: no LoRA)
     return core, engine
+
+
+def _lora_manager(cfg: ToolkitConfig, model: torch.nn.Module, device: str):
+    """The LoRA adapters of lora.* over ``model`` (None when lora.enable is off), each
+    of lora.modules read and validated now."""
+    if not cfg.lora.enable:
+        return None
+    from toolkit.config.errors import ConfigError
+    from toolkit.lora.errors import LoraLoadError
+    from toolkit.lora.manager import build_lora_manager
+    from toolkit.lora.modules import parse_modules
+
+    lora = cfg.lora
+    dtype = model.dtype if lora.dtype == "auto" else LORA_DTYPES.get(lora.dtype)
+    if dtype is None:
+        raise ConfigError(f"lora.dtype={lora.dtype!r}: expected one of "
+                          f"{['auto', *LORA_DTYPES]}")
+    try:
+        modules = parse_modules(lora.modules)
+        with waiting(f"reading {len(modules)} LoRA adapters", "read the LoRA adapters"):
+            return build_lora_manager(model, modules, lora.max_loras, lora.max_lora_rank,
+                                      lora.max_cpu_loras, dtype, device)
+    except (LoraLoadError, ValueError) as exc:
+        raise ConfigError(f"lora: {str(exc).splitlines()[0]}") from None
+
+
+LORA_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""lora.dtype's choices besides auto (the model's dtype)."""
 

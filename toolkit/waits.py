@@ -41,7 +41,12 @@ def model_lookup_wait(cfg: ToolkitConfig) -> tuple[str | None, str | None]:
     """What finding the model waits on: a GGUF conversion that has not happened yet (the
     cache path rule of toolkit.models.source._from_package), a Hugging Face lookup, or
     nothing worth a line (a local directory, a converted GGUF)."""
-    from toolkit.models.source import HF_PREFIX, PKG_PREFIX, cache_root, packaged_gguf_path
+    from toolkit.models.source import (
+        HF_PREFIX,
+        PKG_PREFIX,
+        cache_root,
+        packaged_gguf_path,
+    )
 
     source = cfg.model.source
     if cfg.model.path:

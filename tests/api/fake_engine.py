@@ -266,7 +266,7 @@ class FakeEngine:
         _check_guided(spec)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
-                       params: SamplingParams, priority: int = 0
+                       params: SamplingParams, priority: int = 0, multimodal=None
                        ) -> AsyncIterator[RequestOutput]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")

@@ -133,7 +133,7 @@ async def test_nan_and_infinity_are_400(fake_api, fake_engine):
 
 @pytest.mark.parametrize("path, body, param", [
     (CHAT, chat(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]),
      "messages[0].content[0].type"),
     (CHAT, chat(functions=[{"name": "f"}]), "functions"),
     (COMPLETIONS, completion(suffix="end"), "suffix"),

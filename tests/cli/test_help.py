@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from toolkit.cli.main import app
 from toolkit.cli.reference import field_docs, leaf_keys
 from toolkit.config.schema import ToolkitConfig
+from toolkit.config.store import group_options
 
 runner = CliRunner()
 
@@ -22,11 +23,12 @@ def help_text(*command: str) -> str:
 
 def test_serve_help_lists_groups_options_and_most_used_keys():
     text = help_text("serve")
-    assert "model llama3 | llama3.1 | mistral | qwen2 | smollm2*" in text
+    models = [f"{name}*" if name == "smollm2" else name for name in group_options("model")]
+    assert "model " + " | ".join(models) in text and "qwen2 |" in text
     assert "quant auto* | awq | fp8 | gptq | none | q4_1" in text
     assert "recipe cpu-default | cpu-latency | cpu-throughput" in text
     assert "server.port=8000 TCP port." in text
-    assert "model.max_model_len=8192 Context length (prompt + output)" in text
+    assert "model.max_model_len=null Context length (prompt + output)" in text
     assert "server.api_keys=[] Keys accepted as" in text  # [..] survives rich markup
     assert "`toolkit config keys GROUP`" in text and "`toolkit config show" in text
     assert " bench " not in text.split("Config groups")[1].split("Most used keys")[0]
@@ -86,7 +88,7 @@ def test_config_keys_of_an_unknown_group_is_one_line_with_did_you_mean():
 
 @pytest.mark.parametrize("override, line", [
     ("modle=llama3", "error: unknown key 'modle' (did you mean model?); valid keys: "
-                     "attention, bench, cache, device, model, quant, recipe, runner,"),
+                     "attention, bench, cache, device, lora, model, quant, recipe, "),
     ("cache.page_sise=8", "error: unknown key 'cache.page_sise' (did you mean "
                           "cache.page_size?); valid keys under cache:"),
     ("model=smollm", "error: unknown model 'smollm' (did you mean smollm2?); valid choices:"),

@@ -47,13 +47,18 @@ def test_overrides_reach_the_frozen_dataclasses():
     ("llama3.1", "hf:meta-llama/Llama-3.1-8B-Instruct"),
     ("mistral", "hf:mistralai/Mistral-7B-Instruct-v0.3"),
     ("qwen2", "hf:Qwen/Qwen2-7B-Instruct"),
+    ("qwen3", "hf:Qwen/Qwen3-0.6B"),
+    ("phi3", "hf:microsoft/Phi-3-mini-4k-instruct"),
+    ("phi4", "hf:microsoft/Phi-4-mini-instruct"),
+    ("gemma2", "hf:google/gemma-2-2b-it"),
+    ("gemma3", "hf:google/gemma-3-1b-it"),
 ])
 def test_model_configs_name_their_source(name, source):
     assert compose_config([f"model={name}"]).model.source == source
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model=nope", "unknown model 'nope'; valid choices: llama3, llama3.1, mistral, qwen2, smollm2"),
+    ("model=nope", "unknown model 'nope'; valid choices: " + ", ".join(group_options("model"))),
     ("recipe=nope", "unknown recipe 'nope'; valid choices: "),
     ("model.foo=1", "unknown key 'model.foo'; valid keys under model: allow_pickle, dtype"),
     ("runner.foo=1", "unknown key 'runner.foo'; valid keys under runner: cuda_graph_batch_sizes"),
@@ -93,10 +98,10 @@ def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
     ("cahce.page_size=8", "unknown key 'cahce.page_size' (did you mean cache.page_size?)"),
     ("server.chat.tool_parsr=x", "(did you mean server.chat.tool_parser?); valid keys "
                                  "under server.chat:"),
-    ("model=smollm", "unknown model 'smollm' (did you mean smollm2?); valid choices: "),
+    ("model=smolm2", "unknown model 'smolm2' (did you mean smollm2?); valid choices: "),
     ("recipe=cpu-defualt", "unknown recipe 'cpu-defualt' (did you mean cpu-default?)"),
-    ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache, device, model, quant, "
-              "recipe, runner, sampling, scheduler, seed, server, speculative"),
+    ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache, device, lora, model, "
+              "quant, recipe, runner, sampling, scheduler, seed, server, speculative"),
 ])
 def test_misspellings_get_a_did_you_mean(override, message):
     with pytest.raises(ConfigError) as info:

@@ -266,3 +266,65 @@ def test_row_kernels_give_each_row_the_same_bits_whatever_its_neighbours(dtype, 
         alone = torch.cat([kernel(slice(i, i + 1)) for i in range(300)])
         for rows in (slice(0, 300), slice(7, 23), slice(150, 300)):
             assert torch.equal(kernel(rows), alone[rows]), name
+
+
+@pytest.mark.parametrize("window_left,soft_cap", [(150, 0.0), (-1, 2.5), (40, 2.5), (0, 0.0)])
+def test_decode_attention_with_a_window_and_soft_cap_is_exact_attention(
+        window_left, soft_cap, native_kernels):
+    """Gemma's per-layer attention in the kernel: rows of one request (a block, ends at
+    281..300, three ranges; with window 40 the first range lies wholly before every row's
+    window) and a short request attend only to their last window_left + 1 positions, with
+    tanh-capped scores, as the float64 formula does; each row's bits are those it gets
+    alone."""
+    torch.manual_seed(7)
+    page_size, num_pages, heads, group, dim = 16, 24, 2, 3, 64
+    cache = torch.randn(num_pages, 2, page_size, heads, dim)
+    pages = torch.randperm(num_pages).to(torch.int32)
+    lens = torch.tensor([*range(281, 301), 7], dtype=torch.int32)
+    starts = torch.tensor([0] * 20 + [19], dtype=torch.int32)
+    q = torch.randn(len(lens), heads * group, dim) * 3
+    scale = 0.1
+    out = native_kernels.ops.decode_attention(q, cache, pages, starts, lens, scale,
+                                              window_left, soft_cap)
+    for r, (length, start) in enumerate(zip(lens.tolist(), starts.tolist())):
+        rows = pages[start:start + -(-length // page_size)].long()
+        keys = cache[rows, 0].reshape(-1, heads, dim)[:length].double()
+        values = cache[rows, 1].reshape(-1, heads, dim)[:length].double()
+        scores = torch.einsum("hgd,lhd->hgl", q[r].double().view(heads, group, dim),
+                              keys) * scale
+        if soft_cap > 0:
+            scores = torch.tanh(scores / soft_cap) * soft_cap
+        if window_left >= 0:
+            scores[..., :max(0, length - 1 - window_left)] = float("-inf")
+        expected = torch.einsum("hgl,lhd->hgd", scores.softmax(-1), values).reshape(-1, dim)
+        torch.testing.assert_close(out[r].double(), expected, atol=1e-5, rtol=1e-5)
+        alone = native_kernels.ops.decode_attention(
+            q[r:r + 1], cache, pages, starts[r:r + 1], lens[r:r + 1], scale, window_left,
+            soft_cap)
+        assert torch.equal(alone[0], out[r]), r
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_windowed_soft_capped_decode_attention_matches_the_torch_route(dtype, native_kernels):
+    """TorchRefBackend built with per-layer attention (window, soft cap, scale): the
+    native decode kernel against the torch route's masked, capped attention."""
+    from toolkit.attention.base import LayerAttention
+
+    page_size, num_qo_heads, num_kv_heads, head_dim = 16, 8, 2, 64
+    requests = [([5], 37, [7, 3, 12]), ([6], 15, [5]), (list(range(20)), 0, [30, 0]),
+                ([7], 63, [9, 21, 2, 33])]
+    num_tokens = sum(len(tokens) for tokens, _, _ in requests)
+    batch = build_forward_batch(requests, page_size)
+    q = (torch.randn(num_tokens, num_qo_heads, head_dim) * 3).to(dtype)
+    k, v = (torch.randn(num_tokens, num_kv_heads, head_dim).to(dtype) for _ in range(2))
+    layer = LayerAttention(window_left=20, logits_soft_cap=3.0, scale=0.09)
+    outputs = []
+    for kernels in (native_kernels, TORCH):
+        backend = _filled_backend(dtype, page_size, num_qo_heads, num_kv_heads, head_dim,
+                                  kernels)
+        backend = TorchRefBackend(backend.kv_pool, num_qo_heads, num_kv_heads, head_dim,
+                                  kernels=kernels, layers=[layer])
+        backend.plan(batch)
+        outputs.append(backend.forward(0, q, k, v))
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)

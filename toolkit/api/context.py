@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.api.engine_client import EngineClient
 from toolkit.api.openai.protocol_embeddings import POOLING_TYPES
 from toolkit.api.openai.sampling import generation_defaults
-from toolkit.config.schema import EmbeddingConfig
+from toolkit.config.schema import EmbeddingConfig, MediaConfig
 from toolkit.tokenizer.tool_parsers import ToolParser, get_tool_parser
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ class ServingContext:
     """How /v1/embeddings pools hidden states and whether it L2-normalizes them."""
     kobold_max_length: int = 256
     """The output length the Kobold API reports."""
+    media: MediaConfig = field(default_factory=lambda: MediaConfig())
+    """Image inputs: whether http(s) URLs are fetched, the fetch timeout, size limits."""
     sampling_defaults: Mapping[str, Any] = field(default_factory=dict)
     """Values of the sampling parameters a request leaves unset (server.generation_config:
     the model's generation_config.json, as vLLM); a request's own values win."""
@@ -83,6 +85,7 @@ class ServingContext:
             request_timeout=config.request_timeout,
             embedding=_embedding(config.embedding),
             kobold_max_length=config.kobold_max_length,
+            media=config.media,
             sampling_defaults=generation_defaults(config.generation_config),
         )
 

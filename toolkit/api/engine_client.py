@@ -51,9 +51,11 @@ class EngineClient(Protocol):
 
     def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-        priority: int = 0,
+        priority: int = 0, multimodal: Any = None,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """The request's deltas, produced only while iterated. ``num_output_tokens`` is
+        """The request's deltas, produced only while iterated (``multimodal``: the
+        prompt's images, a toolkit.protocol MultiModalInput; passed only when there are
+        some, so an engine without images need not take it). ``num_output_tokens`` is
         cumulative; the last delta carries ``finish_reason``; one with ``error`` set is a
         failure inside the engine (the API answers 500). Raises
         ``EngineOverloadedError`` (503 with Retry-After) when the queue is full, ValueError

@@ -1,11 +1,14 @@
 """Attention backends by name; factories take (kv_pool, num_qo_heads, num_kv_heads,
-head_dim, scale=None, *, kernels=TORCH), ``kernels`` being the CPU kernel route
-(toolkit.kernels.route) chosen by build_runtime. GPU backends import their packages only
-inside the factory."""
+head_dim, scale=None, *, kernels=TORCH, layers=None), ``kernels`` being the CPU kernel route
+(toolkit.kernels.route) chosen by build_runtime and ``layers`` the model's per-layer
+attention (base.LayerAttention; None: every layer plain). GPU backends import their
+packages only inside the factory."""
 
 from __future__ import annotations
 
-from toolkit.attention.base import AttentionBackend
+from collections.abc import Sequence
+
+from toolkit.attention.base import AttentionBackend, LayerAttention
 from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.registry import Registry
@@ -15,20 +18,22 @@ ATTENTION_BACKENDS = Registry[AttentionBackend]("attention backend")
 
 @ATTENTION_BACKENDS.register("torch_ref")
 def _torch_ref(kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int, head_dim: int,
-               scale: float | None = None, *, kernels: KernelRoute = TORCH) -> AttentionBackend:
+               scale: float | None = None, *, kernels: KernelRoute = TORCH,
+               layers: Sequence[LayerAttention] | None = None) -> AttentionBackend:
     from toolkit.attention.torch_ref import TorchRefBackend
 
     return TorchRefBackend(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale,
-                           kernels=kernels)
+                           kernels=kernels, layers=layers)
 
 
 @ATTENTION_BACKENDS.register("flashinfer")
 def _flashinfer(kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int, head_dim: int,
-                scale: float | None = None, *, kernels: KernelRoute = TORCH) -> AttentionBackend:
+                scale: float | None = None, *, kernels: KernelRoute = TORCH,
+                layers: Sequence[LayerAttention] | None = None) -> AttentionBackend:
     from toolkit.attention.flashinfer import FlashInferBackend
 
     return FlashInferBackend(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale,
-                             kernels=kernels)
+                             kernels=kernels, layers=layers)
 
 
 def flashinfer_unavailable(device: str) -> str | None:

@@ -14,19 +14,32 @@ rows included, is attended as a decode of its own position by the native kernel,
 a request's positions into fixed 128-position ranges. A row's output is then the same
 whether its request is prefilled whole, in chunks, after a prefix-cache hit, verified with
 drafts or decoded, and whatever else shares the step.
+
+Per-layer attention (``layers``, see base.LayerAttention): a sliding window is a mask
+(``plan`` builds one per distinct window, for the decode rows and for each prefill) and on
+the native route the kernel's ``window_left``; soft-capped logits leave SDPA for explicit
+scores, tanh capping, mask and softmax (the native kernel caps in its own loop). Such a
+layer's prefill attends PREFILL_QUERY_BLOCK queries at a time over the keys their windows
+reach; the native kernel skips the ranges wholly before a row's window. The page table
+keeps every page (freeing pages that slid out of every window is an optimisation left
+out), and the torch route's decode gathers them all before masking.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from toolkit.attention.base import AttentionBackend
+from toolkit.attention.base import AttentionBackend, LayerAttention
 from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
+
+PREFILL_QUERY_BLOCK = 256
+"""Queries of a windowed or soft-capped layer's prefill attended at a time."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,9 @@ class _DecodePlan:
     """[Bd, 1, 1, L] bool, True where a KV position is real; None when no padding."""
     max_len: int
     """L: the longest KV length among decode requests."""
+    window_masks: dict[int, torch.Tensor]
+    """window_left -> [Bd, 1, 1, L] bool ``mask`` narrowed to each row's window, for every
+    sliding window of the layers; the torch route only."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,9 @@ class _PrefillPlan:
     """[seq_len] int64 rows holding V (k_rows + page_size)."""
     mask: torch.Tensor | None
     """[qo_len, seq_len] bool causal mask offset by the cached prefix; None: plain causal."""
+    window_masks: dict[int, torch.Tensor]
+    """window_left -> [qo_len, seq_len] bool causal mask narrowed to each query's window
+    (-1: the causal mask), for every layer that is not plain."""
 
 
 def _cache_k_rows(batch: ForwardBatch, device: torch.device) -> torch.Tensor:
@@ -81,6 +100,57 @@ def _cache_k_rows(batch: ForwardBatch, device: torch.device) -> torch.Tensor:
     return (pages[:, None] * (2 * page_size) + offsets).reshape(-1)
 
 
+def _window_mask(query_pos: torch.Tensor, kv_pos: torch.Tensor,
+                 window_left: int) -> torch.Tensor:
+    """[Q, K] bool: key position within ``window_left`` before the query's, or at it (the
+    causal bound is the caller's)."""
+    return kv_pos[None, :] >= query_pos[:, None] - window_left
+
+
+def _attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               mask: torch.Tensor | None, is_causal: bool, layer: LayerAttention,
+               ) -> torch.Tensor:
+    """SDPA with ``layer``'s scale, and its soft-capped logits where it has a cap.
+
+    q [..., Q, D], keys/values [..., K, D], mask broadcastable to [..., Q, K] (True:
+    attend), ``is_causal`` (with Q == K) instead of a mask -> [..., Q, D]."""
+    cap = layer.logits_soft_cap
+    if cap <= 0:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                              is_causal=is_causal, scale=layer.scale)
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * layer.scale  # [..., Q, K]
+    scores = torch.tanh(scores / cap) * cap
+    if is_causal:
+        mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+    return torch.matmul(weights, values)
+
+
+def _blocked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       mask: torch.Tensor, layer: LayerAttention) -> torch.Tensor:
+    """A prefill's attention for a windowed or soft-capped layer, PREFILL_QUERY_BLOCK
+    queries at a time over the keys their windows reach (soft-capped scores of the
+    whole prompt at once would take Hq * qo_len * seq_len floats).
+
+    q: [Hq, Q, D] at the last Q of S positions; keys, values: [Hq, S, D]; mask [Q, S]
+    (causal, narrowed to each query's window) -> [Hq, Q, D]."""
+    num_queries, seq_len = mask.shape
+    first_position = seq_len - num_queries
+    out = torch.empty_like(q)
+    for start in range(0, num_queries, PREFILL_QUERY_BLOCK):
+        end = min(start + PREFILL_QUERY_BLOCK, num_queries)
+        last_key = first_position + end  # exclusive: the block's last query sees it
+        first_key = 0 if layer.window_left < 0 else max(
+            0, first_position + start - layer.window_left)
+        out[:, start:end] = _attention(
+            q[None, :, start:end], keys[None, :, first_key:last_key],
+            values[None, :, first_key:last_key], mask[start:end, first_key:last_key],
+            False, layer)[0]
+    return out
+
+
 def _gather_fp8(flat: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
                 dtype: torch.dtype) -> torch.Tensor:
     """Rows [R] of an fp8 cache (flat [num_pages * 2P, Hkv, D], scales [.., Hkv]),
@@ -93,8 +163,10 @@ class TorchRefBackend(AttentionBackend):
 
     def __init__(self, kv_pool: KVCachePool, num_qo_heads: int, num_kv_heads: int,
                  head_dim: int, scale: float | None = None, *,
-                 kernels: KernelRoute = TORCH) -> None:
-        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale, kernels=kernels)
+                 kernels: KernelRoute = TORCH,
+                 layers: Sequence[LayerAttention] | None = None) -> None:
+        super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale, kernels=kernels,
+                         layers=layers)
         self.group_size = num_qo_heads // num_kv_heads
         self._ops = None if kv_pool.quantized else kernels.native_ops(kv_pool.caches[0])
         """The C++ kernels that store and attend to decodes (the native route over a pool
@@ -107,6 +179,10 @@ class TorchRefBackend(AttentionBackend):
         self._kv_indices: torch.Tensor | None = None
         self._decode: _DecodePlan | None = None
         self._prefills: list[_PrefillPlan] = []
+        self._windows = tuple(sorted({layer.window_left for layer in self.layers
+                                      if not layer.is_plain}))
+        """The distinct window_left of the layers that are not plain (-1: a soft-capped
+        layer without a window); plan masks each."""
 
     def enable_batch_invariance(self) -> bool:
         """Possible when built with the native route over a pool its kernels take (an
@@ -133,11 +209,13 @@ class TorchRefBackend(AttentionBackend):
         decode_ids = [i for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] == 1]
         needs_rows = not self._native or len(decode_ids) < batch.num_requests  # gathers
         flat_k_rows = _cache_k_rows(batch, device) if needs_rows else None
+        windows = self._windows
         self._decode = self._plan_decode(decode_ids, qo_indptr, page_starts, seq_lens,
-                                         flat_k_rows, page_size, device, self._native)
+                                         flat_k_rows, page_size, device, self._native,
+                                         windows)
         self._prefills = [
             self._plan_prefill(qo_indptr[i], qo_indptr[i + 1], page_starts[i] * page_size,
-                               seq_lens[i], flat_k_rows, page_size, device)
+                               seq_lens[i], flat_k_rows, page_size, device, windows)
             for i in range(batch.num_requests) if qo_indptr[i + 1] - qo_indptr[i] > 1
         ]
 
@@ -154,12 +232,13 @@ class TorchRefBackend(AttentionBackend):
             num_decodes=batch.num_tokens, query_rows=None,
             page_starts=batch.kv_indptr[:-1].repeat_interleave(qo_lens).to(torch.int32),
             seq_lens=lens.to(torch.int32), k_rows=None, v_rows=None, mask=None,
-            max_len=int(lens.max()) if batch.num_tokens else 0)
+            max_len=int(lens.max()) if batch.num_tokens else 0, window_masks={})
 
     @staticmethod
     def _plan_decode(decode_ids: list[int], qo_indptr: list[int], page_starts: list[int],
                      seq_lens: list[int], flat_k_rows: torch.Tensor | None, page_size: int,
-                     device: torch.device, native_route: bool) -> _DecodePlan | None:
+                     device: torch.device, native_route: bool,
+                     windows: tuple[int, ...]) -> _DecodePlan | None:
         if not decode_ids:
             return None
         query_rows = [qo_indptr[i] for i in decode_ids]
@@ -174,13 +253,16 @@ class TorchRefBackend(AttentionBackend):
                 page_starts=torch.tensor([page_starts[i] for i in decode_ids],
                                          dtype=torch.int32),
                 seq_lens=lens.to(torch.int32), k_rows=None, v_rows=None, mask=None,
-                max_len=max_len)
+                max_len=max_len, window_masks={})
         starts = torch.tensor([page_starts[i] * page_size for i in decode_ids], device=device)
         position = torch.arange(max_len, device=device)  # [L]
         valid = position[None, :] < lens[:, None]  # [Bd, L]
         gather = torch.where(valid, starts[:, None] + position[None, :], 0)  # [Bd, L]
         needs_mask = min(decode_lens) != max_len
         k_rows = flat_k_rows[gather.reshape(-1)]  # [Bd * L]
+        window_masks = {
+            window: (valid & _window_mask(lens - 1, position, window))[:, None, None, :]
+            for window in windows if window >= 0}
         return _DecodePlan(
             num_decodes=len(decode_ids),
             query_rows=rows,
@@ -190,19 +272,25 @@ class TorchRefBackend(AttentionBackend):
             v_rows=k_rows + page_size,
             mask=valid[:, None, None, :] if needs_mask else None,
             max_len=max_len,
+            window_masks=window_masks,
         )
 
     @staticmethod
     def _plan_prefill(query_start: int, query_end: int, first_row: int, seq_len: int,
-                      flat_k_rows: torch.Tensor, page_size: int,
-                      device: torch.device) -> _PrefillPlan:
+                      flat_k_rows: torch.Tensor, page_size: int, device: torch.device,
+                      windows: tuple[int, ...]) -> _PrefillPlan:
         qo_len = query_end - query_start
-        mask = None
-        if seq_len != qo_len:
+        mask, window_masks = None, {}
+        if seq_len != qo_len or windows:
             query_pos = torch.arange(seq_len - qo_len, seq_len, device=device)  # [qo_len]
-            mask = torch.arange(seq_len, device=device)[None, :] <= query_pos[:, None]
+            kv_pos = torch.arange(seq_len, device=device)  # [seq_len]
+            causal = kv_pos[None, :] <= query_pos[:, None]  # [qo_len, seq_len]
+            mask = causal if seq_len != qo_len else None
+            window_masks = {window: causal & _window_mask(query_pos, kv_pos, window)
+                            if window >= 0 else causal for window in windows}
         k_rows = flat_k_rows[first_row:first_row + seq_len]
-        return _PrefillPlan(query_start, query_end, k_rows, k_rows + page_size, mask)
+        return _PrefillPlan(query_start, query_end, k_rows, k_rows + page_size, mask,
+                            window_masks)
 
     def forward(self, layer_id: int, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor) -> torch.Tensor:
@@ -219,21 +307,22 @@ class TorchRefBackend(AttentionBackend):
             else:
                 flat.index_copy_(0, self._write_k_rows, k)
                 flat.index_copy_(0, self._write_v_rows, v)
+        layer = self.layers[layer_id]
         if self._decode is not None and not self._prefills and self._decode.query_rows is None:
-            return self._attend_decode(cache, flat, q, scales)
+            return self._attend_decode(cache, flat, q, scales, layer)
         out = torch.empty_like(q)  # [T, Hq, D]
         if self._decode is not None:
             rows = self._decode.query_rows
             num_decodes = self._decode.num_decodes
             decode_q = q[:num_decodes] if rows is None else q.index_select(0, rows)
-            decode_out = self._attend_decode(cache, flat, decode_q, scales)
+            decode_out = self._attend_decode(cache, flat, decode_q, scales, layer)
             if rows is None:
                 out[:num_decodes] = decode_out
             else:
                 out.index_copy_(0, rows, decode_out)
         for prefill in self._prefills:
             out[prefill.query_start:prefill.query_end] = self._attend_prefill(
-                flat, q[prefill.query_start:prefill.query_end], prefill, scales)
+                flat, q[prefill.query_start:prefill.query_end], prefill, scales, layer)
         return out
 
     def _write_fp8(self, layer_id: int, flat: torch.Tensor, k: torch.Tensor,
@@ -249,13 +338,15 @@ class TorchRefBackend(AttentionBackend):
         return scales
 
     def _attend_decode(self, cache: torch.Tensor, flat: torch.Tensor, q: torch.Tensor,
-                       scales: torch.Tensor | None) -> torch.Tensor:
+                       scales: torch.Tensor | None, layer: LayerAttention) -> torch.Tensor:
         """q: [Bd, Hq, D] -> [Bd, Hq, D]. GQA groups ride on SDPA's query-length axis.
-        ``scales``: the layer's flat fp8 scales, None for an unquantized cache."""
+        ``scales``: the layer's flat fp8 scales, None for an unquantized cache; ``layer``:
+        how this layer attends."""
         plan = self._decode
         if self._native:
             out = self._ops.decode_attention(q.to(cache.dtype), cache, self._kv_indices,
-                                             plan.page_starts, plan.seq_lens, self.scale)
+                                             plan.page_starts, plan.seq_lens, layer.scale,
+                                             layer.window_left, layer.logits_soft_cap)
             return out.to(q.dtype)  # [Bd, Hq, D]
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)
@@ -268,13 +359,13 @@ class TorchRefBackend(AttentionBackend):
         grouped_q = q.view(num_decodes, self.num_kv_heads, self.group_size, self.head_dim)
         if q.dtype != keys.dtype:
             grouped_q = grouped_q.to(keys.dtype)
-        out = F.scaled_dot_product_attention(
-            grouped_q, keys, values, attn_mask=plan.mask, scale=self.scale)
+        mask = plan.window_masks[layer.window_left] if layer.window_left >= 0 else plan.mask
+        out = _attention(grouped_q, keys, values, mask, False, layer)  # [Bd, Hkv, G, D]
         out = out.reshape(num_decodes, self.num_qo_heads, self.head_dim)
         return out if out.dtype == q.dtype else out.to(q.dtype)
 
     def _attend_prefill(self, flat: torch.Tensor, q: torch.Tensor, plan: _PrefillPlan,
-                        scales: torch.Tensor | None) -> torch.Tensor:
+                        scales: torch.Tensor | None, layer: LayerAttention) -> torch.Tensor:
         """q: [qo_len, Hq, D] -> [qo_len, Hq, D], causal over the request's KV."""
         if scales is None:
             keys = flat.index_select(0, plan.k_rows).transpose(0, 1)  # [Hkv, S, D]
@@ -287,7 +378,11 @@ class TorchRefBackend(AttentionBackend):
         if self.group_size > 1:
             keys = keys.repeat_interleave(self.group_size, dim=0)  # [Hq, S, D]
             values = values.repeat_interleave(self.group_size, dim=0)
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1).to(keys.dtype)[None], keys[None], values[None],
-            attn_mask=plan.mask, is_causal=plan.mask is None, scale=self.scale)[0]
+        queries = q.transpose(0, 1).to(keys.dtype)  # [Hq, qo_len, D]
+        if layer.is_plain:
+            out = _attention(queries[None], keys[None], values[None], plan.mask,
+                             plan.mask is None, layer)[0]
+        else:
+            out = _blocked_attention(queries, keys, values,
+                                     plan.window_masks[layer.window_left], layer)
         return out.transpose(0, 1).to(q.dtype)  # [qo_len, Hq, D]

@@ -202,19 +202,39 @@ def bench(overrides: list[str] | None = OVERRIDES,
           multirun: bool = typer.Option(False, "-m", "--multirun",
                                         help="Sweep every combination of KEY=a,b overrides.")
           ) -> None:
-    """Benchmark the in-process engine or any OpenAI URL (bench.target=URL)."""
+    """Benchmark the in-process engine or any OpenAI URL (bench.target=URL); with -m a
+    Hydra multirun (hydra.sweep.dir=DIR, hydra/launcher=joblib, hydra/sweeper=optuna)."""
     from toolkit.bench.cli import bench_command
+    from toolkit.cli.progress import request_bars
 
-    bench_command(overrides or [], multirun)
+    setup_logging("warning")
+    bench_command(overrides or [], multirun, request_bars(), bench_preflight)
 
 
 @app.command(cls=ReferenceCommand)
 @fails_cleanly
 def tune(overrides: list[str] | None = OVERRIDES) -> None:
-    """Sweep scheduler knobs (KEY=a,b) under bench.slo; write the best config as a recipe."""
+    """Sweep scheduler knobs (KEY=a,b; or search them with hydra/sweeper=optuna) under
+    bench.slo; write the best config as a recipe."""
     from toolkit.bench.cli import tune_command
+    from toolkit.cli.progress import request_bars
 
-    tune_command(overrides or [])
+    setup_logging("warning")
+    tune_command(overrides or [], request_bars(), bench_preflight)
+
+
+def bench_preflight(cfg) -> None:
+    """A bench job on the in-process engine: its model is there and fits, checked before
+    Hydra starts or any weights load (a URL target needs nothing here)."""
+    if cfg.bench.target != "engine":
+        return
+    from toolkit.cli.preflight import peek_model_dir
+
+    model_dir = peek_model_dir(cfg.model)
+    if model_dir is not None:
+        from toolkit.resolve import check_model_fit, resolve_device
+
+        check_model_fit(cfg, model_dir, resolve_device(cfg))
 
 
 @app.command(cls=ReferenceCommand)
@@ -259,7 +279,13 @@ def config_keys(group: str = typer.Argument(..., help="A config group (model, se
                                             "cache ...) or a nested one (server.chat)."),
                 overrides: list[str] | None = OVERRIDES) -> None:
     """Every key of GROUP with its type, default (as composed with OVERRIDES) and doc."""
-    from toolkit.cli.reference import class_doc, describe_key, group_node, key_groups, leaf_keys
+    from toolkit.cli.reference import (
+        class_doc,
+        describe_key,
+        group_node,
+        key_groups,
+        leaf_keys,
+    )
 
     if group == RECIPE_GROUP:
         raise ConfigError("recipe picks a whole deployment and has no keys; see "

@@ -73,7 +73,9 @@ def peek_model_dir(model: ModelConfig) -> pathlib.Path | None:
     converting or downloading anything; None when finding it needs one of those (a GGUF
     not yet converted, a Hugging Face repo not in the local cache). A model that cannot be
     there (a model.path or local source that is not a model directory, a pkg: package
-    that is not installed) raises ModelSourceError."""
+    that is not installed, an unreadable or unsupported .gguf file) raises
+    ModelSourceError. A ``model.path=file.gguf`` gets its small metadata directory here
+    (gguf_model.gguf_model_dir: config and tokenizer, no weights; seconds, then cached)."""
     from toolkit.models.source import (
         HF_PREFIX,
         PKG_PREFIX,

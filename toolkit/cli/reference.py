@@ -16,7 +16,12 @@ import textwrap
 from dataclasses import dataclass
 
 from toolkit.config import schema
-from toolkit.config.store import RECIPE_GROUP, config_groups, default_choices, group_options
+from toolkit.config.store import (
+    RECIPE_GROUP,
+    config_groups,
+    default_choices,
+    group_options,
+)
 
 MOST_USED = {
     "serve": (

@@ -6,6 +6,7 @@ YAML under conf/ only chooses and overrides these fields; an unknown key fails a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,22 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """``image_url`` content parts of chat requests (vision-language models)."""
+
+    allow_fetch: bool = False
+    """Fetch http(s) image URLs; off: only ``data:`` URLs are accepted (an http URL is a
+    400), so the server never makes requests on a client's behalf."""
+    fetch_timeout_s: float = 5.0
+    """Seconds a fetch may take in all (vLLM's VLLM_IMAGE_FETCH_TIMEOUT default)."""
+    max_image_bytes: int = 10485760
+    """Largest encoded image (a data: URL's decoded bytes or a fetched body); larger is
+    a 413."""
+    max_image_pixels: int = 40000000
+    """Largest decoded image in pixels (width * height); larger is a 413."""
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The HTTP server."""
 
@@ -297,6 +314,9 @@ class ServerConfig:
     (temperature 1, no truncation, the rest of the context), or a directory holding a
     generation_config.json. A request's own values always win; `toolkit config show`
     prints the defaults in effect and where each comes from."""
+    allow_runtime_lora_updating: bool = False
+    """Enable POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING); they also need server.admin_key and lora.enable."""
     max_n: int = 16
     """Most choices (n) and samples (best_of, beam width) one request may ask for; a
     larger value is answered 400. Each sample is a full generation, so this caps what one
@@ -321,6 +341,8 @@ class ServerConfig:
     """The Retry-After (seconds) sent with a 503 when the waiting queue is full."""
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     """Pooling of POST /v1/embeddings."""
+    media: MediaConfig = field(default_factory=MediaConfig)
+    """Image inputs: fetching http(s) URLs (off by default) and size limits."""
     kobold_api: bool = False
     """Also serve the KoboldAI API (Aphrodite's --launch-kobold-api): /api/v1/generate,
     /api/extra/generate/stream, /api/extra/tokencount, model, version and config routes."""
@@ -377,6 +399,10 @@ class TuneConfig:
     """File name (without .yaml) of the written recipe."""
     install: bool = False
     """Also write the recipe into the recipes folder, so `recipe=NAME` finds it."""
+    objectives: list[str] = field(default_factory=lambda: ["goodput_requests_per_s"])
+    """Metric keys each sweep job returns to a searching sweeper (hydra/sweeper=optuna),
+    in the order of hydra.sweeper.direction: one for TPE, two or more for a Pareto search
+    (e.g. [output_tokens_per_s, ttft_p99_s] with direction [maximize, minimize])."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +455,9 @@ class BenchConfig:
     """Seeds the workload, the lengths and the arrival times."""
     num_warmup: int = 1
     """Requests sent and discarded before measuring."""
+    lora_adapters: list[str] = field(default_factory=list)
+    """LoRA adapter names (served by lora.modules) the requests are spread over, request i
+    using adapter i mod N; empty sends every request to the base model."""
     timeout_s: float = 600.0
     """Per-request timeout against a URL target."""
     output_dir: str | None = None
@@ -437,6 +466,26 @@ class BenchConfig:
     """Show a live progress bar."""
     slo: SloConfig = field(default_factory=SloConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Multi-LoRA serving: PEFT adapters over the base model, many in one batch."""
+
+    enable: bool = False
+    """Serve LoRA adapters (vLLM's --enable-lora); a request picks one by its `model`."""
+    modules: Any = None
+    """Adapters served from the start, name -> PEFT directory: a mapping
+    (`lora.modules='{sql: /adapters/sql}'`) or a list of name=path strings; null: none."""
+    max_loras: int = 4
+    """Most distinct adapters in one step (the scheduler defers the rest)."""
+    max_lora_rank: int = 16
+    """Largest adapter rank accepted; every adapter is padded to it in the batched kernels."""
+    max_cpu_loras: int | None = None
+    """Adapters kept loaded in memory (least recently used are dropped and re-read from
+    disk when asked again); null means max_loras."""
+    dtype: str = "auto"
+    """The adapters' dtype: auto (the model's), float32, bfloat16 or float16."""
 
 
 @dataclass(frozen=True)
@@ -454,5 +503,6 @@ class ToolkitConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     seed: int = 0
     """Global seed for unseeded sampling."""

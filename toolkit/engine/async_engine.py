@@ -23,6 +23,7 @@ import torch
 from toolkit.engine.core import EngineCore
 from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
 from toolkit.protocol.errors import EngineOverloadedError
+from toolkit.protocol.multimodal import MultiModalInput
 from toolkit.tokenizer.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class _Add:
     priority: int = 0
     grammar: Any = None
     """The compiled grammar of a guided request."""
+    multimodal: MultiModalInput | None = None
+    """The prompt's images (vision-language models)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ class AsyncEngine:
         return await asyncio.to_thread(self.core.guided.compile, spec)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int],
-                       params: SamplingParams, priority: int = 0
+                       params: SamplingParams, priority: int = 0,
+                       multimodal: MultiModalInput | None = None
                        ) -> AsyncIterator[RequestOutput]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
@@ -143,7 +147,8 @@ class AsyncEngine:
         if not self.healthy:  # checked after registering: a dying loop fails registered streams
             self._streams.pop(request_id)
             raise RuntimeError("the engine is not running")
-        self._commands.put(_Add(request_id, list(prompt_token_ids), params, priority, grammar))
+        self._commands.put(_Add(request_id, list(prompt_token_ids), params, priority, grammar,
+                                multimodal=multimodal))
         finished = False
         try:
             while not finished:
@@ -267,7 +272,8 @@ class AsyncEngine:
         """Admit one request; a refusal or a failure reaches only that request's stream."""
         try:
             self.core.add_request(command.request_id, command.prompt_token_ids,
-                                  command.params, command.priority, command.grammar)
+                                  command.params, command.priority, command.grammar,
+                                  multimodal=command.multimodal)
         except EngineOverloadedError as exc:
             self._send(command.request_id, exc)
         except ValueError as exc:

@@ -17,6 +17,7 @@ from toolkit.protocol import (
     SamplingParams,
     SchedulerOutput,
 )
+from toolkit.protocol.multimodal import MultiModalInput
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.model_runner import ENGINE_FAULTS, ModelRunner
 from toolkit.scheduler.scheduler import Scheduler
@@ -47,16 +48,20 @@ class EngineCore:
         return self.scheduler.num_unfinished > 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
-                    params: SamplingParams, priority: int = 0, grammar: Any = None) -> None:
+                    params: SamplingParams, priority: int = 0, grammar: Any = None,
+                    multimodal: MultiModalInput | None = None) -> None:
         """Queue a request. A guided one (``params.guided``) uses ``grammar``, compiled
-        beforehand off this thread (AsyncEngine does); without it, it is compiled here."""
+        beforehand off this thread (AsyncEngine does); without it, it is compiled here.
+        ``multimodal``: the prompt's images, for a model that takes them."""
         if request_id in self.scheduler.requests:
             raise ValueError(f"request id {request_id!r} is already running")
         if not prompt_token_ids:
             raise ValueError("the prompt has no tokens")
         params = replace(params, eos_token_ids=self.eos_token_ids)
+        if multimodal is not None and not self.runner.accepts_images:
+            raise ValueError("this model does not accept images")
         request = Request(request_id, list(prompt_token_ids), params, time.monotonic(),
-                          priority=priority)
+                          priority=priority, multimodal=multimodal)
         self.scheduler.add_request(request)
         try:
             if params.guided is not None:

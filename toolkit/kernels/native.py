@@ -8,7 +8,9 @@ one call, rounding where its torch twin rounds:
     rms_norm, fused_add_rms_norm   toolkit/layers/rmsnorm.py
     silu_and_mul                   toolkit/kernels/silu_and_mul.py (silu_and_mul_ref)
     rotary                         RotaryEmbedding.apply on the q and k heads
-    store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA
+    store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA (with a
+                                   layer's sliding window and soft-capped logits: the
+                                   masked, tanh-capped attention of its torch route)
 
 ``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
 then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the
@@ -72,7 +74,14 @@ def load() -> ModuleType:
 
 
 def _extension_name() -> str:
-    return f"toolkit_cpu_ops_{_cpu_tag()}"
+    return f"toolkit_cpu_ops_{_cpu_tag()}_{_source_tag()}"
+
+
+def _source_tag() -> str:
+    """A short hash of ops.cpp: each version of the kernels builds in a directory of its
+    own, so two checkouts of different versions sharing one build cache never rebuild
+    over each other, nor load the other's build (whose functions take other arguments)."""
+    return hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
 
 
 def build_directory() -> pathlib.Path:

@@ -24,8 +24,10 @@ from toolkit.kv.prefix_cache import (
     NO_PREFIX,
     ROOT_HASH,
     CachedPrefix,
+    PageKey,
     PrefixCache,
     hash_pages,
+    lora_page_key,
 )
 from toolkit.protocol import Request
 
@@ -84,7 +86,7 @@ class PageManager:
         if (self.prefix_cache is None or request.page_ids
                 or request.sampling_params.prompt_logprobs is not None):
             return NO_PREFIX
-        return self.prefix_cache.lookup(request.all_token_ids)
+        return self.prefix_cache.lookup(request.all_token_ids, _page_key(request))
 
     def allocate(self, request: Request, num_tokens: int,
                  prefix: CachedPrefix = NO_PREFIX) -> bool:
@@ -152,7 +154,17 @@ class PageManager:
             return
         start, end = len(hashes) * self.page_size, num_full * self.page_size
         new_hashes = hash_pages(request.all_token_ids[start:end], self.page_size,
-                                 hashes[-1] if hashes else ROOT_HASH)
+                                 hashes[-1] if hashes else ROOT_HASH, _page_key(request), start)
         for page, page_hash in zip(request.page_ids[len(hashes):], new_hashes):
             self.prefix_cache.insert(page_hash, page)
         hashes.extend(new_hashes)
+
+
+def _page_key(request: Request) -> PageKey | None:
+    """What the request's pages depend on besides their tokens: its images, if any, and
+    its LoRA adapter (keyed into the first page, so the whole hash chain differs: two
+    adapters, or an adapter and the base model, never share a page)."""
+    image_key = request.multimodal.page_key if request.multimodal is not None else None
+    if request.lora_name is None:
+        return image_key
+    return lora_page_key(request.lora_name, image_key)

@@ -12,32 +12,56 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 ROOT_HASH = b""
 """The parent hash of a sequence's first page."""
 
+PageKey = Callable[[int, int], bytes]
+"""(first position, end position) of a page -> what else its K/V depends on than its
+token ids (the hashes of the images whose tokens it holds; b"" for none)."""
 
-def hash_page(parent_hash: bytes, token_ids: Sequence[int]) -> bytes:
-    """SHA-256 of the parent's hash and the page's token ids (a 32-byte digest).
+
+def hash_page(parent_hash: bytes, token_ids: Sequence[int], extra_key: bytes = b"") -> bytes:
+    """SHA-256 of the parent's hash, the page's token ids and ``extra_key`` (image
+    hashes; nothing for a text page) (a 32-byte digest).
 
     A cryptographic hash: two different prefixes never share a page (Python's built-in
     hash would let crafted prompts collide and read another request's KV)."""
     digest = hashlib.sha256(parent_hash)
     digest.update(array("q", token_ids).tobytes())
+    if extra_key:
+        digest.update(extra_key)
     return digest.digest()
 
 
 def hash_pages(token_ids: Sequence[int], page_size: int,
-                parent_hash: bytes = ROOT_HASH) -> list[bytes]:
+                parent_hash: bytes = ROOT_HASH, page_key: PageKey | None = None,
+                first_position: int = 0) -> list[bytes]:
     """The chained hashes of the full pages of ``token_ids`` (a trailing partial page
-    is skipped), chaining from ``parent_hash``."""
+    is skipped), chaining from ``parent_hash``; ``token_ids[0]`` sits at
+    ``first_position`` of the sequence, whose ``page_key`` (if any) adds to each page."""
     hashes = []
     for start in range(0, len(token_ids) - page_size + 1, page_size):
-        parent_hash = hash_page(parent_hash, token_ids[start:start + page_size])
+        extra = b""
+        if page_key is not None:
+            extra = page_key(first_position + start, first_position + start + page_size)
+        parent_hash = hash_page(parent_hash, token_ids[start:start + page_size], extra)
         hashes.append(parent_hash)
     return hashes
+
+
+def lora_page_key(lora_name: str, inner: PageKey | None = None) -> PageKey:
+    """``inner`` (or no key) with the LoRA adapter ``lora_name`` added to the key of the
+    sequence's first page: every later hash chains from it."""
+    tag = b"lora\0" + lora_name.encode()
+
+    def key(start: int, end: int) -> bytes:
+        extra = inner(start, end) if inner is not None else b""
+        return tag + extra if start == 0 else extra
+
+    return key
 
 
 @dataclass(frozen=True)
@@ -79,15 +103,17 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._pages)
 
-    def lookup(self, token_ids: Sequence[int]) -> CachedPrefix:
-        """The longest run of cached leading full pages of ``token_ids``, never covering
-        the last token (it must still be computed to produce logits)."""
+    def lookup(self, token_ids: Sequence[int], page_key: PageKey | None = None) -> CachedPrefix:
+        """The longest run of cached leading full pages of ``token_ids`` (each page keyed
+        also by ``page_key``, see hash_pages), never covering the last token (it must
+        still be computed to produce logits)."""
         num_query = len(token_ids) - 1
         max_pages = num_query // self.page_size
         parent, page_ids, hashes = ROOT_HASH, [], []
         for index in range(max_pages):
-            parent = hash_page(parent, token_ids[index * self.page_size:
-                                                  (index + 1) * self.page_size])
+            start, end = index * self.page_size, (index + 1) * self.page_size
+            extra = page_key(start, end) if page_key is not None else b""
+            parent = hash_page(parent, token_ids[start:end], extra)
             page = self._pages.get(parent)
             if page is None:
                 break

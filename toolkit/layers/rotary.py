@@ -2,7 +2,9 @@
 
 Parameters come from a checkpoint's config.json in either spelling: classic
 (``rope_theta`` + ``rope_scaling`` with ``rope_type`` or ``type``) or transformers-5
-(``rope_parameters``). Supported types: default, linear, llama3, yarn.
+(``rope_parameters``). Supported types: default, linear, llama3, yarn, longrope (Phi-3/4;
+"su" is its old name), and a partial rotation (``partial_rotary_factor``: only the first
+part of each head is rotated, the rest passes through).
 On CUDA (``toolkit.kernels.dispatch.use_triton``) ``RotaryEmbedding.apply_qk`` rotates q and
 k in one Triton launch; on the CPU, when the embedding was built with the native route
 (``kernels``, see toolkit.kernels.route), in one C++ call; elsewhere it is the torch ops of
@@ -21,7 +23,9 @@ from toolkit.kernels.dispatch import use_triton
 from toolkit.kernels.rotary import apply_rotary_triton
 from toolkit.kernels.route import TORCH, KernelRoute
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
+ROPE_TYPE_ALIASES = {"su": "longrope"}
+"""Old names transformers still reads, -> the supported type."""
 
 
 class UnsupportedRopeError(ValueError):
@@ -56,25 +60,41 @@ class RopeParameters:
     """yarn: numerator mscale for the inferred attention factor."""
     mscale_all_dim: float | None = None
     """yarn: denominator mscale for the inferred attention factor."""
+    short_factor: tuple[float, ...] | None = None
+    """longrope: per-frequency divisors used while the context fits
+    original_max_position_embeddings."""
+    long_factor: tuple[float, ...] | None = None
+    """longrope: per-frequency divisors used for a longer context."""
+    partial_rotary_factor: float = 1.0
+    """Fraction of each head's dimensions that is rotated (the first ones)."""
 
 
 def rope_parameters_from_hf_config(config: dict[str, Any]) -> RopeParameters:
     """Read rope settings from a config.json dict (classic or transformers-5 keys)."""
     params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
+    rope_type = ROPE_TYPE_ALIASES.get(rope_type, rope_type)
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise UnsupportedRopeError(
             f"rope type {rope_type!r} is not supported; "
             f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
         )
-    if params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise UnsupportedRopeError("partial_rotary_factor != 1 is not supported")
-    original_max = params.get("original_max_position_embeddings")
-    if rope_type == "yarn" and original_max is None:
+    partial = float(params.get("partial_rotary_factor")
+                    or config.get("partial_rotary_factor") or 1.0)
+    if not 0.0 < partial <= 1.0:
+        raise UnsupportedRopeError(f"partial_rotary_factor={partial} must be in (0, 1]")
+    original_max = (params.get("original_max_position_embeddings")
+                    or (config.get("original_max_position_embeddings")
+                        if rope_type == "longrope" else None))
+    if rope_type in ("yarn", "longrope") and original_max is None:
         original_max = config["max_position_embeddings"]
     factor = params.get("factor")
     if factor is None:
-        factor = config["max_position_embeddings"] / original_max if rope_type == "yarn" else 1.0
+        extends = rope_type in ("yarn", "longrope")
+        factor = config["max_position_embeddings"] / original_max if extends else 1.0
+    short_factor, long_factor = params.get("short_factor"), params.get("long_factor")
+    if rope_type == "longrope" and (short_factor is None or long_factor is None):
+        raise UnsupportedRopeError("rope type 'longrope' needs short_factor and long_factor")
     return RopeParameters(
         rope_type=rope_type,
         theta=float(params.get("rope_theta", config.get("rope_theta", 10000.0))),
@@ -88,6 +108,9 @@ def rope_parameters_from_hf_config(config: dict[str, Any]) -> RopeParameters:
         attention_factor=params.get("attention_factor"),
         mscale=params.get("mscale"),
         mscale_all_dim=params.get("mscale_all_dim"),
+        short_factor=None if short_factor is None else tuple(map(float, short_factor)),
+        long_factor=None if long_factor is None else tuple(map(float, long_factor)),
+        partial_rotary_factor=partial,
     )
 
 
@@ -139,10 +162,34 @@ def _yarn_inv_freq(p: RopeParameters, rotary_dim: int) -> tuple[torch.Tensor, fl
     return inv_freq, _yarn_mscale(p.factor)
 
 
-def inv_freq_and_scale(p: RopeParameters, rotary_dim: int) -> tuple[torch.Tensor, float]:
-    """[rotary_dim / 2] float32 inverse frequencies and the cos/sin scale."""
+def _longrope_inv_freq(p: RopeParameters, rotary_dim: int,
+                       max_positions: int | None) -> tuple[torch.Tensor, float]:
+    """LongRoPE: the base frequencies divided per dimension by the long factors when the
+    context served (``max_positions``) exceeds the pre-training one, by the short factors
+    otherwise; cos/sin scaled by the attention factor (inferred from ``factor`` as in the
+    LongRoPE paper when not given) either way."""
+    original_max = p.original_max_position_embeddings
+    uses_long = max_positions is not None and max_positions > original_max
+    factors = p.long_factor if uses_long else p.short_factor
+    if len(factors) != rotary_dim // 2:
+        raise UnsupportedRopeError(f"longrope: {len(factors)} factors for a rotary dimension "
+                                   f"of {rotary_dim} (expected {rotary_dim // 2})")
+    inv_freq = _base_inv_freq(p.theta, rotary_dim) / torch.tensor(factors, dtype=torch.float32)
+    if p.attention_factor is not None:
+        return inv_freq, float(p.attention_factor)
+    if p.factor <= 1.0:
+        return inv_freq, 1.0
+    return inv_freq, math.sqrt(1 + math.log(p.factor) / math.log(original_max))
+
+
+def inv_freq_and_scale(p: RopeParameters, rotary_dim: int,
+                       max_positions: int | None = None) -> tuple[torch.Tensor, float]:
+    """[rotary_dim / 2] float32 inverse frequencies and the cos/sin scale; ``max_positions``
+    (the context the table serves) picks LongRoPE's factor set."""
     if p.rope_type == "yarn":
         return _yarn_inv_freq(p, rotary_dim)
+    if p.rope_type == "longrope":
+        return _longrope_inv_freq(p, rotary_dim, max_positions)
     inv_freq = _base_inv_freq(p.theta, rotary_dim)
     if p.rope_type == "linear":
         return inv_freq / p.factor, 1.0
@@ -155,23 +202,34 @@ class RotaryEmbedding:
     """Precomputed cos/sin tables; ``cos_sin(positions)`` once per forward, ``apply`` per layer.
 
     ``kernels``: the CPU route ``apply_qk`` takes (the model's; default the torch ops).
+    ``max_positions``: the context the table covers; for LongRoPE it also picks the
+    factor set once for every sequence (long when it exceeds the pre-training context),
+    so a request's cached keys and its new queries are always rotated alike (transformers
+    picks per forward by the sequence's length and re-prefills when it crosses over; with
+    ``max_positions`` at most original_max_position_embeddings, or a sequence longer than
+    it, the two agree). With a partial rotation only the first ``rotary_dim`` dimensions of
+    each head turn, on the torch ops.
     """
 
     def __init__(self, params: RopeParameters, head_dim: int, max_positions: int,
                  dtype: torch.dtype, device: torch.device | str, *,
                  kernels: KernelRoute = TORCH) -> None:
         self.head_dim = head_dim
-        self.kernels = kernels
-        self.triton_capable = head_dim & (head_dim - 1) == 0
-        """The Triton kernel needs a power-of-two head_dim; others stay on torch ops."""
+        self.rotary_dim = int(head_dim * params.partial_rotary_factor)
+        """The leading dimensions of each head that are rotated (head_dim unless partial)."""
+        self.kernels = kernels if self.rotary_dim == head_dim else TORCH
+        self.triton_capable = head_dim & (head_dim - 1) == 0 and self.rotary_dim == head_dim
+        """The Triton kernel needs a power-of-two head_dim, rotated whole; others stay on
+        torch ops."""
         self.dtype = dtype
-        inv_freq, scale = inv_freq_and_scale(params, head_dim)
+        inv_freq, scale = inv_freq_and_scale(params, self.rotary_dim, max_positions)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
         self.cos_half = (angles.cos() * scale).to(device)  # [max_positions, D/2] float32
         self.sin_half = (angles.sin() * scale).to(device)  # [max_positions, D/2] float32
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [T] -> cos [T, 1, D], signed sin [T, 1, D] in the model dtype.
+        """positions [T] -> cos [T, 1, R], signed sin [T, 1, R] in the model dtype
+        (R = rotary_dim, D unless the rotation is partial).
 
         The sine's first half is negated so that ``apply`` can use a roll instead of
         ``rotate_half``'s negate-and-concatenate.
@@ -184,6 +242,10 @@ class RotaryEmbedding:
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x: [T, H, D] -> x rotated by each token's position, [T, H, D]."""
+        if self.rotary_dim < self.head_dim:
+            turned, passed = x.split((self.rotary_dim, self.head_dim - self.rotary_dim), -1)
+            turned = turned * cos + turned.roll(self.rotary_dim // 2, dims=-1) * sin
+            return torch.cat((turned, passed), dim=-1)
         return x * cos + x.roll(self.head_dim // 2, dims=-1) * sin
 
     def apply_qk(self, heads: torch.Tensor, num_qo_heads: int, num_kv_heads: int,

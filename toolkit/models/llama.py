@@ -88,6 +88,18 @@ class LlamaDecoderLayer(nn.Module):
     def projections(self) -> tuple[QuantLinear, ...]:
         return self.qkv_proj, self.o_proj, self.gate_up_proj, self.down_proj
 
+    def dense_weights(self) -> dict[str, nn.Parameter]:
+        """Checkpoint name (after ``model.layers.N.``) -> parameter, for the layer's
+        tensors that are not projections (the norms); a subclass adds its own."""
+        return {"input_layernorm.weight": self.input_layernorm,
+                "post_attention_layernorm.weight": self.post_attention_layernorm}
+
+    def rotate_qk(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  rotary: RotaryEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
+        """heads: [T, Hq + 2 Hkv, D] (q, k, v heads) -> rotated q [T, Hq, D], k [T, Hkv, D].
+        A subclass changes q and k before the rotation here (Qwen3's per-head norms)."""
+        return rotary.apply_qk(heads, self.num_qo_heads, self.num_kv_heads, cos, sin)
+
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, cos: torch.Tensor,
                 sin: torch.Tensor, rotary: RotaryEmbedding,
                 attn: AttentionBackend) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +121,7 @@ class LlamaDecoderLayer(nn.Module):
                                              kernels=kernels)
         qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hkv) * D]
         heads = qkv.view(num_tokens, -1, self.head_dim)  # [T, Hq + 2 Hkv, D]
-        q, k = rotary.apply_qk(heads, self.num_qo_heads, self.num_kv_heads, cos, sin)
+        q, k = self.rotate_qk(heads, cos, sin, rotary)
         v = heads[:, self.num_qo_heads + self.num_kv_heads:]  # [T, Hkv, D]
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
         attn_out = self.o_proj(attn_out.reshape(num_tokens, -1))  # [T, hidden]
@@ -139,6 +151,9 @@ class LlamaForCausalLM(nn.Module):
     load_model); default the torch ops.
     """
 
+    decoder_layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
+    """The layer class built ``num_hidden_layers`` times (a subclass's own layer)."""
+
     def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu",
                  quant_method: QuantMethod | None = None, *,
@@ -154,7 +169,7 @@ class LlamaForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
         self.embed_tokens = _param((vocab_size, hidden), dtype, device)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, i, dtype, device, self.quant_method, kernels=kernels)
+            self.decoder_layer_cls(config, i, dtype, device, self.quant_method, kernels=kernels)
             for i in range(config["num_hidden_layers"])
         )
         self.norm = _param((hidden,), dtype, device)
@@ -196,9 +211,13 @@ class LlamaForCausalLM(nn.Module):
         self.packed_lm_head = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                attn: AttentionBackend) -> torch.Tensor:
-        """input_ids, positions: [T] -> final-normed hidden states [T, hidden]."""
-        hidden = F.embedding(input_ids, self.embed_tokens)  # [T, hidden]
+                attn: AttentionBackend,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, positions: [T] -> final-normed hidden states [T, hidden].
+        ``inputs_embeds`` [T, hidden]: the input rows to use instead of the token
+        embeddings (a vision-language model's, with image embeddings merged in)."""
+        hidden = (F.embedding(input_ids, self.embed_tokens) if inputs_embeds is None
+                  else inputs_embeds)  # [T, hidden]
         cos, sin = self.rotary.cos_sin(positions)  # [T, 1, D] each
         residual = None
         for layer in self.layers:
@@ -256,10 +275,11 @@ class LlamaForCausalLM(nn.Module):
             return
         layer_id, rest = _LAYER_NAME.fullmatch(name).groups()
         layer = self.layers[int(layer_id)]
-        parts = rest.split(".")  # [module, proj, suffix] or [norm, "weight"]
-        if len(parts) == 2:
-            _copy_checked(name, tensor, getattr(layer, parts[0]).data)
+        dense = layer.dense_weights()
+        if rest in dense:
+            _copy_checked(name, tensor, dense[rest].data)
             return
+        parts = rest.split(".")  # [module, proj, suffix]
         fused, part = _PROJECTIONS[parts[1]]
         try:
             getattr(layer, fused).load_shard(parts[2], tensor, part)
@@ -271,7 +291,7 @@ class LlamaForCausalLM(nn.Module):
         if not self.tie_word_embeddings:
             names.add("lm_head.weight")
         layer = self.layers[0]
-        per_layer = ["input_layernorm.weight", "post_attention_layernorm.weight"]
+        per_layer = list(layer.dense_weights())
         for proj, (fused, _) in _PROJECTIONS.items():
             module = "mlp" if fused in ("gate_up_proj", "down_proj") else "self_attn"
             per_layer += [f"{module}.{proj}.{suffix}"

@@ -45,8 +45,47 @@ class ModelInfo:
     bos_token_id: int | None
     """Beginning-of-sequence id, if the checkpoint has one."""
     sliding_window: int | None
-    """Attention window when the checkpoint uses one (Mistral v0.1); the model attends
-    over the full context, so the context is capped to it."""
+    """Attention window of the checkpoint's sliding layers, None when no layer slides
+    (see ``sliding_window_of``)."""
+    caps_context_to_window: bool = False
+    """The served context must stay within ``sliding_window`` (see
+    ``caps_context_to_window``): Mistral v0.1, Phi-3-mini-4k; not Gemma 2/3."""
+
+    @property
+    def context_window(self) -> int | None:
+        """The sliding window that caps the context (resolve_max_model_len), or None."""
+        return self.sliding_window if self.caps_context_to_window else None
+
+
+WINDOWED_ARCHITECTURES = frozenset({"Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                                    "Gemma3ForConditionalGeneration"})
+"""Architectures whose model applies each layer's sliding window itself (alternating
+sliding and global layers, the page table serving both): their window caps nothing."""
+
+
+def sliding_window_of(config: dict) -> int | None:
+    """The window of a config.json's sliding layers; None when no layer slides: no
+    ``sliding_window``, ``use_sliding_window: false`` (Qwen), or ``layer_types`` with no
+    "sliding_attention" layer (Qwen's ``max_window_layers`` at the layer count)."""
+    window = config.get("sliding_window")
+    if not window or not config.get("use_sliding_window", True):
+        return None
+    layer_types = config.get("layer_types")
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    if layer_types is None and config.get("max_window_layers", 0) >= config["num_hidden_layers"]:
+        return None
+    return window
+
+
+def caps_context_to_window(config: dict) -> bool:
+    """True when the context must be capped to the sliding window: some layer slides and
+    the architecture's model attends over the full context, which equals windowed
+    attention only within the window (the Llama family and Phi-3, whose every layer slides
+    when a window is set; also Qwen's sliding upper layers). False for the architectures
+    in WINDOWED_ARCHITECTURES, which apply the window per layer."""
+    architecture = (config.get("architectures") or ["?"])[0]
+    return sliding_window_of(config) is not None and architecture not in WINDOWED_ARCHITECTURES
 
 
 def _read_json(path: pathlib.Path) -> dict:
@@ -68,8 +107,11 @@ def read_config(model_dir: pathlib.Path | str) -> dict:
 
 
 def read_model_info(model_dir: pathlib.Path | str) -> ModelInfo:
-    """ModelInfo from config.json + generation_config.json (optional)."""
+    """ModelInfo from config.json + generation_config.json (optional); a vision-language
+    checkpoint's facts are its language model's (``text_config``)."""
     config = read_config(model_dir)
+    if "text_config" in config:
+        config = {**config, **config["text_config"], "architectures": config.get("architectures")}
     generation = _read_json(pathlib.Path(model_dir) / "generation_config.json")
     eos_ids = _as_ids(generation.get("eos_token_id")) + _as_ids(config.get("eos_token_id"))
     num_qo_heads = config["num_attention_heads"]
@@ -85,14 +127,17 @@ def read_model_info(model_dir: pathlib.Path | str) -> ModelInfo:
         max_position_embeddings=config["max_position_embeddings"],
         eos_token_ids=tuple(dict.fromkeys(eos_ids)),
         bos_token_id=bos,
-        sliding_window=config.get("sliding_window") if config.get(
-            "use_sliding_window", True) else None,
+        sliding_window=sliding_window_of(config),
+        caps_context_to_window=caps_context_to_window(config),
     )
 
 
 def _weight_files(model_dir: pathlib.Path, allow_pickle: bool) -> list[pathlib.Path]:
-    """*.safetensors; PyTorch pickle checkpoints (*.bin) only when explicitly allowed."""
+    """*.safetensors; PyTorch pickle checkpoints (*.bin) only when explicitly allowed; the
+    GGUF file of a GGUF model directory (toolkit.models.gguf_model)."""
     files = sorted(model_dir.glob("*.safetensors"))
+    if not files and (gguf_files := sorted(model_dir.glob("*.gguf"))):
+        return gguf_files[:1]
     pickles = sorted(model_dir.glob("*.bin")) + sorted(model_dir.glob("*.pt*"))
     if files:
         return files
@@ -105,9 +150,18 @@ def _weight_files(model_dir: pathlib.Path, allow_pickle: bool) -> list[pathlib.P
     raise ModelLoadError(f"no *.safetensors weights in {model_dir}{hint}")
 
 
-def iter_weights(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) from safetensors files, or from pickle checkpoints read with
-    ``torch.load(weights_only=True)`` (tensors and plain containers only, no code)."""
+def iter_weights(files: list[pathlib.Path], config: dict | None = None,
+                 keep_q4_1_blocks: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) from safetensors files, from a GGUF file (HF names; dequantized, or
+    Q4_1 projections as their blocks with ``keep_q4_1_blocks``, see
+    gguf_model.iter_gguf_weights; ``config`` is the model's config.json), or from pickle
+    checkpoints read with ``torch.load(weights_only=True)`` (tensors and plain containers
+    only, no code)."""
+    if files[0].suffix == ".gguf":
+        from toolkit.models.gguf_model import iter_gguf_weights
+
+        yield from iter_gguf_weights(files[0], config or {}, keep_q4_1_blocks)
+        return
     if files[0].suffix == ".safetensors":
         yield from iter_safetensors(files)
         return
@@ -125,7 +179,7 @@ def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Ten
 
 def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
     """name -> shape of every tensor, from the safetensors headers (no data read); {} for
-    pickle checkpoints, whose shapes are only known once loaded."""
+    pickle and GGUF checkpoints, whose shapes are only known once loaded."""
     if files[0].suffix != ".safetensors":
         return {}
     shapes = {}
@@ -139,7 +193,8 @@ def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
                allow_pickle: bool = False, quant: QuantConfig | None = None,
-               batch_invariant: bool = False, kernels: KernelRoute = TORCH) -> nn.Module:
+               batch_invariant: bool = False, kernels: KernelRoute = TORCH,
+               max_model_len: int | None = None) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
@@ -152,6 +207,8 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     ``kernels``: the CPU kernel route the model's norms, rotary and SiLU-and-mul take
     (toolkit.kernels.route; build_runtime passes the one resolve_cpu_kernels chose); the
     default is the torch ops.
+    ``max_model_len``: the context the model will serve (build_runtime's resolved one);
+    the model finds it as ``config["max_model_len"]`` (LongRoPE picks its factors by it).
     """
     from toolkit.config.schema import QuantConfig
     from toolkit.quant.registry import create_quant_method
@@ -170,8 +227,10 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     if batch_invariant:
         method.enable_batch_invariance()
     method.check_checkpoint(tensor_shapes(files))
+    if max_model_len is not None:
+        config = {**config, "max_model_len": max_model_len}
     model = model_cls(config, dtype=dtype, device=device, quant_method=method, kernels=kernels)
-    model.load_weights(iter_weights(files))
+    model.load_weights(iter_weights(files, config, getattr(method, "gguf_blocks", False)))
     if (prepack_weights or method.batch_invariant) and hasattr(model, "pack_weights"):
         model.pack_weights()
     return model.eval()

@@ -1,4 +1,5 @@
-"""Where model directories come from: local paths, packaged GGUF files, the HF cache/hub."""
+"""Where model directories come from: local paths (a model directory, or a GGUF file served
+as it is), packaged GGUF files, the HF cache/hub."""
 
 from __future__ import annotations
 
@@ -24,9 +25,29 @@ def cache_root() -> pathlib.Path:
 def _checked_model_dir(directory: pathlib.Path, what: str) -> pathlib.Path:
     if not (directory / "config.json").is_file():
         raise ModelSourceError(f"{what} {directory} is not a model directory (no config.json)")
-    if not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin")):
+    if not any(any(directory.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.gguf")):
         raise ModelSourceError(f"{what} {directory} has no *.safetensors weights")
     return directory
+
+
+def _local_model_dir(local: pathlib.Path, what: str) -> pathlib.Path:
+    """A local model directory, or the model directory of a GGUF file (``file.gguf``, or a
+    directory without config.json that holds exactly one)."""
+    from toolkit.models.gguf_model import (
+        GGUFError,
+        gguf_model_dir,
+        is_gguf_path,
+        single_gguf_in,
+    )
+
+    try:
+        gguf_file = local if is_gguf_path(local) else (
+            single_gguf_in(local) if local.is_dir() else None)
+        if gguf_file is not None:
+            return gguf_model_dir(gguf_file, cache_root() / "gguf")
+    except GGUFError as exc:
+        raise ModelSourceError(f"{what} {exc}") from None
+    return _checked_model_dir(local, what)
 
 
 def packaged_gguf_path(source: str) -> pathlib.Path:
@@ -75,17 +96,19 @@ def resolve_model_dir(source: str, path: str | None = None) -> pathlib.Path:
 
     ``path`` wins when given. Otherwise ``source`` is ``pkg:<package>/<file>.gguf``
     (converted once into the cache), ``hf:<org>/<name>`` (local HF cache, then the hub),
-    or a local directory.
+    or a local directory. A local ``.gguf`` file (or a directory holding one and no
+    config.json) is served as it is: its directory (gguf_model.gguf_model_dir) holds the
+    facts from its metadata and a link to it, built once in the cache.
     """
     if path:
-        return _checked_model_dir(pathlib.Path(path).expanduser(), "model.path")
+        return _local_model_dir(pathlib.Path(path).expanduser(), "model.path")
     if source.startswith(PKG_PREFIX):
         return _checked_model_dir(_from_package(source), "converted model")
     if source.startswith(HF_PREFIX):
         return _checked_model_dir(_from_hugging_face(source), "HF snapshot")
     local = pathlib.Path(source).expanduser()
-    if local.is_dir():
-        return _checked_model_dir(local, "model directory")
+    if local.is_dir() or (local.is_file() and local.suffix.lower() == ".gguf"):
+        return _local_model_dir(local, "model directory")
     raise ModelSourceError(
         f"cannot resolve model source {source!r}: expected pkg:<package>/<file>.gguf, "
         f"hf:<org>/<name>, or an existing local directory")

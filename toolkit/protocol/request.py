@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from toolkit.protocol.multimodal import MultiModalInput
 from toolkit.protocol.sampling_params import SamplingParams
 
 
@@ -43,6 +44,14 @@ class Request:
     draft_token_ids: list[int] = field(default_factory=list)
     """Speculative decoding: drafts the runner proposed after the last step, to be fed
     after the request's last token in the next one."""
+    multimodal: MultiModalInput | None = None
+    """The prompt's images (a vision-language model's request), None for text."""
+
+    @property
+    def lora_name(self) -> str | None:
+        """The key of the LoRA adapter this request runs with (None: the base model);
+        it travels in ``sampling_params.lora_name``."""
+        return self.sampling_params.lora_name
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -10,6 +10,12 @@ so requantizing them gives back the file's codes: the model then runs the same 4
 weights llama.cpp does (up to bfloat16 rounding of the scales). On any other dense
 checkpoint it is plain round-to-nearest 4-bit.
 
+A GGUF file whose projections are all Q4_1 (served as it is, toolkit.models.gguf_model)
+brings llama.cpp's blocks themselves (``q4_1_blocks``: per 32 weights of a row, fp16 ``d``,
+fp16 ``m``, 16 bytes of codes, element j in the low nibble of byte j, element 16 + j in its
+high nibble): they map one to one onto (codes, scale = d, minimum = m), so the method
+loads them without requantizing (``unpack_gguf_q4_1``).
+
 Where it runs (CPU, bfloat16, N a multiple of 64): steps of at most ``max_int4_tokens``
 rows (decode: bound by memory bandwidth) use torch's int4 kernel on the packed codes,
 about 0.3x of the bf16 bytes; longer inputs (prefill, large batches: bound by compute)
@@ -41,6 +47,10 @@ if TYPE_CHECKING:
 DEFAULT_GROUP_SIZE = 32
 """Input features per group: llama.cpp's Q4_1 block."""
 MAX_CODE = 15
+GGUF_BLOCK_BYTES = 20
+"""Bytes of one llama.cpp Q4_1 block of 32 weights: fp16 d, fp16 m, 16 bytes of nibbles."""
+GGUF_BLOCKS = "q4_1_blocks"
+"""The checkpoint tensor of a projection given as llama.cpp blocks (uint8 [N, K/32*20])."""
 
 
 def quantize_q4_1(weight: torch.Tensor,
@@ -53,6 +63,18 @@ def quantize_q4_1(weight: torch.Tensor,
     step = torch.where(scale > 0, scale, torch.ones_like(scale))  # constant group: code 0
     codes = torch.round((groups - minimum[..., None]) / step[..., None]).clamp_(0, MAX_CODE)
     return codes.view(out_features, in_features).to(torch.int32), scale, minimum
+
+
+def unpack_gguf_q4_1(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """llama.cpp Q4_1 blocks uint8 [N, K/32 * 20] -> codes int32 [N, K] in 0..15, scale
+    (the blocks' d) and minimum (m) float32 [N, K/32]; ``codes * scale + minimum`` is
+    llama.cpp's (and gguf's) dequantization."""
+    out_features = blocks.shape[0]
+    groups = blocks.view(out_features, -1, GGUF_BLOCK_BYTES)  # [N, K/32, 20]
+    halves = groups[..., :4].contiguous().view(torch.float16).float()  # [N, K/32, 2]
+    nibbles = groups[..., 4:]  # [N, K/32, 16]
+    codes = torch.cat([nibbles & 0xF, nibbles >> 4], dim=-1)  # [N, K/32, 32]
+    return codes.view(out_features, -1).to(torch.int32), halves[..., 0], halves[..., 1]
 
 
 def to_int4pack(codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor,
@@ -83,9 +105,12 @@ class Q4_1Method(QuantMethod):
 
     name = "q4_1"
 
-    def __init__(self, group_size: int, max_int4_tokens: int, prepack_weights: bool) -> None:
+    def __init__(self, group_size: int, max_int4_tokens: int, prepack_weights: bool,
+                 gguf_blocks: bool = False) -> None:
         self.group_size = group_size
         self.max_int4_tokens = max_int4_tokens
+        self.gguf_blocks = gguf_blocks
+        """The checkpoint gives llama.cpp's blocks (``q4_1_blocks``), not dense weights."""
         self.dense = NoQuant(prepack_weights)
         """Stores and multiplies the dequantized bf16 copy (the route of long inputs)."""
 
@@ -98,11 +123,20 @@ class Q4_1Method(QuantMethod):
         if in_features % self.group_size:
             raise ModelLoadError(f"q4_1 group_size={self.group_size} does not divide this "
                              f"model's {in_features} -> {out_features} projection")
+        if self.gguf_blocks:
+            num_bytes = in_features // self.group_size * GGUF_BLOCK_BYTES
+            return {GGUF_BLOCKS: ParamSpec((out_features, num_bytes), torch.uint8, output_dim=0)}
         return self.dense.param_specs(in_features, out_features, dtype)
 
     def after_load(self, layer: nn.Module) -> None:
-        codes, scale, minimum = quantize_q4_1(layer.weight, self.group_size)
-        layer.weight.copy_(dequantize_q4_1(codes, scale, minimum, layer.weight.dtype))
+        if self.gguf_blocks:
+            codes, scale, minimum = unpack_gguf_q4_1(layer.q4_1_blocks.data)
+            delattr(layer, GGUF_BLOCKS)
+            layer.weight = torch.nn.Parameter(
+                dequantize_q4_1(codes, scale, minimum, layer.dtype), requires_grad=False)
+        else:
+            codes, scale, minimum = quantize_q4_1(layer.weight, self.group_size)
+            layer.weight.copy_(dequantize_q4_1(codes, scale, minimum, layer.weight.dtype))
         self.dense.after_load(layer)
         layer.int4pack = None
         if awq_cpu.can_use_int4pack(layer.out_features, self.group_size, layer.dtype,
@@ -130,7 +164,14 @@ class Q4_1Method(QuantMethod):
 
 def create_q4_1(cfg: QuantConfig, checkpoint: dict[str, Any],
                 prepack_weights: bool) -> Q4_1Method:
-    """The ``q4_1`` factory: a dense checkpoint, ``quant.group_size`` (null: 32)."""
+    """The ``q4_1`` factory: a dense checkpoint, ``quant.group_size`` (null: 32); or a
+    GGUF of Q4_1 projections (quantization_config format gguf), loaded as its blocks."""
+    if checkpoint.get("format") == "gguf" and checkpoint.get("quant_method") == "q4_1":
+        if cfg.group_size not in (None, DEFAULT_GROUP_SIZE):
+            raise ModelLoadError(f"quant.group_size={cfg.group_size} but llama.cpp's Q4_1 "
+                                 f"blocks hold {DEFAULT_GROUP_SIZE} weights")
+        return Q4_1Method(DEFAULT_GROUP_SIZE, cfg.max_int4_tokens, prepack_weights,
+                          gguf_blocks=True)
     if checkpoint:
         raise ModelLoadError(f"quant.method='q4_1' quantizes a dense checkpoint, but this one is "
                          f"already {checkpoint.get('quant_method', 'quantized')}-quantized")

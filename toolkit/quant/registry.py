@@ -98,7 +98,11 @@ def resolve_method_name(requested: str, checkpoint: dict[str, Any]) -> str:
 
 def create_quant_method(cfg: QuantConfig, hf_config: dict[str, Any],
                         prepack_weights: bool = True) -> QuantMethod:
-    """The QuantMethod for a model whose config.json is ``hf_config``."""
+    """The QuantMethod for a model whose config.json is ``hf_config``. A GGUF file's Q4_1
+    blocks (quantization_config format gguf) serve ``auto``/``q4_1``; any other method
+    takes the file as a dense checkpoint (its tensors dequantized at load)."""
     checkpoint = checkpoint_quant_config(hf_config)
+    if checkpoint.get("format") == "gguf" and cfg.method not in (AUTO, checkpoint["quant_method"]):
+        checkpoint = {}
     name = resolve_method_name(cfg.method, checkpoint)
     return QUANT_METHODS.get(name)(cfg, checkpoint, prepack_weights)

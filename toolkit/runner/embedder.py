@@ -29,8 +29,9 @@ class Embedder:
 
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
                  device: torch.device | str) -> None:
-        """``attention``: the runtime's backend; its class, head layout, scale and kernel
-        route are reused over scratch pools with the live pool's layer count and dtype."""
+        """``attention``: the runtime's backend; its class, head layout, scale, kernel
+        route and per-layer attention are reused over scratch pools with the live pool's
+        layer count and dtype."""
         self.model = model
         self.page_size = page_size
         self.device = device
@@ -39,6 +40,7 @@ class Embedder:
         self._kv_dtype = attention.kv_pool.dtype
         self._heads = (attention.num_qo_heads, attention.num_kv_heads, attention.head_dim)
         self._scale = attention.scale
+        self._layers = attention.layers
         self._kernels = attention.kernels
 
     @torch.inference_mode()
@@ -64,7 +66,7 @@ class Embedder:
         pool = KVCachePool(self._num_layers, num_pages, self.page_size, num_kv_heads, head_dim,
                            self._kv_dtype, self.device)
         return self._backend_cls(pool, num_qo_heads, num_kv_heads, head_dim, self._scale,
-                                 kernels=self._kernels)
+                                 kernels=self._kernels, layers=self._layers)
 
 
 def pool_hidden(hidden: torch.Tensor, qo_indptr: list[int], pooling: str) -> torch.Tensor:

@@ -12,14 +12,16 @@ from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.protocol import Request, RunnerOutput, SchedulerOutput, TokenLogprobs
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.acceptance import AcceptanceMethod, RejectionSampler
-from toolkit.runner.batch_builder import build_forward_batch
+from toolkit.runner.batch_builder import build_forward_batch, lora_token_slots
 from toolkit.runner.logits_processors import TokenHistory
 from toolkit.runner.logprobs import token_logprobs
+from toolkit.runner.multimodal import ImageEmbeddingCache
 from toolkit.runner.sampler import sample
 from toolkit.runner.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:
     from toolkit.guided.matchers import GrammarMatchers
+    from toolkit.lora.manager import LoraManager
     from toolkit.runner.cuda_graph_runner import CudaGraphRunner
     from toolkit.runner.drafter import Drafter
 
@@ -50,8 +52,12 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, attention: AttentionBackend, page_size: int,
                  device: torch.device | str, acceptance: AcceptanceMethod | None = None,
                  graph_runner: CudaGraphRunner | None = None,
-                 exact_seeded_drafts: bool = False, drafter: Drafter | None = None) -> None:
+                 exact_seeded_drafts: bool = False, drafter: Drafter | None = None,
+                 lora: LoraManager | None = None) -> None:
         self.model = model
+        self.lora = lora
+        """Serves LoRA adapters (each request's ``lora_name``) in the model's projections;
+        None: the base model only."""
         self.drafter = drafter
         """Proposes drafts after sampling (speculative decoding); None: no speculation."""
         self.exact_seeded_drafts = exact_seeded_drafts
@@ -63,6 +69,15 @@ class ModelRunner:
         self.page_size = page_size
         self.device = device
         self._grammars: GrammarMatchers | None = None
+        self.images = (ImageEmbeddingCache(model, device)
+                       if hasattr(model, "encode_images") else None)
+        """Encodes requests' images and keeps their embeddings through the prefill (a
+        vision-language model); None for a text model."""
+
+    @property
+    def accepts_images(self) -> bool:
+        """True when the model takes image embeddings (requests may carry images)."""
+        return self.images is not None
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
@@ -82,7 +97,7 @@ class ModelRunner:
             for request_id in scheduler_output.preempted_ids:
                 self.drafter.release(request_id)
         batch = build_forward_batch(scheduled, self.page_size, self.device)
-        hidden = self._forward(batch)  # [T, H]
+        hidden = self._forward_with_adapters(batch, scheduled)  # [T, H]
         output = RunnerOutput()
         sampling = [s for s in scheduled if s.samples]
         if sampling:
@@ -161,11 +176,38 @@ class ModelRunner:
                 logger.exception("the grammar of request %s failed", request_id)
                 output.fail(request_id, "the grammar")
 
-    def _forward(self, batch: ForwardBatch) -> torch.Tensor:
-        """hidden [T, H]: replayed from a CUDA graph when the batch qualifies, else eager."""
-        if self.graph_runner is not None and self.graph_runner.can_run(batch):
+    def _forward_with_adapters(self, batch: ForwardBatch,
+                               scheduled: list[ScheduledRequest]) -> torch.Tensor:
+        """``_forward`` with each row's LoRA adapter (if any) in the projections."""
+        if self.lora is None:
+            return self._forward(batch, scheduled)
+        slot_of = self.lora.activate([(s.request.request_id, s.request.lora_name)
+                                      for s in scheduled])
+        self.lora.batch.set(lora_token_slots(scheduled, slot_of), self.device)
+        try:
+            return self._forward(batch, scheduled)
+        finally:
+            self.lora.batch.clear()
+
+    def _has_adapter_rows(self) -> bool:
+        """True when a row of the running step has a LoRA adapter (CUDA graphs are
+        captured without)."""
+        return self.lora is not None and self.lora.batch.slots is not None
+
+    def _forward(self, batch: ForwardBatch,
+                 scheduled: list[ScheduledRequest] | None = None) -> torch.Tensor:
+        """hidden [T, H]: replayed from a CUDA graph when the batch qualifies, else eager;
+        with image tokens in the step, their embeddings merged in."""
+        image_embeds = None
+        if self.images is not None and scheduled:
+            image_embeds = self.images.gather(scheduled, batch.qo_indptr.tolist())
+        if image_embeds is None and self.graph_runner is not None and \
+                self.graph_runner.can_run(batch) and not self._has_adapter_rows():
             return self.graph_runner.run(batch)
         self.attention.plan(batch)
+        if image_embeds is not None:
+            return self.model(batch.input_ids, batch.positions, self.attention,
+                              image_embeds=image_embeds)
         return self.model(batch.input_ids, batch.positions, self.attention)
 
     def _sample(self, sampling: list[Request], logits: torch.Tensor) -> dict[str, list[int]]:
@@ -271,13 +313,19 @@ class ModelRunner:
             self._grammars.release(request_id)
         if self.drafter is not None:
             self.drafter.release(request_id)
+        if self.images is not None:
+            self.images.release(request_id)
+        if self.lora is not None:
+            self.lora.release(request_id)
 
     @property
     def num_request_states(self) -> dict[str, int]:
         """Grammar matchers and drafting state still held; all 0 when no request is in
         flight."""
         return {"grammars": len(self._grammars) if self._grammars else 0,
-                "drafter": len(self.drafter) if self.drafter is not None else 0}
+                "drafter": len(self.drafter) if self.drafter is not None else 0,
+                "image_embeddings": len(self.images) if self.images is not None else 0,
+                "lora_pins": self.lora.num_pinned if self.lora is not None else 0}
 
     def _generator(self, request: Request, offset: int = 0) -> torch.Generator | None:
         """The generator of ``request``'s output token num_output_tokens + offset; None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
 from toolkit.tokenizer.chat_template import ChatRender, render_chat
+from toolkit.tokenizer.images import ImagePrompts
 
 
 class Tokenizer:
@@ -15,6 +17,11 @@ class Tokenizer:
     def __init__(self, model_dir: str | Path, eos_token_ids: tuple[int, ...]) -> None:
         self.hf = AutoTokenizer.from_pretrained(str(model_dir))
         self.eos_token_ids = eos_token_ids
+        if not self.hf.chat_template:
+            self.hf.chat_template = processor_chat_template(model_dir)
+        self.images = ImagePrompts.for_model(model_dir)
+        """Image preprocessing and prompt expansion of a vision-language model; None for
+        a text model."""
 
     @property
     def chat_template(self) -> str | None:
@@ -66,3 +73,13 @@ class Tokenizer:
         options = options or ChatRender(add_generation_prompt=add_generation_prompt)
         return self.encode(self.render_chat(messages, options, chat_template),
                            add_special_tokens=False)
+
+
+def processor_chat_template(model_dir: str | Path) -> str | None:
+    """The chat template a multimodal checkpoint keeps beside its processor
+    (chat_template.jinja or chat_template.json) rather than in the tokenizer's files."""
+    jinja = Path(model_dir) / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    path = Path(model_dir) / "chat_template.json"
+    return json.loads(path.read_text()).get("chat_template") if path.is_file() else None

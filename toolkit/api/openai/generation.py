@@ -36,6 +36,8 @@ class Job:
     """How it is sampled."""
     priority: int = 0
     """Scheduling priority (lower first, priority policy only)."""
+    multimodal: Any = None
+    """The prompt's images (a toolkit.protocol MultiModalInput), None for text."""
 
 
 @dataclass
@@ -160,8 +162,9 @@ async def _pump(engine: EngineClient, job: Job, queue: asyncio.Queue) -> None:
     including one raised when the stream is opened)."""
     stream = None
     try:
+        media = {"multimodal": job.multimodal} if job.multimodal is not None else {}
         stream = engine.generate(job.request_id, job.prompt_token_ids, job.params,
-                                 priority=job.priority)
+                                 priority=job.priority, **media)
         async for output in stream:
             queue.put_nowait((job.index, output))
         queue.put_nowait((job.index, _DONE))

@@ -6,6 +6,7 @@ import json
 
 from toolkit.api.engine_client import TokenizerClient
 from toolkit.api.http.errors import APIError, unsupported
+from toolkit.api.openai.images import image_parts
 from toolkit.api.openai.protocol import ChatMessage, ChatOptions, CompletionRequest
 from toolkit.tokenizer.chat_template import ChatRender, shipped_template, supports_tools
 
@@ -20,8 +21,25 @@ def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
                     tool_chat_template: str | None = None) -> list[int]:
     """Render the conversation with the request's, the server's or the model's chat
     template (in a sandbox) and tokenize it. With tools (or tool messages) and a template
-    that ignores them, ``tool_chat_template`` (else the shipped ChatML one) renders instead."""
-    messages = [template_message(i, message) for i, message in enumerate(request.messages)]
+    that ignores them, ``tool_chat_template`` (else the shipped ChatML one) renders instead.
+    Text only: image parts are expanded by chat completions alone (a 400 elsewhere)."""
+    images = image_parts(request.messages)
+    if images:
+        raise unsupported(images[0].param, "An image_url content part on this endpoint")
+    text = chat_prompt_text(tokenizer, request, default_template, tool_chat_template)
+    return tokenizer.encode(text, add_special_tokens=request.add_special_tokens)
+
+
+def chat_prompt_text(tokenizer: TokenizerClient, request: ChatOptions,
+                     default_template: str | None = None,
+                     tool_chat_template: str | None = None) -> str:
+    """The conversation rendered as ``chat_prompt_ids`` renders it, untokenized. For a
+    model that takes images, message contents reach the template as lists of parts
+    (``{"type": "text", "text"}`` / ``{"type": "image"}``), as its processor's template
+    expects, and the template writes an image placeholder per image part."""
+    as_parts = getattr(tokenizer, "images", None) is not None
+    messages = [template_message(i, message, as_parts)
+                for i, message in enumerate(request.messages)]
     tools = rendered_tools(request)
     options = ChatRender(
         add_generation_prompt=request.add_generation_prompt,
@@ -34,11 +52,10 @@ def chat_prompt_ids(tokenizer: TokenizerClient, request: ChatOptions,
     if tools or any(m.role == "tool" or m.tool_calls for m in request.messages):
         template = _tool_capable(tokenizer, template, tool_chat_template)
     try:
-        text = tokenizer.render_chat(messages, options, template)
+        return tokenizer.render_chat(messages, options, template)
     except ValueError as exc:
         param = "chat_template_kwargs" if "chat_template_kwargs" in str(exc) else "messages"
         raise APIError(str(exc), param=param, code="invalid_messages") from None
-    return tokenizer.encode(text, add_special_tokens=request.add_special_tokens)
 
 
 def rendered_tools(request: ChatOptions) -> list[dict] | None:
@@ -102,12 +119,13 @@ def _prompt_ids(tokenizer: TokenizerClient, index: int, prompt: str | list[int],
     return ids
 
 
-def template_message(index: int, message: ChatMessage) -> dict:
-    """A message as the chat template expects it: role, plain-text content, name, and
-    the tool calls (arguments decoded when they are JSON) or the answered call id."""
+def template_message(index: int, message: ChatMessage, as_parts: bool = False) -> dict:
+    """A message as the chat template expects it: role, plain-text content (a list of
+    text and image parts when ``as_parts``), name, and the tool calls (arguments decoded
+    when they are JSON) or the answered call id."""
     rendered: dict = {
         "role": _TEMPLATE_ROLES.get(message.role, message.role),
-        "content": message_text(index, message),
+        "content": message_parts(index, message) if as_parts else message_text(index, message),
     }
     if message.name:
         rendered["name"] = message.name
@@ -134,18 +152,36 @@ def _template_call(index: int, j: int, call: dict) -> dict:
             "function": {"name": function["name"], "arguments": arguments}}
 
 
+def message_parts(index: int, message: ChatMessage) -> list[dict]:
+    """The message content as template parts: ``{"type": "text", "text"}`` and
+    ``{"type": "image"}`` (a string content is one text part)."""
+    content = message.content
+    if content is None or isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    parts = []
+    for j, part in enumerate(content):
+        if part.type == "image_url":
+            parts.append({"type": "image"})
+        else:
+            parts.append({"type": "text", "text": _part_text(f"messages[{index}].content[{j}]",
+                                                             part)})
+    return parts
+
+
+def _part_text(param: str, part) -> str:
+    """A text part's text (400 for another part type or a missing text)."""
+    if part.type != "text":
+        raise unsupported(f"{param}.type", f"Content part type '{part.type}'")
+    if part.text is None:
+        raise APIError("A text content part needs 'text'", param=f"{param}.text",
+                       code="invalid_value")
+    return part.text
+
+
 def message_text(index: int, message: ChatMessage) -> str:
     """The message content as one string; text parts are joined with newlines."""
     content = message.content
     if content is None or isinstance(content, str):
         return content or ""
-    texts = []
-    for j, part in enumerate(content):
-        param = f"messages[{index}].content[{j}]"
-        if part.type != "text":
-            raise unsupported(f"{param}.type", f"Content part type '{part.type}'")
-        if part.text is None:
-            raise APIError("A text content part needs 'text'", param=f"{param}.text",
-                           code="invalid_value")
-        texts.append(part.text)
-    return "\n".join(texts)
+    return "\n".join(_part_text(f"messages[{index}].content[{j}]", part)
+                     for j, part in enumerate(content))

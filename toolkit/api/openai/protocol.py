@@ -15,11 +15,22 @@ from toolkit.api.openai.protocol_sampling import SamplingRequest
 from toolkit.api.openai.protocol_tools import ToolChoice, ToolDefinition
 
 
-class ContentPart(BaseModel):
-    """One part of a multi-part message content; only ``{"type": "text"}`` is supported."""
+class ImageURL(BaseModel):
+    """Where an image part's image is: a ``data:`` URL, or http(s) where the server
+    fetches (server.media.allow_fetch)."""
 
-    type: str = Field(description="The part's kind: text (image_url, input_audio ... not yet).")
+    url: str = Field(description="data:image/png;base64,... or an http(s) URL.")
+    detail: str | None = Field(None, description="OpenAI's detail hint (ignored).")
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message content: ``{"type": "text"}``, or
+    ``{"type": "image_url"}`` for a model that takes images."""
+
+    type: str = Field(description="The part's kind: text or image_url (input_audio ... "
+                      "not yet).")
     text: str | None = Field(None, description="The text of a text part.")
+    image_url: ImageURL | None = Field(None, description="The image of an image_url part.")
 
 
 class ChatMessage(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from blacksheep import Request, Response
@@ -41,6 +41,7 @@ from toolkit.api.openai.sampling import (
     choice_params,
     resolve_max_tokens,
 )
+from toolkit.api.openai.serving_lora import adapter_key, is_served
 from toolkit.api.openai.validation import check_request
 from toolkit.protocol import GuidedSpec, RequestOutput
 
@@ -48,8 +49,8 @@ RequestT = TypeVar("RequestT", bound=SamplingRequest)
 
 
 def check_model(ctx: ServingContext, model: str | None) -> None:
-    """404 unless ``model`` is one of the served names (or omitted)."""
-    if model is not None and model not in ctx.served_model_name:
+    """404 unless ``model`` is one of the served names or LoRA adapters (or omitted)."""
+    if model is not None and not is_served(ctx, model):
         raise APIError(
             f"The model `{model}` does not exist.",
             status=404,
@@ -92,6 +93,8 @@ class Turn(Generic[RequestT]):
     """The output constraint every choice is sampled under."""
     streams: dict[int, Any] = field(default_factory=dict)
     """Per-choice stream state an endpoint keeps (chat: tool-call and reasoning parsing)."""
+    multimodal: Any = None
+    """The prompt's images (chat with image_url parts), None for text."""
 
     def echo_of(self, index: int) -> str:
         """The echo text of choice ``index``."""
@@ -117,10 +120,11 @@ class OpenAIServing(ABC, Generic[RequestT]):
         check_model(self.ctx, body.model)
         check_request(body, self.ctx)
         check_healthy(self.ctx)
-        prompts = self.prompt_ids(body)
+        prompts, multimodal = await self.prompts_and_images(body)
         check_prompts(prompts, self.prompt_param)
         turn = Turn(body, body.request_id or new_id(self.id_prefix), prompts,
-                    self.echo_texts(body, prompts), guided=await self.guided_spec(body))
+                    self.echo_texts(body, prompts), guided=await self.guided_spec(body),
+                    multimodal=multimodal)
         jobs = self.jobs(turn)
         log_request(self.ctx, turn.response_id, prompts, jobs[0].params)
         num_prompt_tokens = sum(len(ids) for ids in prompts)
@@ -138,6 +142,9 @@ class OpenAIServing(ABC, Generic[RequestT]):
     async def beam_response(self, request: Request, turn: Turn[RequestT], deadline: Deadline,
                             num_prompt_tokens: int) -> Response:
         """use_beam_search: the n best beams of each prompt as the choices."""
+        if adapter_key(self.ctx, turn.body.model) is not None:
+            raise APIError("use_beam_search is not supported with a LoRA adapter",
+                           param="use_beam_search", code="invalid_value")
         if turn.guided is not None:
             raise APIError(f"{turn.guided.param} cannot be combined with use_beam_search",
                            param=turn.guided.param, code="invalid_value")
@@ -154,16 +161,19 @@ class OpenAIServing(ABC, Generic[RequestT]):
         body, jobs = turn.body, []
         defaults = self.ctx.sampling_defaults
         bad_words = bad_words_token_ids(self.engine.tokenizer, body.bad_words)
+        lora_key = adapter_key(self.ctx, body.model)
         for p, prompt in enumerate(turn.prompts):
             max_tokens = resolve_max_tokens(
                 body, len(prompt), self.engine.max_model_len, self.prompt_param,
                 defaults.get("max_tokens"),
             )
             params = build_sampling_params(body, max_tokens, turn.guided, bad_words, defaults)
+            if lora_key is not None:
+                params = replace(params, lora_name=lora_key)
             for i, choice in enumerate(choice_params(params, body.num_samples)):
                 index = p * body.num_samples + i
                 jobs.append(Job(index, f"{turn.response_id}-{index}", prompt, choice,
-                                body.priority))
+                                body.priority, multimodal=turn.multimodal))
         return jobs
 
     async def events(
@@ -216,6 +226,10 @@ class OpenAIServing(ABC, Generic[RequestT]):
         if turn.body.prompt_logprobs is None or result.prompt_logprobs is None:
             return None
         return self.logprobs.prompt(result.prompt_logprobs)
+
+    async def prompts_and_images(self, body: RequestT) -> tuple[list[list[int]], Any]:
+        """The prompts and their images (None: text only; chat overrides this)."""
+        return self.prompt_ids(body), None
 
     @abstractmethod
     def prompt_ids(self, body: RequestT) -> list[list[int]]:

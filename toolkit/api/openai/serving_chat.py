@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from toolkit.api.http.errors import APIError
 from toolkit.api.openai.chat_output import ChoiceStream, finish_reason, split_message
 from toolkit.api.openai.generation import ChoiceResult
 from toolkit.api.openai.guided import guided_spec
-from toolkit.api.openai.prompts import chat_prompt_ids, message_text, truncate_prompt
+from toolkit.api.openai.images import ImagePart, image_parts, load_images
+from toolkit.api.openai.prompts import (
+    chat_prompt_ids,
+    chat_prompt_text,
+    message_text,
+    truncate_prompt,
+)
 from toolkit.api.openai.protocol import ChatCompletionRequest
 from toolkit.api.openai.responses import (
     AssistantMessage,
@@ -19,8 +28,17 @@ from toolkit.api.openai.responses import (
 from toolkit.api.openai.serving_base import OpenAIServing, Turn
 from toolkit.api.openai.tools import chat_constraint, tool_mode
 from toolkit.protocol import GuidedSpec, RequestOutput
+from toolkit.protocol.multimodal import MultiModalInput
 
 ChatTurn = Turn[ChatCompletionRequest]
+
+
+def _check_image_options(body: ChatCompletionRequest, parts: list[ImagePart]) -> None:
+    """Options that cannot keep a prompt's images in place are a 400."""
+    for name in ("use_beam_search", "truncate_prompt_tokens"):
+        if getattr(body, name, None) not in (None, False):
+            raise APIError(f"{name} cannot be combined with image_url content parts",
+                           param=name, code="invalid_value")
 
 
 class ChatServing(OpenAIServing[ChatCompletionRequest]):
@@ -35,6 +53,32 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
         ids = chat_prompt_ids(self.engine.tokenizer, body, self.ctx.chat_template,
                               self.ctx.tool_chat_template)
         return [truncate_prompt(ids, body.truncate_prompt_tokens)]
+
+    async def prompts_and_images(self, body: ChatCompletionRequest
+                                 ) -> tuple[list[list[int]], MultiModalInput | None]:
+        """With image_url parts: the images loaded and preprocessed, each image
+        placeholder of the rendered prompt expanded into the model's image tokens, and
+        the images bound to those tokens. A model that takes no images is a 400."""
+        parts = image_parts(body.messages)
+        if not parts:
+            return self.prompt_ids(body), None
+        images = getattr(self.engine.tokenizer, "images", None)
+        if images is None:
+            raise APIError(f"The model `{self.ctx.model_name}` does not accept images "
+                           "(image_url content parts)", param=parts[0].param,
+                           code="images_not_supported")
+        _check_image_options(body, parts)
+        loaded = await load_images(parts, self.ctx.media)
+        text = chat_prompt_text(self.engine.tokenizer, body, self.ctx.chat_template,
+                                self.ctx.tool_chat_template)
+        try:
+            text, inputs = await asyncio.to_thread(images.expand, text, loaded)
+            ids = self.engine.tokenizer.encode(text, add_special_tokens=body.add_special_tokens)
+            multimodal = images.bind(inputs, ids)
+        except ValueError as exc:
+            raise APIError(f"The images do not fit the prompt: {exc}", param="messages",
+                           code="invalid_messages") from None
+        return [ids], multimodal
 
     def output_constraint(self, body: ChatCompletionRequest) -> GuidedSpec | None:
         """guided_* / response_format, the grammar of a named or required tool choice, or

@@ -33,7 +33,11 @@ from toolkit.api.openai.generation import (
 )
 from toolkit.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from toolkit.api.openai.protocol_responses import ResponsesRequest, TextConfig
-from toolkit.api.openai.response_input import chat_request, input_messages, responses_params
+from toolkit.api.openai.response_input import (
+    chat_request,
+    input_messages,
+    responses_params,
+)
 from toolkit.api.openai.response_objects import (
     DeletedResponse,
     ResponseObject,
@@ -50,7 +54,12 @@ from toolkit.api.openai.response_output import (
 )
 from toolkit.api.openai.response_store import ResponseStore, StoredResponse
 from toolkit.api.openai.responses import UsageInfo
-from toolkit.api.openai.serving_base import Turn, check_healthy, check_model, check_prompts
+from toolkit.api.openai.serving_base import (
+    Turn,
+    check_healthy,
+    check_model,
+    check_prompts,
+)
 from toolkit.api.openai.serving_chat import ChatServing
 from toolkit.api.openai.validation import check_request
 from toolkit.protocol import RequestOutput

@@ -277,7 +277,11 @@ inline void weighted_sum(const float* weights, const float* values, int64_t stri
 }
 
 // Attention of the query rows [block.first_row, + num_rows) for one kv head over the
-// positions [first, first + range_length) of their pages (each row up to its own length).
+// positions [first, first + range_length) of their pages (each row up to its own length,
+// and from its window's start when window_left >= 0: a row of length len sees the
+// positions [len - 1 - window_left, len)). soft_cap > 0 caps each scaled score s to
+// soft_cap * tanh(s / soft_cap). A range of a row that lies wholly before its window
+// gets an empty partial (max score -inf, weight 0), which the merge ignores.
 // K and V of the range are converted to float32 once for all the rows. A row's scores are
 // dot products over D, each computed by the same vector loop on 64-byte aligned data,
 // and its softmax and sum of V run over its own positions in order, so its partial (per
@@ -289,17 +293,25 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
                   const int32_t* pages, const int32_t* lens, const RowBlock& block,
                   int64_t first, int64_t range_length, int64_t page_size, int64_t num_kv_heads,
                   int64_t kv_head, int64_t group, int64_t dim, float scale,
-                  float* const* row_partials, std::vector<float>& buffer) {
+                  int64_t window_left, float soft_cap, float* const* row_partials,
+                  std::vector<float>& buffer) {
   const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
   const int64_t last = std::min(block.max_len, first + range_length);
   const int64_t length = last - first, stride = (dim + 63) / 64 * 64;
+  auto window_start = [&](int64_t r) {  // the first position row r attends in this range
+    return window_left < 0 ? first : std::max<int64_t>(first, lens[r] - 1 - window_left);
+  };
+  int64_t load_from = last;  // the first position any row of the block attends here
+  for (int64_t r = 0; r < block.num_rows; ++r) {
+    if (lens[r] > first) load_from = std::min(load_from, window_start(r));
+  }
   buffer.resize(2 * length * stride + group * stride + padded(length) + stride + kAlignFloats);
   float* keys = aligned(buffer.data());         // [length, stride], zero past D
   float* values = keys + length * stride;       // [length, stride]
   float* q_f = values + length * stride;        // [G, stride], pre-scaled, zero past D
   float* scores = q_f + group * stride;         // [length]
   float* sum = scores + padded(length);         // [stride]
-  for (int64_t start = first; start < last; start += page_size) {
+  for (int64_t start = load_from / page_size * page_size; start < last; start += page_size) {
     const int64_t page = pages[start / page_size];
     const T* k_rows = cache + (page * 2 * page_size) * row + kv_head * dim;
     const T* v_rows = k_rows + page_size * row;
@@ -316,8 +328,20 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
     }
   }
   for (int64_t r = 0; r < block.num_rows; ++r) {
-    const int64_t count = std::min<int64_t>(lens[r], last) - first;
-    if (count <= 0) continue;
+    if (lens[r] <= first) continue;  // past this row's length: not one of its ranges
+    const int64_t lo = window_start(r);
+    const int64_t count = std::min<int64_t>(lens[r], last) - lo;
+    if (count <= 0) {  // wholly before the row's window
+      for (int64_t g = 0; g < group; ++g) {
+        float* head = row_partials[r] + g * (dim + 2);
+        std::fill(head, head + dim, 0.f);
+        head[dim] = -std::numeric_limits<float>::infinity();
+        head[dim + 1] = 0.f;
+      }
+      continue;
+    }
+    const float* row_keys = keys + (lo - first) * stride;
+    const float* row_values = values + (lo - first) * stride;
     const T* q_row = q + r * q_row_stride;
     for (int64_t g = 0; g < group; ++g) {
       float* qg = q_f + g * stride;
@@ -326,7 +350,12 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       std::fill(qg + dim, qg + stride, 0.f);
     }
     for (int64_t g = 0; g < group; ++g) {
-      dots(q_f + g * stride, keys, stride, count, scores);
+      dots(q_f + g * stride, row_keys, stride, count, scores);
+      if (soft_cap > 0.f) {
+        for (int64_t l = 0; l < count; ++l) {
+          scores[l] = soft_cap * std::tanh(scores[l] / soft_cap);
+        }
+      }
       float max_score = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max_score)
       for (int64_t l = 0; l < count; ++l) max_score = std::max(max_score, scores[l]);
@@ -337,7 +366,7 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
         total += scores[l];
       }
       float* head = row_partials[r] + g * (dim + 2);
-      weighted_sum(scores, values, stride, count, sum);
+      weighted_sum(scores, row_values, stride, count, sum);
       std::copy_n(sum, dim, head);
       head[dim] = max_score;
       head[dim + 1] = total;
@@ -385,7 +414,8 @@ std::vector<RowBlock> row_blocks(const int32_t* page_starts, const int32_t* lens
 template <typename T>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
                            const at::Tensor& kv_indices, const at::Tensor& page_starts,
-                           const at::Tensor& seq_lens, at::Tensor& out, float scale) {
+                           const at::Tensor& seq_lens, at::Tensor& out, float scale,
+                           int64_t window_left, float soft_cap) {
   const int64_t num_rows = q.size(0);
   const int64_t num_qo_heads = q.size(1);
   const int64_t dim = q.size(2);
@@ -429,7 +459,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
                    q.stride(0), q.stride(1), cache_data,
                    index_data + start_data[block.first_row], len_data + block.first_row,
                    block, range * range_length, range_length, page_size, num_kv_heads, h,
-                   group, dim, scale, row_partials.data(), buffer);
+                   group, dim, scale, window_left, soft_cap, row_partials.data(), buffer);
     }
   });
   at::parallel_for(0, num_rows * num_kv_heads, 16, [&](int64_t begin, int64_t end) {
@@ -501,7 +531,8 @@ void store_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
                             const at::Tensor& kv_indices, const at::Tensor& page_starts,
-                            const at::Tensor& seq_lens, double scale) {
+                            const at::Tensor& seq_lens, double scale, int64_t window_left,
+                            double soft_cap) {
   TORCH_CHECK(q.scalar_type() == cache.scalar_type() && cache.is_contiguous(),
               "decode_attention: q and a contiguous cache of one dtype expected");
   TORCH_CHECK(kv_indices.scalar_type() == at::kInt && page_starts.scalar_type() == at::kInt &&
@@ -511,7 +542,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   TOOLKIT_DISPATCH(q.scalar_type(), [&] {
     decode_attention_impl<scalar_t>(q_rows, cache, kv_indices, page_starts, seq_lens, out,
-                                    scale);
+                                    scale, window_left, soft_cap);
   });
   return out;
 }
@@ -524,5 +555,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_and_mul", &silu_and_mul);
   m.def("rotary", &rotary);
   m.def("store_kv", &store_kv);
-  m.def("decode_attention", &decode_attention);
+  m.def("decode_attention", &decode_attention, pybind11::arg("q"), pybind11::arg("cache"),
+        pybind11::arg("kv_indices"), pybind11::arg("page_starts"), pybind11::arg("seq_lens"),
+        pybind11::arg("scale"), pybind11::arg("window_left") = -1,
+        pybind11::arg("soft_cap") = 0.0);
 }
