@@ -42,6 +42,7 @@ def validate(cfg: ToolkitConfig) -> None:
     _at_least("quant.max_int4_tokens", cfg.quant.max_int4_tokens, 0)
     _check_runner(cfg)
     _check_speculative(cfg)
+    _check_parallel(cfg)
     _choice("server.log_level", cfg.server.log_level, LOG_LEVELS)
     _choice("scheduler.policy", cfg.scheduler.policy, SCHEDULER_POLICIES)
     _at_least("server.max_logprobs", cfg.server.max_logprobs, 0)
@@ -148,6 +149,9 @@ class ResolvedConfig:
     gpu_memory_plan: dict[str, float] | None = None
     """On CUDA without cache.num_pages: the memory planner's budget in GiB (total, budget
     under gpu_memory_utilization, weights, peak activation, non-torch, KV cache)."""
+    parallel_layout: str | None = None
+    """How the model is spread over processes (``TP 2 (mp, gloo)``); None: one process.
+    num_pages, kv_cache_gib and num_threads are then each rank's."""
 
 
 def resolve_device(cfg: ToolkitConfig) -> str:
@@ -264,6 +268,47 @@ def _choice(key: str, value: object, valid: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; valid choices: {', '.join(valid)}")
 
 
+EXECUTOR_BACKENDS = ("mp", "ray")
+
+
+def _check_parallel(cfg: ToolkitConfig) -> None:
+    """parallel.*: sizes >= 1, what is built, a known executor backend that is installed
+    (the device count is check_model_fit's: it needs the machine)."""
+    import importlib.util
+
+    parallel = cfg.parallel
+    _at_least("parallel.tensor_parallel_size", parallel.tensor_parallel_size, 1)
+    for key in ("pipeline_parallel_size", "data_parallel_size"):
+        if getattr(parallel, key) != 1:
+            raise ConfigError(f"parallel.{key}={getattr(parallel, key)}: only 1 is built yet "
+                              "(parallel.tensor_parallel_size splits a model)")
+    _choice("parallel.distributed_executor_backend", parallel.distributed_executor_backend,
+            EXECUTOR_BACKENDS)
+    if parallel.init_timeout_s <= 0:
+        raise ConfigError(f"parallel.init_timeout_s={parallel.init_timeout_s} must be > 0")
+    if parallel.tensor_parallel_size > 1 and cfg.lora.enable:
+        raise ConfigError("lora.enable=true with parallel.tensor_parallel_size > 1: LoRA "
+                          "adapters are not split over ranks yet")
+    if parallel.distributed_executor_backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("parallel.distributed_executor_backend=ray needs Ray: "
+                              "pip install -e '.[ray]'")
+
+
+def _check_local_devices(cfg: ToolkitConfig, device: str) -> None:
+    """Local (mp) ranks on CUDA need a GPU each; CPU ranks may share cores (slower, the
+    same results); a Ray cluster places ranks on its own machines."""
+    size = cfg.parallel.tensor_parallel_size
+    if device != "cuda" or cfg.parallel.distributed_executor_backend == "ray":
+        return
+    import torch
+
+    if size > torch.cuda.device_count():
+        raise ConfigError(f"parallel.tensor_parallel_size={size} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA devices (a Ray cluster spans "
+                          "machines: parallel.distributed_executor_backend=ray)")
+
+
 def _at_least(key: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{key}={value} must be >= {low}")
@@ -294,6 +339,11 @@ def check_model_fit(cfg: ToolkitConfig, model_dir, device: str) -> None:
     method = create_quant_method(cfg.quant, config, cfg.device.prepack_weights)
     if files:
         method.check_checkpoint(tensor_shapes(files))
+    if cfg.parallel.tensor_parallel_size > 1:
+        from toolkit.models.loader import check_tensor_parallel
+
+        check_tensor_parallel(config, cfg.parallel.tensor_parallel_size)
+        _check_local_devices(cfg, device)
     info = read_model_info(model_dir)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings,
                                           info.context_window)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from toolkit.attention.base import model_attention_layers
+from toolkit.attention.registry import attention_over_pool
 from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
@@ -16,6 +17,8 @@ from toolkit.engine.output_processor import OutputProcessor
 from toolkit.kernels.route import TORCH, KernelRoute, route_named
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.kv.page_manager import PageManager
+from toolkit.parallel.executor import TensorParallelExecutor
+from toolkit.parallel.shard import ShardSpec, build_shard, local_info, rank_device
 from toolkit.resolve import (
     ResolvedConfig,
     check_model_fit,
@@ -45,6 +48,14 @@ class Runtime:
     core: EngineCore
     engine: AsyncEngine
     tokenizer: Tokenizer
+    executor: TensorParallelExecutor | None = None
+    """The other tensor-parallel ranks (parallel.tensor_parallel_size > 1), else None."""
+
+    def close(self) -> None:
+        """Stop the engine loop, then the tensor-parallel workers."""
+        self.engine.shutdown()
+        if self.executor is not None:
+            self.executor.close()
 
 
 def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runtime:
@@ -60,7 +71,9 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     from toolkit.models.source import resolve_model_dir
 
     device = resolve_device(cfg)
-    num_threads = cfg.device.num_threads or torch.get_num_threads()
+    tp_size = cfg.parallel.tensor_parallel_size
+    # on the CPU, tensor-parallel ranks share the threads equally
+    num_threads = max(1, (cfg.device.num_threads or torch.get_num_threads()) // tp_size)
     cpu_kernels, kernels = None, TORCH
     if device == "cpu":
         torch.set_num_threads(1 if engine_thread_only else num_threads)
@@ -77,27 +90,38 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     cache_dtype = resolve_cache_dtype(cfg)
     cache_torch_dtype = getattr(torch, cache_dtype)
     bytes_per_page = KVCachePool.bytes_per_page(
-        info.num_layers, cfg.cache.page_size, info.num_kv_heads, info.head_dim,
-        cache_torch_dtype)
-    memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
-    with waiting(f"loading the weights of {model_dir.name} ({cfg.model.dtype}, {device})",
-                 "loaded the weights"):
-        model = load_model(model_dir, dtype, device,
-                           prepack_weights=cfg.device.prepack_weights,
-                           allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
-                           batch_invariant=cfg.device.deterministic and device == "cpu",
-                           kernels=kernels, max_model_len=max_model_len)
-    lora = _lora_manager(cfg, model, device)  # its slot buffers count in the GPU profile
+        info.num_layers, cfg.cache.page_size, local_info(info, tp_size).num_kv_heads,
+        info.head_dim, cache_torch_dtype)
     attention_backend = resolve_attention(cfg, device)
-    gpu_plan = None
-    if memory_at_start is not None and cfg.cache.num_pages is None:
-        gpu_plan = _profile_gpu_memory(cfg, model, info, attention_backend, cache_torch_dtype,
-                                       max_model_len, memory_at_start)
-    gpu_kv_bytes = gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan else None
-    num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len, gpu_kv_bytes)
-    attention = attention_over_pool(info, num_pages, cfg.cache.page_size, cache_torch_dtype,
-                                    device, attention_backend, kernels,
-                                    model_attention_layers(model))
+    executor, gpu_plan, lora = None, None, None
+    if tp_size > 1:
+        num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len)
+        spec = _shard_spec(cfg, model_dir, device, cpu_kernels, attention_backend, num_pages,
+                           cache_dtype, num_threads, max_model_len)
+        with waiting(f"starting {tp_size} tensor-parallel ranks "
+                     f"({cfg.parallel.distributed_executor_backend}) and loading their "
+                     f"shards of {model_dir.name}", "loaded the shards"):
+            executor = TensorParallelExecutor.start(spec, cfg.parallel)
+            model, attention = build_shard(spec, executor.parallel(0), rank_device(spec, 0))
+    else:
+        memory_at_start = memory_planner.snapshot(device) if device == "cuda" else None
+        with waiting(f"loading the weights of {model_dir.name} ({cfg.model.dtype}, {device})",
+                     "loaded the weights"):
+            model = load_model(model_dir, dtype, device,
+                               prepack_weights=cfg.device.prepack_weights,
+                               allow_pickle=cfg.model.allow_pickle, quant=cfg.quant,
+                               batch_invariant=cfg.device.deterministic and device == "cpu",
+                               kernels=kernels, max_model_len=max_model_len)
+        lora = _lora_manager(cfg, model, device)  # its slot buffers count in the GPU profile
+        if memory_at_start is not None and cfg.cache.num_pages is None:
+            gpu_plan = _profile_gpu_memory(cfg, model, info, attention_backend,
+                                           cache_torch_dtype, max_model_len, memory_at_start)
+        gpu_kv_bytes = (gpu_plan.kv_cache_bytes(cfg.cache.gpu_memory_utilization) if gpu_plan
+                        else None)
+        num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len, gpu_kv_bytes)
+        attention = attention_over_pool(info, num_pages, cfg.cache.page_size,
+                                        cache_torch_dtype, device, attention_backend, kernels,
+                                        model_attention_layers(model))
     resolved = ResolvedConfig(
         device=device,
         dtype=cfg.model.dtype,
@@ -113,19 +137,47 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         cache_dtype=cache_dtype,
         kv_cache_gib=num_pages * bytes_per_page / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
+        parallel_layout=_parallel_layout(cfg, device) if executor is not None else None,
     )
     logger.info("resolved config: %s", asdict(resolved))
+    if executor is not None:
+        executor.configure(model.quant_method.invariant_min_rows, resolved.deterministic)
 
     runner = ModelRunner(model, attention, resolved.page_size, device, _acceptance(cfg),
                          exact_seeded_drafts=resolved.deterministic,
-                         drafter=_drafter(cfg, resolved, info.vocab_size), lora=lora)
-    if device == "cuda" and cfg.runner.cuda_graphs:
+                         drafter=_drafter(cfg, resolved, info.vocab_size), lora=lora,
+                         workers=executor)
+    if device == "cuda" and cfg.runner.cuda_graphs and executor is None:
         with waiting("capturing CUDA graphs", "captured CUDA graphs"):
             runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
     tokenizer = Tokenizer(model_dir, info.eos_token_ids)
     guided = _guided_compiler(cfg, tokenizer, info.vocab_size, info.eos_token_ids)
     core, engine = _wire_engine(cfg, resolved, runner, tokenizer, guided)
-    return Runtime(cfg, resolved, model_dir, core, engine, tokenizer)
+    if executor is not None:
+        executor.on_failure = engine.fail
+    return Runtime(cfg, resolved, model_dir, core, engine, tokenizer, executor)
+
+
+def _parallel_layout(cfg: ToolkitConfig, device: str) -> str:
+    """``TP 2 (mp, gloo)``: the ranks, how they were started and their collectives."""
+    backend = "nccl" if device == "cuda" else "gloo"
+    return (f"TP {cfg.parallel.tensor_parallel_size} "
+            f"({cfg.parallel.distributed_executor_backend}, {backend})")
+
+
+def _shard_spec(cfg: ToolkitConfig, model_dir: Path, device: str, cpu_kernels: str | None,
+                attention_backend: str, num_pages: int, cache_dtype: str,
+                num_threads: int, max_model_len: int) -> ShardSpec:
+    """What every tensor-parallel rank builds its shard from (``num_threads``: each
+    rank's torch threads on the CPU)."""
+    return ShardSpec(
+        model_dir=str(model_dir), dtype=cfg.model.dtype, device=device, quant=cfg.quant,
+        prepack_weights=cfg.device.prepack_weights, allow_pickle=cfg.model.allow_pickle,
+        batch_invariant=cfg.device.deterministic and device == "cpu", cpu_kernels=cpu_kernels,
+        attention_backend=attention_backend, num_pages=num_pages,
+        page_size=cfg.cache.page_size, cache_dtype=cache_dtype,
+        tensor_parallel_size=cfg.parallel.tensor_parallel_size,
+        num_threads=num_threads if device == "cpu" else None, max_model_len=max_model_len)
 
 
 def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module, attention,
@@ -244,21 +296,6 @@ def load_draft(spec: SpeculativeConfig, device: str, attention_backend: str, num
                                       attention_backend, kernels, model_attention_layers(model))
 
 
-def attention_over_pool(info, num_pages: int, page_size: int,
-                        cache_torch_dtype: torch.dtype, device: str, attention_backend: str,
-                        kernels: KernelRoute = TORCH, layers=None):
-    """A KV pool of ``num_pages`` pages for the model ``info`` (ModelInfo) describes, and
-    the named attention backend over it, built with the CPU kernel route ``kernels`` and
-    the model's per-layer attention ``layers`` (attention.base.model_attention_layers)."""
-    from toolkit.attention.registry import ATTENTION_BACKENDS
-
-    kv_pool = KVCachePool(info.num_layers, num_pages, page_size, info.num_kv_heads,
-                          info.head_dim, cache_torch_dtype, device)
-    return ATTENTION_BACKENDS.get(attention_backend)(
-        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels,
-        layers=layers)
-
-
 def _profile_gpu_memory(cfg: ToolkitConfig, model: torch.nn.Module, info, attention_backend: str,
                         cache_torch_dtype: torch.dtype, max_model_len: int,
                         start: memory_planner.MemorySnapshot) -> memory_planner.GpuMemoryProfile:
@@ -304,7 +341,8 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
         drafter = _drafter(cfg, runtime.resolved, old.model.config["vocab_size"])
         acceptance = _acceptance(cfg)
     runner = ModelRunner(old.model, old.attention, old.page_size, old.device, acceptance,
-                         old.graph_runner, old.exact_seeded_drafts, drafter, lora=old.lora)
+                         old.graph_runner, old.exact_seeded_drafts, drafter, lora=old.lora,
+                         workers=old.workers)
     core, engine = _wire_engine(cfg, runtime.resolved, runner, runtime.tokenizer,
                                 runtime.core.guided)
     return replace(runtime, config=cfg, core=core, engine=engine)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from toolkit.attention.base import AttentionBackend, LayerAttention
 from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool
@@ -48,3 +50,19 @@ def flashinfer_unavailable(device: str) -> str | None:
         reason = " ".join(str(exc).split())
         return f"cannot import flashinfer ({type(exc).__name__}: {reason})"
     return None
+
+
+def attention_over_pool(info, num_pages: int, page_size: int,
+                        cache_torch_dtype: torch.dtype, device: str, attention_backend: str,
+                        kernels: KernelRoute = TORCH,
+                        layers: Sequence[LayerAttention] | None = None) -> AttentionBackend:
+    """A KV pool of ``num_pages`` pages for the model ``info`` describes (a ModelInfo, or
+    anything with its num_layers, num_qo_heads, num_kv_heads and head_dim: a
+    tensor-parallel rank's share of the heads), and the named attention backend over it,
+    built with the CPU kernel route ``kernels`` and the model's per-layer attention
+    ``layers`` (attention.base.model_attention_layers; None: every layer plain)."""
+    kv_pool = KVCachePool(info.num_layers, num_pages, page_size, info.num_kv_heads,
+                          info.head_dim, cache_torch_dtype, device)
+    return ATTENTION_BACKENDS.get(attention_backend)(
+        kv_pool, info.num_qo_heads, info.num_kv_heads, info.head_dim, kernels=kernels,
+        layers=layers)

@@ -122,7 +122,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
         started = serve_until_signalled(app_, server_config, gate,
                                         lambda url: logger.info(startup_summary(runtime, url)))
     finally:
-        runtime.engine.shutdown()
+        runtime.close()
     if not runtime.engine.healthy:
         typer.echo("error: the engine loop died; see the log above", err=True)
         raise typer.Exit(1)
@@ -170,8 +170,9 @@ def startup_summary(runtime: Runtime, base_url: str) -> str:
     kernels = (f"{resolved.cpu_kernels} CPU kernels" if resolved.device == "cpu"
                else f"{resolved.device}")
     kv_tokens = resolved.num_pages * resolved.page_size
+    layout = f", {resolved.parallel_layout}" if resolved.parallel_layout else ""
     return (f"ready: {base_url}/v1 serving {runtime.config.model.name} (quant {quant}, "
-            f"{resolved.dtype}, {kernels}, attention {resolved.attention_backend}, KV cache "
+            f"{resolved.dtype}, {kernels}{layout}, attention {resolved.attention_backend}, KV cache "
             f"{kv_tokens:,} tokens, context {resolved.max_model_len:,}); OpenAPI: "
             f"{base_url}/openapi.json")
 
@@ -194,6 +195,7 @@ def generate(prompt: str = typer.Argument(..., help="The user message."),
             sys.stdout.write(output.new_text)
             sys.stdout.flush()
     sys.stdout.write("\n")
+    runtime.close()
 
 
 @app.command(cls=ReferenceCommand)

@@ -160,6 +160,35 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Where Ray runs the workers of distributed_executor_backend=ray."""
+
+    address: str | None = None
+    """A running Ray cluster (`ray start --head` prints it, e.g. 10.0.0.1:6379, or
+    `auto`); null starts a local Ray instance in this process."""
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How one model is spread over processes (vLLM's names)."""
+
+    tensor_parallel_size: int = 1
+    """Ranks that each hold a slice of every layer (heads, MLP width, vocabulary) and
+    all-reduce twice a layer: gloo on the CPU, NCCL on CUDA."""
+    pipeline_parallel_size: int = 1
+    """Stages of consecutive layers (only 1 is built yet)."""
+    data_parallel_size: int = 1
+    """Engine replicas behind one endpoint (only 1 is built yet)."""
+    distributed_executor_backend: str = "mp"
+    """How the tensor-parallel workers start: mp (local processes) or ray (Ray actors in
+    a placement group, which may span machines)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """The Ray cluster of distributed_executor_backend=ray."""
+    init_timeout_s: float = 300.0
+    """Most seconds to wait for every worker to join and load its shard."""
+
+
+@dataclass(frozen=True)
 class SpeculativeConfig:
     """Speculative decoding: a proposer drafts tokens, the target verifies them in one
     forward pass, and an acceptance method keeps (rejection_sampler: exactly) the target's
@@ -499,6 +528,7 @@ class ToolkitConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -22,7 +22,7 @@ import torch
 
 from toolkit.engine.core import EngineCore
 from toolkit.protocol import GuidedSpec, RequestOutput, SamplingParams
-from toolkit.protocol.errors import EngineOverloadedError
+from toolkit.protocol.errors import EngineDeadError, EngineOverloadedError
 from toolkit.protocol.multimodal import MultiModalInput
 from toolkit.tokenizer.tokenizer import Tokenizer
 
@@ -44,6 +44,13 @@ class _Add:
 @dataclass(frozen=True)
 class _Abort:
     request_id: str
+
+
+@dataclass(frozen=True)
+class _Fatal:
+    """Stop the loop as if a step had raised (a lost tensor-parallel worker)."""
+
+    reason: str
 
 
 @dataclass
@@ -75,7 +82,8 @@ class AsyncEngine:
         self.model_name = model_name
         self.max_model_len = max_model_len
         self.healthy = True
-        self._commands: queue.SimpleQueue[_Add | _Abort | _Embed | None] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Add | _Abort | _Embed | _Fatal | None] = (
+            queue.SimpleQueue())
         self._embed_jobs: deque[_Embed] = deque()
         """Embedding jobs in arrival order; the loop runs one batch of the first per turn."""
         self._embedder = None
@@ -95,6 +103,11 @@ class AsyncEngine:
             self.core.guided.warm()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
+
+    def fail(self, reason: str) -> None:
+        """Stop the engine from another thread: the loop dies with ``reason`` (pending
+        requests get an EngineDeadError, ``on_fatal`` runs)."""
+        self._commands.put(_Fatal(reason))
 
     def shutdown(self) -> None:
         if self._thread is not None:
@@ -188,10 +201,10 @@ class AsyncEngine:
                 self._embed_batch()
                 for output in self.core.step():
                     self._publish(output)
-        except Exception:
+        except Exception as exc:
             logger.exception("the engine loop died")
             self.healthy = False
-            self._fail_all("the engine loop died; see the server log")
+            self._fail_all(f"the engine stopped ({exc}); see the server log")
             self._fail_embed_jobs("the engine loop died")
             if self._on_fatal is not None:
                 self._on_fatal()
@@ -208,6 +221,8 @@ class AsyncEngine:
             block = False
             if command is None:
                 return False
+            if isinstance(command, _Fatal):
+                raise RuntimeError(command.reason)
             if isinstance(command, _Abort):
                 self.core.abort_request(command.request_id)
                 # a stream still listening (an abort from elsewhere, e.g. Kobold's
@@ -252,6 +267,9 @@ class AsyncEngine:
             from toolkit.runner.embedder import Embedder
 
             runner = self.core.runner
+            if runner.workers is not None:
+                raise ValueError("embeddings are not served with tensor parallelism "
+                                 "(parallel.tensor_parallel_size > 1)")
             self._embedder = Embedder(runner.model, runner.attention, runner.page_size,
                                       runner.device)
         return self._embedder
@@ -297,7 +315,7 @@ class AsyncEngine:
 
     def _fail_all(self, message: str) -> None:
         for request_id in list(self._streams):
-            self._publish(RequestOutput(request_id, [], "", "abort", error=message))
+            self._send(request_id, EngineDeadError(message))
 
 
 def _batch_end(prompts: list[list[int]], start: int, max_num_tokens: int) -> int:

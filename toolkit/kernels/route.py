@@ -11,7 +11,7 @@ Who decides: ``build_runtime`` (toolkit/runtime.py) once per runtime, through
 ``toolkit.resolve.resolve_cpu_kernels`` (``device.cpu_kernels``: auto, native or torch),
 which returns the route. It is then given, at construction, to every object that runs one
 of these ops: ``load_model(kernels=...)`` -> the model -> its norms, rotary embedding and
-SiLU-and-mul; ``attention_over_pool`` -> the attention backend; the draft model gets the
+SiLU-and-mul; ``attention_over_pool`` (toolkit.attention.registry) -> the attention backend; the draft model gets the
 same route. Nothing reads a process-wide switch, so two models built with different
 routes run side by side in one process (tests, experiments/cpu_kernels_ab.py).
 

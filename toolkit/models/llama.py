@@ -29,6 +29,7 @@ from toolkit.layers.activation import silu_and_mul
 from toolkit.layers.linear import batch_variance, linear, pack_weight
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
+from toolkit.layers.tensor_parallel import TensorParallel
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.linear import QuantLinear, ShardLoadError
@@ -39,6 +40,9 @@ _PROJECTIONS = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": 
                 "o_proj": ("o_proj", 0), "gate_proj": ("gate_up_proj", 0),
                 "up_proj": ("gate_up_proj", 1), "down_proj": ("down_proj", 0)}
 """HF projection name -> (fused QuantLinear attribute, part index)."""
+_ROW_PARALLEL = ("o_proj", "down_proj")
+"""Projections split along their input features under tensor parallelism (the others
+along their output features)."""
 
 
 class WeightLoadError(ValueError):
@@ -55,10 +59,12 @@ class LlamaDecoderLayer(nn.Module):
 
     def __init__(self, config: dict[str, Any], layer_id: int, dtype: torch.dtype,
                  device: torch.device | str, quant_method: QuantMethod, *,
-                 kernels: KernelRoute = TORCH) -> None:
+                 kernels: KernelRoute = TORCH, parallel: TensorParallel | None = None) -> None:
         super().__init__()
         self.layer_id = layer_id
         self.kernels = kernels
+        self.parallel = parallel
+        """This rank's tensor-parallel place (``config`` is then its shard's), or None."""
         hidden = config["hidden_size"]
         self.num_qo_heads = config["num_attention_heads"]
         self.num_kv_heads = config.get("num_key_value_heads") or self.num_qo_heads
@@ -124,10 +130,15 @@ class LlamaDecoderLayer(nn.Module):
         q, k = self.rotate_qk(heads, cos, sin, rotary)
         v = heads[:, self.num_qo_heads + self.num_kv_heads:]  # [T, Hkv, D]
         attn_out = attn.forward(self.layer_id, q, k, v)  # [T, Hq, D]
-        attn_out = self.o_proj(attn_out.reshape(num_tokens, -1))  # [T, hidden]
+        attn_out = self._reduce(self.o_proj(attn_out.reshape(num_tokens, -1)))  # [T, hidden]
         x, residual = fused_add_rms_norm(attn_out, residual, self.post_attention_layernorm,
                                          self.eps, kernels=kernels)
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x), kernels=kernels)), residual
+        mlp_out = self.down_proj(silu_and_mul(self.gate_up_proj(x), kernels=kernels))
+        return self._reduce(mlp_out), residual
+
+    def _reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """A row-parallel projection's partial sums [T, hidden] -> the full output."""
+        return partial if self.parallel is None else self.parallel.all_reduce(partial)
 
 
 def _copy_checked(name: str, tensor: torch.Tensor, target: torch.Tensor) -> None:
@@ -149,6 +160,10 @@ class LlamaForCausalLM(nn.Module):
     ``kernels``: the CPU kernel route (toolkit.kernels.route) of every norm, rotary and
     SiLU-and-mul of the model, chosen by whoever builds it (build_runtime, through
     load_model); default the torch ops.
+    ``parallel``: this rank's place in a tensor-parallel group (toolkit.layers.
+    tensor_parallel): the model then holds its shard of every weight, ``load_weights``
+    takes the full checkpoint tensors and keeps that shard, and ``forward`` and
+    ``compute_logits`` are collectives every rank of the group runs.
     """
 
     decoder_layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
@@ -157,24 +172,29 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu",
                  quant_method: QuantMethod | None = None, *,
-                 kernels: KernelRoute = TORCH) -> None:
+                 kernels: KernelRoute = TORCH, parallel: TensorParallel | None = None) -> None:
         super().__init__()
         self.config = config
         self.dtype = dtype
         self.kernels = kernels
+        self.parallel = parallel
         self.quant_method = quant_method or NoQuant()
         hidden = config["hidden_size"]
         vocab_size = config["vocab_size"]
         self.eps = config["rms_norm_eps"]
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
-        self.embed_tokens = _param((vocab_size, hidden), dtype, device)
+        layer_config = config if parallel is None else parallel.local_config(config)
+        sharding = {} if parallel is None else {"parallel": parallel}
+        num_rows = vocab_size if parallel is None else parallel.vocab_range(vocab_size)[1]
+        self.embed_tokens = _param((num_rows, hidden), dtype, device)
         self.layers = nn.ModuleList(
-            self.decoder_layer_cls(config, i, dtype, device, self.quant_method, kernels=kernels)
+            self.decoder_layer_cls(layer_config, i, dtype, device, self.quant_method,
+                                   kernels=kernels, **sharding)
             for i in range(config["num_hidden_layers"])
         )
         self.norm = _param((hidden,), dtype, device)
         self.lm_head = self.embed_tokens if self.tie_word_embeddings else _param(
-            (vocab_size, hidden), dtype, device)
+            (num_rows, hidden), dtype, device)
         head_dim = self.layers[0].head_dim
         self.rotary = RotaryEmbedding(rope_parameters_from_hf_config(config), head_dim,
                                       config["max_position_embeddings"], dtype, device,
@@ -216,8 +236,12 @@ class LlamaForCausalLM(nn.Module):
         """input_ids, positions: [T] -> final-normed hidden states [T, hidden].
         ``inputs_embeds`` [T, hidden]: the input rows to use instead of the token
         embeddings (a vision-language model's, with image embeddings merged in)."""
-        hidden = (F.embedding(input_ids, self.embed_tokens) if inputs_embeds is None
-                  else inputs_embeds)  # [T, hidden]
+        if inputs_embeds is not None:
+            hidden = inputs_embeds
+        elif self.parallel is None:
+            hidden = F.embedding(input_ids, self.embed_tokens)  # [T, hidden]
+        else:
+            hidden = self.parallel.embed(input_ids, self.embed_tokens)  # [T, hidden]
         cos, sin = self.rotary.cos_sin(positions)  # [T, 1, D] each
         residual = None
         for layer in self.layers:
@@ -229,13 +253,16 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] -> logits [N, vocab] float32."""
+        logits = None
         if self.quantized_lm_head is not None:
             logits = self.quantized_lm_head.logits(hidden)
-            if logits is not None:
-                return logits.float()
-        method = self.quant_method
-        return linear(hidden, self.lm_head, None, self.packed_lm_head, method.batch_invariant,
-                      method.invariant_min_rows).float()
+        if logits is None:
+            method = self.quant_method
+            logits = linear(hidden, self.lm_head, None, self.packed_lm_head,
+                            method.batch_invariant, method.invariant_min_rows)
+        if self.parallel is not None:  # [N, vocab / size] -> [N, vocab]
+            logits = self.parallel.gather_logits(logits, self.config["vocab_size"])
+        return logits.float()
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -271,6 +298,8 @@ class LlamaForCausalLM(nn.Module):
         top_level = {"model.embed_tokens.weight": self.embed_tokens,
                      "model.norm.weight": self.norm, "lm_head.weight": self.lm_head}
         if name in top_level:
+            if name != "model.norm.weight" and self.parallel is not None:
+                tensor = self._vocab_shard(tensor)
             _copy_checked(name, tensor, top_level[name].data)
             return
         layer_id, rest = _LAYER_NAME.fullmatch(name).groups()
@@ -281,10 +310,44 @@ class LlamaForCausalLM(nn.Module):
             return
         parts = rest.split(".")  # [module, proj, suffix]
         fused, part = _PROJECTIONS[parts[1]]
+        projection = getattr(layer, fused)
         try:
-            getattr(layer, fused).load_shard(parts[2], tensor, part)
-        except ShardLoadError as exc:
+            if self.parallel is not None:
+                tensor = self._projection_shard(parts[1], parts[2], tensor, projection)
+            projection.load_shard(parts[2], tensor, part)
+        except (ShardLoadError, ValueError) as exc:
             raise WeightLoadError(f"{name}: {exc}") from None
+
+    def _vocab_shard(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's rows [V/size, hidden] of an embedding or LM head [V, hidden],
+        zero past the vocabulary."""
+        start, num_rows = self.parallel.vocab_range(tensor.shape[0])
+        rows = tensor[start:start + num_rows]
+        padding = num_rows - rows.shape[0]
+        return F.pad(rows, (0, 0, 0, padding)) if padding else rows
+
+    def _projection_shard(self, proj: str, suffix: str, tensor: torch.Tensor,
+                          projection: QuantLinear) -> torch.Tensor:
+        """This rank's part of checkpoint tensor ``proj.suffix``: its output features of
+        q/k/v/gate/up, its input features of o/down (whose bias only rank 0 adds)."""
+        parallel, config = self.parallel, self.config
+        head_dim = self.layers[0].head_dim
+        num_qo_heads = config["num_attention_heads"]
+        num_kv_heads = config.get("num_key_value_heads") or num_qo_heads
+        heads = {"q_proj": num_qo_heads, "o_proj": num_qo_heads, "k_proj": num_kv_heads,
+                 "v_proj": num_kv_heads}
+        if proj in heads:
+            first, count = parallel.head_range(heads[proj])
+            features = (first * head_dim, count * head_dim)
+        else:
+            features = parallel.even_range(config["intermediate_size"])
+        if proj not in _ROW_PARALLEL:
+            return projection.method.shard_tensor(suffix, projection.specs[suffix], tensor,
+                                                  features, None)
+        if suffix == "bias":
+            return tensor if parallel.rank == 0 else torch.zeros_like(tensor)
+        return projection.method.shard_tensor(suffix, projection.specs[suffix], tensor, None,
+                                              features)
 
     def _expected_names(self) -> set[str]:
         names = {"model.embed_tokens.weight", "model.norm.weight"}

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from torch import nn
 
 from toolkit.kernels.route import TORCH, KernelRoute
+from toolkit.layers.tensor_parallel import TensorParallel
 from toolkit.models.registry import MODEL_ARCHITECTURES
 from toolkit.quant.base import ModelLoadError
 
@@ -190,11 +191,32 @@ def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+TENSOR_PARALLEL_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+"""Architectures whose model shards itself across tensor-parallel ranks."""
+
+
+def check_tensor_parallel(config: dict, size: int) -> None:
+    """Raise ModelLoadError, in one line, when the checkpoint's model cannot be split
+    ``size`` ways: an architecture without tensor parallelism, or widths ``size`` does not
+    divide."""
+    from toolkit.layers.tensor_parallel import ShardingError, check_divisible
+
+    architecture = (config.get("architectures") or ["?"])[0]
+    if architecture not in TENSOR_PARALLEL_ARCHITECTURES:
+        raise ModelLoadError(f"tensor_parallel_size={size}: {architecture} has no tensor "
+                             f"parallelism yet (it has: {', '.join(TENSOR_PARALLEL_ARCHITECTURES)})")
+    try:
+        check_divisible(config, size)
+    except ShardingError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
                allow_pickle: bool = False, quant: QuantConfig | None = None,
                batch_invariant: bool = False, kernels: KernelRoute = TORCH,
-               max_model_len: int | None = None) -> nn.Module:
+               max_model_len: int | None = None,
+               parallel: TensorParallel | None = None) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
@@ -209,6 +231,8 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     default is the torch ops.
     ``max_model_len``: the context the model will serve (build_runtime's resolved one);
     the model finds it as ``config["max_model_len"]`` (LongRoPE picks its factors by it).
+    ``parallel``: build this tensor-parallel rank's shard (architectures in
+    TENSOR_PARALLEL_ARCHITECTURES only).
     """
     from toolkit.config.schema import QuantConfig
     from toolkit.quant.registry import create_quant_method
@@ -229,7 +253,12 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     method.check_checkpoint(tensor_shapes(files))
     if max_model_len is not None:
         config = {**config, "max_model_len": max_model_len}
-    model = model_cls(config, dtype=dtype, device=device, quant_method=method, kernels=kernels)
+    sharding = {}
+    if parallel is not None and parallel.size > 1:
+        check_tensor_parallel(config, parallel.size)
+        sharding = {"parallel": parallel}
+    model = model_cls(config, dtype=dtype, device=device, quant_method=method, kernels=kernels,
+                      **sharding)
     model.load_weights(iter_weights(files, config, getattr(method, "gguf_blocks", False)))
     if (prepack_weights or method.batch_invariant) and hasattr(model, "pack_weights"):
         model.pack_weights()

@@ -53,10 +53,11 @@ class AWQMethod(QuantMethod):
         num_groups = in_features // self.group_size
         return {
             "qweight": ParamSpec((in_features, out_features // PACK_FACTOR), torch.int32, 1,
-                                 PACK_FACTOR),
+                                 PACK_FACTOR, input_dim=0),
             "qzeros": ParamSpec((num_groups, out_features // PACK_FACTOR), torch.int32, 1,
-                                PACK_FACTOR),
-            "scales": ParamSpec((num_groups, out_features), torch.float16, 1),
+                                PACK_FACTOR, input_dim=0, input_pack=self.group_size),
+            "scales": ParamSpec((num_groups, out_features), torch.float16, 1, input_dim=0,
+                                input_pack=self.group_size),
         }
 
     def check_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> None:

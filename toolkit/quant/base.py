@@ -48,6 +48,12 @@ class ParamSpec:
     None for tensors shared by every part (GPTQ's g_idx), loaded once and checked equal."""
     output_pack: int = 1
     """Output features per element along ``output_dim`` (8 for int32-packed 4-bit)."""
+    input_dim: int | None = None
+    """Axis that runs over input features (along which a row-parallel layer is split);
+    None for tensors every input feature shares (a per-tensor scale)."""
+    input_pack: int = 1
+    """Input features per element along ``input_dim`` (8 for GPTQ's packed rows, the
+    group size for per-group scales and zeros)."""
 
 
 class QuantMethod(ABC):
@@ -86,6 +92,21 @@ class QuantMethod(ABC):
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
         """x: [T, K] -> [T, N] in x's dtype."""
+
+    def shard_tensor(self, name: str, spec: ParamSpec, tensor: torch.Tensor,
+                     output_range: tuple[int, int] | None,
+                     input_range: tuple[int, int] | None) -> torch.Tensor:
+        """The part of checkpoint tensor ``name`` that a tensor-parallel rank keeps: output
+        features ``output_range`` (start, length) of a column-parallel layer, or input
+        features ``input_range`` of a row-parallel one (None: the whole axis). Tensors
+        without that axis are kept whole."""
+        from toolkit.layers.tensor_parallel import narrow_features
+
+        if output_range is not None and spec.output_dim is not None:
+            tensor = narrow_features(tensor, spec.output_dim, spec.output_pack, *output_range)
+        if input_range is not None and spec.input_dim is not None:
+            tensor = narrow_features(tensor, spec.input_dim, spec.input_pack, *input_range)
+        return tensor
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         """A quantized copy of the LM head [V, H] that the model uses where it applies

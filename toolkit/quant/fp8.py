@@ -81,7 +81,8 @@ class FP8Method(QuantMethod):
 
     def param_specs(self, in_features: int, out_features: int,
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
-        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
+        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0,
+                                     input_dim=1)}
 
     def after_load(self, layer: nn.Module) -> None:
         dtype = layer.weight.dtype

@@ -80,11 +80,13 @@ class GPTQMethod(QuantMethod):
                 f"{in_features} -> {out_features} projection")
         num_groups = in_features // group
         return {
-            "qweight": ParamSpec((in_features // PACK_FACTOR, out_features), torch.int32, 1),
+            "qweight": ParamSpec((in_features // PACK_FACTOR, out_features), torch.int32, 1,
+                                 input_dim=0, input_pack=PACK_FACTOR),
             "qzeros": ParamSpec((num_groups, out_features // PACK_FACTOR), torch.int32, 1,
-                                PACK_FACTOR),
-            "scales": ParamSpec((num_groups, out_features), torch.float16, 1),
-            "g_idx": ParamSpec((in_features,), torch.int32, None),
+                                PACK_FACTOR, input_dim=0, input_pack=group),
+            "scales": ParamSpec((num_groups, out_features), torch.float16, 1, input_dim=0,
+                                input_pack=group),
+            "g_idx": ParamSpec((in_features,), torch.int32, None, input_dim=0),
         }
 
     def check_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -94,6 +96,22 @@ class GPTQMethod(QuantMethod):
                 base = name[: -len("qweight")]
                 _check_gptq_shapes(base, qweight, {t: shapes.get(base + t) for t in
                                                    GPTQ_TENSORS[1:]}, self.group_size)
+
+    def shard_tensor(self, name: str, spec: ParamSpec, tensor: torch.Tensor,
+                     output_range: tuple[int, int] | None,
+                     input_range: tuple[int, int] | None) -> torch.Tensor:
+        """As the base method; a row-parallel rank's g_idx counts its own groups from 0,
+        and a single group (group_size -1) is kept whole by every rank."""
+        if input_range is not None and name in ("qzeros", "scales") and self.group_size == -1:
+            input_range = None
+        sharded = super().shard_tensor(name, spec, tensor, output_range, input_range)
+        if name == "g_idx" and input_range is not None and self.group_size != -1:
+            first_group = input_range[0] // self.group_size
+            sharded = sharded - first_group
+            if sharded.min() < 0 or sharded.max() >= input_range[1] // self.group_size:
+                raise ModelLoadError("a GPTQ checkpoint with act-order (desc_act) cannot be "
+                                     "split across tensor-parallel ranks")
+        return sharded
 
     def after_load(self, layer: nn.Module) -> None:
         group = self.group_rows(layer.in_features)

@@ -31,7 +31,8 @@ class NoQuant(QuantMethod):
 
     def param_specs(self, in_features: int, out_features: int,
                     dtype: torch.dtype) -> dict[str, ParamSpec]:
-        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0)}
+        return {"weight": ParamSpec((out_features, in_features), dtype, output_dim=0,
+                                     input_dim=1)}
 
     def enable_batch_invariance(self) -> bool:
         """Possible wherever oneDNN is: the weights are then always packed."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -20,6 +20,8 @@ from toolkit.runner.sampler import sample
 from toolkit.runner.verify import VerifyRow, verify_drafts
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from toolkit.guided.matchers import GrammarMatchers
     from toolkit.lora.manager import LoraManager
     from toolkit.runner.cuda_graph_runner import CudaGraphRunner
@@ -28,7 +30,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ENGINE_FAULTS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+
+class TensorParallelWorkers(Protocol):
+    """The driver's handle on the other ranks of a tensor-parallel group
+    (toolkit.parallel.executor implements it); each call is matched by this rank's own."""
+
+    def forward(self, batch: ForwardBatch) -> None:
+        """Have every worker plan ``batch`` and run its model shard's forward on it."""
+
+    def logits(self, rows: torch.Tensor | slice) -> None:
+        """Have every worker run its LM head shard on rows ``rows`` of its last forward."""
+
+    def collective(self, what: str) -> AbstractContextManager[None]:
+        """A context in which any failure is a WorkerFault naming ``what``."""
+
+
+
+class WorkerFault(RuntimeError):
+    """A tensor-parallel step that failed or lost a worker: the ranks' collectives are out
+    of step, so no request owns it and the engine stops."""
+
+
+ENGINE_FAULTS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError,
+                                                  WorkerFault)
 """Failures no single request owns, even inside its own work: they are never pinned on a
 request but raised (the engine loop then stops)."""
 
@@ -53,11 +77,15 @@ class ModelRunner:
                  device: torch.device | str, acceptance: AcceptanceMethod | None = None,
                  graph_runner: CudaGraphRunner | None = None,
                  exact_seeded_drafts: bool = False, drafter: Drafter | None = None,
-                 lora: LoraManager | None = None) -> None:
+                 lora: LoraManager | None = None,
+                 workers: TensorParallelWorkers | None = None) -> None:
         self.model = model
         self.lora = lora
         """Serves LoRA adapters (each request's ``lora_name``) in the model's projections;
         None: the base model only."""
+        self.workers = workers
+        """The other tensor-parallel ranks, told each forward and LM head call before this
+        rank (0) runs its own part of it; None: the model is whole here."""
         self.drafter = drafter
         """Proposes drafts after sampling (speculative decoding); None: no speculation."""
         self.exact_seeded_drafts = exact_seeded_drafts
@@ -102,7 +130,7 @@ class ModelRunner:
         sampling = [s for s in scheduled if s.samples]
         if sampling:
             # [M, V] float32; M = sum(1 + k_i): one row per position that gets a token
-            logits = self.model.compute_logits(hidden[batch.logits_indices])
+            logits = self._logits(hidden, batch.logits_indices)
             self._emit_isolated(sampling, logits, output)
         self._add_prompt_logprobs(scheduled, hidden, batch, output)
         if self._grammars:
@@ -204,11 +232,25 @@ class ModelRunner:
         if image_embeds is None and self.graph_runner is not None and \
                 self.graph_runner.can_run(batch) and not self._has_adapter_rows():
             return self.graph_runner.run(batch)
-        self.attention.plan(batch)
-        if image_embeds is not None:
-            return self.model(batch.input_ids, batch.positions, self.attention,
-                              image_embeds=image_embeds)
-        return self.model(batch.input_ids, batch.positions, self.attention)
+        if self.workers is None:
+            self.attention.plan(batch)
+            if image_embeds is not None:
+                return self.model(batch.input_ids, batch.positions, self.attention,
+                                  image_embeds=image_embeds)
+            return self.model(batch.input_ids, batch.positions, self.attention)
+        with self.workers.collective("the forward"):
+            self.workers.forward(batch)
+            self.attention.plan(batch)
+            return self.model(batch.input_ids, batch.positions, self.attention)
+
+    def _logits(self, hidden: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+        """[N, V] float32 logits of ``hidden[rows]`` (every rank's LM head shard when
+        tensor-parallel)."""
+        if self.workers is None:
+            return self.model.compute_logits(hidden[rows])
+        with self.workers.collective("the LM head"):
+            self.workers.logits(rows)
+            return self.model.compute_logits(hidden[rows])
 
     def _sample(self, sampling: list[Request], logits: torch.Tensor) -> dict[str, list[int]]:
         """One token per request (no drafts this step)."""
@@ -295,7 +337,7 @@ class ModelRunner:
         count = min(item.num_tokens, request.num_prompt_tokens - first)
         if asked is None or request.num_output_tokens or count <= 0:
             return None
-        logits = self.model.compute_logits(hidden[start_row:start_row + count])
+        logits = self._logits(hidden, slice(start_row, start_row + count))
         targets = torch.tensor(request.prompt_token_ids[first:first + count])
         return first, token_logprobs(logits, targets, [asked] * count)
 

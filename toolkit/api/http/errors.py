@@ -8,7 +8,7 @@ from http import HTTPStatus
 from pydantic import ValidationError
 
 from toolkit.api.openai.responses import ErrorInfo, ErrorResponse
-from toolkit.protocol.errors import EngineOverloadedError
+from toolkit.protocol.errors import EngineDeadError, EngineOverloadedError
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -77,9 +77,11 @@ def retry_after(seconds: int) -> list[tuple[bytes, bytes]]:
 
 def engine_failure(exc: BaseException) -> APIError:
     """The error for an exception raised by the engine for one request: 503 when it was
-    refused for overload, else 500."""
+    refused for overload or the engine has stopped, else 500."""
     if isinstance(exc, EngineOverloadedError):
         return APIError(str(exc), status=503, code="server_overloaded")
+    if isinstance(exc, EngineDeadError):
+        return APIError(str(exc), status=503, code="engine_unavailable")
     return APIError("The engine failed to generate a response", status=500,
                     code="engine_error")
 
