@@ -88,7 +88,7 @@ def test_config_keys_of_an_unknown_group_is_one_line_with_did_you_mean():
 
 @pytest.mark.parametrize("override, line", [
     ("modle=llama3", "error: unknown key 'modle' (did you mean model?); valid keys: "
-                     "attention, bench, cache, device, lora, model, quant, recipe, "),
+                     "attention, bench, cache, device, lora, model, parallel, quant, "),
     ("cache.page_sise=8", "error: unknown key 'cache.page_sise' (did you mean "
                           "cache.page_size?); valid keys under cache:"),
     ("model=smollm", "error: unknown model 'smollm' (did you mean smollm2?); valid choices:"),

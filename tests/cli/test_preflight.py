@@ -120,7 +120,7 @@ def test_peek_model_dir_never_converts(tmp_path, monkeypatch):
 def test_startup_summary_names_url_model_quant_dtype_kernels_kv_and_openapi():
     resolved = SimpleNamespace(device="cpu", cpu_kernels="native", dtype="bfloat16",
                                attention_backend="torch_ref", num_pages=512, page_size=16,
-                               max_model_len=2048)
+                               max_model_len=2048, parallel_layout=None)
     model = SimpleNamespace(quant_method=SimpleNamespace(name="none"))
     runtime = SimpleNamespace(resolved=resolved, config=SimpleNamespace(
         model=SimpleNamespace(name="smollm2")), core=SimpleNamespace(
@@ -129,6 +129,9 @@ def test_startup_summary_names_url_model_quant_dtype_kernels_kv_and_openapi():
     assert line == ("ready: http://127.0.0.1:8000/v1 serving smollm2 (quant none, bfloat16, "
                     "native CPU kernels, attention torch_ref, KV cache 8,192 tokens, context "
                     "2,048); OpenAPI: http://127.0.0.1:8000/openapi.json")
+    resolved.parallel_layout = "TP 2 (mp, gloo)"
+    assert "native CPU kernels, TP 2 (mp, gloo), attention" in startup_summary(
+        runtime, "http://127.0.0.1:8000")
 
 
 def test_served_config_points_auto_generation_config_at_the_model(tmp_path):

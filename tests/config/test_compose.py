@@ -101,7 +101,8 @@ def test_bad_overrides_fail_with_one_line_naming_the_key(override, message):
     ("model=smolm2", "unknown model 'smolm2' (did you mean smollm2?); valid choices: "),
     ("recipe=cpu-defualt", "unknown recipe 'cpu-defualt' (did you mean cpu-default?)"),
     ("foo=1", "unknown key 'foo'; valid keys: attention, bench, cache, device, lora, model, "
-              "quant, recipe, runner, sampling, scheduler, seed, server, speculative"),
+              "parallel, quant, recipe, runner, sampling, scheduler, seed, server, "
+              "speculative"),
 ])
 def test_misspellings_get_a_did_you_mean(override, message):
     with pytest.raises(ConfigError) as info:

@@ -172,8 +172,8 @@ def startup_summary(runtime: Runtime, base_url: str) -> str:
     kv_tokens = resolved.num_pages * resolved.page_size
     layout = f", {resolved.parallel_layout}" if resolved.parallel_layout else ""
     return (f"ready: {base_url}/v1 serving {runtime.config.model.name} (quant {quant}, "
-            f"{resolved.dtype}, {kernels}{layout}, attention {resolved.attention_backend}, KV cache "
-            f"{kv_tokens:,} tokens, context {resolved.max_model_len:,}); OpenAPI: "
+            f"{resolved.dtype}, {kernels}{layout}, attention {resolved.attention_backend}, "
+            f"KV cache {kv_tokens:,} tokens, context {resolved.max_model_len:,}); OpenAPI: "
             f"{base_url}/openapi.json")
 
 
