@@ -279,9 +279,9 @@ def _check_parallel(cfg: ToolkitConfig) -> None:
     parallel = cfg.parallel
     _at_least("parallel.tensor_parallel_size", parallel.tensor_parallel_size, 1)
     for key in ("pipeline_parallel_size", "data_parallel_size"):
-        if getattr(parallel, key) != 1:
-            raise ConfigError(f"parallel.{key}={getattr(parallel, key)}: only 1 is built yet "
-                              "(parallel.tensor_parallel_size splits a model)")
+        _at_least(f"parallel.{key}", getattr(parallel, key), 1)
+    if parallel.data_parallel_size > 1:
+        _check_data_parallel(cfg)
     _choice("parallel.distributed_executor_backend", parallel.distributed_executor_backend,
             EXECUTOR_BACKENDS)
     if parallel.init_timeout_s <= 0:
@@ -289,24 +289,71 @@ def _check_parallel(cfg: ToolkitConfig) -> None:
     if parallel.tensor_parallel_size > 1 and cfg.lora.enable:
         raise ConfigError("lora.enable=true with parallel.tensor_parallel_size > 1: LoRA "
                           "adapters are not split over ranks yet")
+    if parallel.num_micro_batches is not None:
+        _at_least("parallel.num_micro_batches", parallel.num_micro_batches, 1)
+    if parallel.pipeline_parallel_size > 1 and cfg.lora.enable:
+        raise ConfigError("lora.enable=true with parallel.pipeline_parallel_size > 1: LoRA "
+                          "adapters are not split over stages yet")
     if parallel.distributed_executor_backend == "ray":
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("parallel.distributed_executor_backend=ray needs Ray: "
                               "pip install -e '.[ray]'")
 
 
+def _check_data_parallel(cfg: ToolkitConfig) -> None:
+    """data_parallel_size > 1: Ray installed, replicas of one engine each (no TP or LoRA
+    inside a replica yet), restarts and imbalance >= 0."""
+    import importlib.util
+
+    parallel = cfg.parallel
+    size = parallel.data_parallel_size
+    _at_least("parallel.data_parallel_max_imbalance", parallel.data_parallel_max_imbalance, 0)
+    _at_least("parallel.max_replica_restarts", parallel.max_replica_restarts, 0)
+    if parallel.pipeline_parallel_size > 1:
+        raise ConfigError(f"parallel.data_parallel_size={size} with pipeline_parallel_size="
+                          f"{parallel.pipeline_parallel_size}: replicas of a pipeline are not "
+                          "built yet (use one of them)")
+    if parallel.tensor_parallel_size > 1 and parallel.distributed_executor_backend != "mp":
+        raise ConfigError(f"parallel.data_parallel_size={size} with tensor_parallel_size="
+                          f"{parallel.tensor_parallel_size}: each replica starts its ranks as "
+                          "local processes; set parallel.distributed_executor_backend=mp")
+    if cfg.lora.enable:
+        raise ConfigError(f"lora.enable=true with parallel.data_parallel_size={size}: LoRA "
+                          "adapters are not served by replicas yet")
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(f"parallel.data_parallel_size={size} runs the replicas as Ray "
+                          "actors and needs Ray: pip install -e '.[ray]'")
+
+
 def _check_local_devices(cfg: ToolkitConfig, device: str) -> None:
     """Local (mp) ranks on CUDA need a GPU each; CPU ranks may share cores (slower, the
     same results); a Ray cluster places ranks on its own machines."""
-    size = cfg.parallel.tensor_parallel_size
+    size = cfg.parallel.tensor_parallel_size * cfg.parallel.pipeline_parallel_size
     if device != "cuda" or cfg.parallel.distributed_executor_backend == "ray":
         return
     import torch
 
     if size > torch.cuda.device_count():
-        raise ConfigError(f"parallel.tensor_parallel_size={size} but this machine has "
+        raise ConfigError(f"parallel: {size} ranks (tensor_parallel_size x "
+                          f"pipeline_parallel_size) but this machine has "
                           f"{torch.cuda.device_count()} CUDA devices (a Ray cluster spans "
                           "machines: parallel.distributed_executor_backend=ray)")
+
+
+def _check_local_replicas(cfg: ToolkitConfig, device: str) -> None:
+    """Data-parallel replicas on a local Ray instance need tensor_parallel_size GPUs each on
+    CUDA (a cluster at parallel.ray.address places them on its own machines)."""
+    parallel = cfg.parallel
+    if device != "cuda" or parallel.ray.address is not None:
+        return
+    import torch
+
+    needed = parallel.data_parallel_size * parallel.tensor_parallel_size
+    if needed > torch.cuda.device_count():
+        raise ConfigError(f"parallel.data_parallel_size={parallel.data_parallel_size} x "
+                          f"tensor_parallel_size={parallel.tensor_parallel_size} needs {needed}"
+                          f" GPUs but this machine has {torch.cuda.device_count()} CUDA "
+                          "devices (a Ray cluster spans machines: parallel.ray.address)")
 
 
 def _at_least(key: str, value: int, low: int) -> None:
@@ -343,7 +390,14 @@ def check_model_fit(cfg: ToolkitConfig, model_dir, device: str) -> None:
         from toolkit.models.loader import check_tensor_parallel
 
         check_tensor_parallel(config, cfg.parallel.tensor_parallel_size)
+    if cfg.parallel.pipeline_parallel_size > 1:
+        from toolkit.models.loader import check_pipeline_parallel
+
+        check_pipeline_parallel(config, cfg.parallel.pipeline_parallel_size)
+    if cfg.parallel.tensor_parallel_size * cfg.parallel.pipeline_parallel_size > 1:
         _check_local_devices(cfg, device)
+    if cfg.parallel.data_parallel_size > 1:
+        _check_local_replicas(cfg, device)
     info = read_model_info(model_dir)
     max_model_len = resolve_max_model_len(cfg, info.max_position_embeddings,
                                           info.context_window)

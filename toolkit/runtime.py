@@ -18,6 +18,7 @@ from toolkit.kernels.route import TORCH, KernelRoute, route_named
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.kv.page_manager import PageManager
 from toolkit.parallel.executor import TensorParallelExecutor
+from toolkit.parallel.replicas import DataParallelEngine
 from toolkit.parallel.shard import ShardSpec, build_shard, local_info, rank_device
 from toolkit.resolve import (
     ResolvedConfig,
@@ -45,11 +46,19 @@ class Runtime:
     config: ToolkitConfig
     resolved: ResolvedConfig
     model_dir: Path
-    core: EngineCore
-    engine: AsyncEngine
+    core: EngineCore | None
+    """The engine core; None under data parallelism (each replica has its own)."""
+    engine: AsyncEngine | DataParallelEngine
     tokenizer: Tokenizer
     executor: TensorParallelExecutor | None = None
     """The other tensor-parallel ranks (parallel.tensor_parallel_size > 1), else None."""
+
+    @property
+    def quant_name(self) -> str:
+        """The served model's quant method, by name."""
+        if self.core is None:
+            return self.engine.quant_name
+        return self.core.runner.model.quant_method.name
 
     def close(self) -> None:
         """Stop the engine loop, then the tensor-parallel workers."""
@@ -70,10 +79,13 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     from toolkit.models.loader import load_model, read_model_info
     from toolkit.models.source import resolve_model_dir
 
+    if cfg.parallel.data_parallel_size > 1:
+        return _data_parallel_runtime(cfg)
     device = resolve_device(cfg)
     tp_size = cfg.parallel.tensor_parallel_size
-    # on the CPU, tensor-parallel ranks share the threads equally
-    num_threads = max(1, (cfg.device.num_threads or torch.get_num_threads()) // tp_size)
+    num_ranks = tp_size * cfg.parallel.pipeline_parallel_size
+    # on the CPU, the ranks share the threads equally
+    num_threads = max(1, (cfg.device.num_threads or torch.get_num_threads()) // num_ranks)
     cpu_kernels, kernels = None, TORCH
     if device == "cpu":
         torch.set_num_threads(1 if engine_thread_only else num_threads)
@@ -94,13 +106,12 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         info.head_dim, cache_torch_dtype)
     attention_backend = resolve_attention(cfg, device)
     executor, gpu_plan, lora = None, None, None
-    if tp_size > 1:
+    if num_ranks > 1:
         num_pages = resolve_num_pages(cfg, bytes_per_page, max_model_len)
         spec = _shard_spec(cfg, model_dir, device, cpu_kernels, attention_backend, num_pages,
                            cache_dtype, num_threads, max_model_len)
-        with waiting(f"starting {tp_size} tensor-parallel ranks "
-                     f"({cfg.parallel.distributed_executor_backend}) and loading their "
-                     f"shards of {model_dir.name}", "loaded the shards"):
+        with waiting(f"starting {num_ranks} ranks, {_parallel_layout(cfg, device)}, and "
+                     f"loading their shards of {model_dir.name}", "loaded the shards"):
             executor = TensorParallelExecutor.start(spec, cfg.parallel)
             model, attention = build_shard(spec, executor.parallel(0), rank_device(spec, 0))
     else:
@@ -158,10 +169,35 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     return Runtime(cfg, resolved, model_dir, core, engine, tokenizer, executor)
 
 
+def _data_parallel_runtime(cfg: ToolkitConfig) -> Runtime:
+    """parallel.data_parallel_size replicas as Ray actors, each building its own runtime,
+    behind one DataParallelEngine; the tokenizer is loaded here, for the API."""
+    from toolkit.models.loader import read_model_info
+    from toolkit.models.source import resolve_model_dir
+
+    device = resolve_device(cfg)
+    with waiting(*model_lookup_wait(cfg)):
+        model_dir = resolve_model_dir(cfg.model.source, cfg.model.path)
+    check_model_fit(cfg, model_dir, device)
+    tokenizer = Tokenizer(model_dir, read_model_info(model_dir).eos_token_ids)
+    size = cfg.parallel.data_parallel_size
+    with waiting(f"starting {size} data-parallel replicas (Ray actors) of {model_dir.name}",
+                 "started the replicas"):
+        engine = DataParallelEngine.start_replicas(cfg, tokenizer, build_runtime,
+                                                   on_gpu=device == "cuda")
+    layout = f"DP {size} (ray)"
+    if engine.resolved.parallel_layout:  # each replica's own ranks
+        layout += f" x {engine.resolved.parallel_layout}"
+    resolved = replace(engine.resolved, parallel_layout=layout)
+    logger.info("resolved config (each replica): %s", asdict(resolved))
+    return Runtime(cfg, resolved, model_dir, None, engine, tokenizer)
+
+
 def _parallel_layout(cfg: ToolkitConfig, device: str) -> str:
     """``TP 2 (mp, gloo)``: the ranks, how they were started and their collectives."""
     backend = "nccl" if device == "cuda" else "gloo"
-    return (f"TP {cfg.parallel.tensor_parallel_size} "
+    stages = cfg.parallel.pipeline_parallel_size
+    return (f"TP {cfg.parallel.tensor_parallel_size}{f' x PP {stages}' if stages > 1 else ''} "
             f"({cfg.parallel.distributed_executor_backend}, {backend})")
 
 
@@ -177,6 +213,9 @@ def _shard_spec(cfg: ToolkitConfig, model_dir: Path, device: str, cpu_kernels: s
         attention_backend=attention_backend, num_pages=num_pages,
         page_size=cfg.cache.page_size, cache_dtype=cache_dtype,
         tensor_parallel_size=cfg.parallel.tensor_parallel_size,
+        pipeline_parallel_size=cfg.parallel.pipeline_parallel_size,
+        num_micro_batches=(cfg.parallel.num_micro_batches or cfg.parallel.pipeline_parallel_size
+                           if cfg.parallel.pipeline_parallel_size > 1 else 1),
         num_threads=num_threads if device == "cpu" else None, max_model_len=max_model_len)
 
 
@@ -335,6 +374,11 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
     model is loaded anew) and groups that build no objects (server, sampling, bench) may
     differ from runtime.config; the old engine must be idle.
     """
+    if runtime.core is None:
+        from toolkit.config.errors import ConfigError
+
+        raise ConfigError("parallel.data_parallel_size > 1: the replicas cannot be rebuilt "
+                          "around one loaded model; benchmark with data_parallel_size=1")
     old = runtime.core.runner
     drafter, acceptance = old.drafter, old.acceptance
     if cfg.speculative != runtime.config.speculative:

@@ -104,7 +104,7 @@ async def test_prompt_plus_max_tokens_over_context_is_400(api, engine):
 
 @pytest.mark.parametrize("path, body, param", [
     (CHAT, chat(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]),
      "messages[0].content[0].type"),
     (COMPLETIONS, completion(suffix="end"), "suffix"),
 ])

@@ -120,10 +120,10 @@ def test_a_forward_that_fails_with_one_request_fails_only_that_request(core, mon
     marker = 99
     real_forward = core.runner._forward
 
-    def forward(batch):
+    def forward(batch, *args):
         if (batch.input_ids == marker).any():
             raise RuntimeError("injected forward failure")
-        return real_forward(batch)
+        return real_forward(batch, *args)
 
     monkeypatch.setattr(core.runner, "_forward", forward)
     good = {"good-a": (PROMPTS[0], greedy()), "good-b": (PROMPTS[2], greedy(logprobs=1))}
@@ -132,7 +132,7 @@ def test_a_forward_that_fails_with_one_request_fails_only_that_request(core, mon
 
 
 def test_a_failing_forward_propagates(core, monkeypatch):
-    def forward(batch):
+    def forward(batch, *args):
         raise RuntimeError("injected forward failure")
 
     monkeypatch.setattr(core.runner, "_forward", forward)

@@ -109,7 +109,6 @@ def test_an_architecture_without_tensor_parallelism_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("parallel.pipeline_parallel_size=2", "only 1 is built yet"),
     ("parallel.distributed_executor_backend=slurm", "valid choices: mp, ray"),
     ("parallel.tensor_parallel_size=0", "must be >= 1"),
 ])

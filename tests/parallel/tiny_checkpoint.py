@@ -14,13 +14,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 def write_tiny_llama(directory: pathlib.Path, *, vocab_size: int = 64,
                      num_attention_heads: int = 4, num_key_value_heads: int = 2,
                      hidden_size: int = 64, intermediate_size: int = 128,
-                     seed: int = 0) -> pathlib.Path:
-    """A 2-layer random Llama (float32, untied LM head scaled for peaked logits) and its
+                     seed: int = 0, num_hidden_layers: int = 2) -> pathlib.Path:
+    """A random Llama (2 layers unless asked) (float32, untied LM head scaled for peaked logits) and its
     tokenizer in ``directory``."""
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=2, num_attention_heads=num_attention_heads,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads, max_position_embeddings=256,
         eos_token_id=0, bos_token_id=1, tie_word_embeddings=False)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.slow  # loads the real SmolLM2
 
 STARTUP_TIMEOUT_S = 180
-SHUTDOWN_TIMEOUT_S = 8
+SHUTDOWN_TIMEOUT_S = 12  # room for the short stream on a loaded 2-core machine
 
 
 def _free_port() -> int:
@@ -89,7 +89,7 @@ async def _new_request_outcome(url: str) -> str:
 
 async def _drain_scenario(process: subprocess.Popen, url: str) -> tuple:
     short_started, long_started = asyncio.Event(), asyncio.Event()
-    short = asyncio.create_task(_stream(url, 24, short_started))
+    short = asyncio.create_task(_stream(url, 16, short_started))
     long = asyncio.create_task(_stream(url, 2000, long_started))
     await asyncio.wait_for(asyncio.gather(short_started.wait(), long_started.wait()), 120)
     signalled = time.monotonic()
@@ -107,7 +107,7 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(server):
     assert code == 0, process.stdout.read()
     assert refused in ("503", "refused")
     assert short[-1] == "[DONE]", short
-    assert json.loads(short[-2])["usage"]["completion_tokens"] == 24
+    assert json.loads(short[-2])["usage"]["completion_tokens"] == 16
     assert "[DONE]" not in long, "the long stream should have been cut at the grace period"
     assert SHUTDOWN_TIMEOUT_S - 1 < elapsed < SHUTDOWN_TIMEOUT_S + 20
 

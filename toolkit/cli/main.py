@@ -166,14 +166,17 @@ def _build_app(runtime: Runtime, server_config: ServerConfig, gate):
 def startup_summary(runtime: Runtime, base_url: str) -> str:
     """The last start-up line: where to send requests and what answers them."""
     resolved = runtime.resolved
-    quant = runtime.core.runner.model.quant_method.name
+    quant = (runtime.core.runner.model.quant_method.name if runtime.core is not None
+             else runtime.engine.quant_name)  # data parallelism: the replicas'
     kernels = (f"{resolved.cpu_kernels} CPU kernels" if resolved.device == "cpu"
                else f"{resolved.device}")
-    kv_tokens = resolved.num_pages * resolved.page_size
+    kv_cache = f"{resolved.num_pages * resolved.page_size:,} tokens"
+    if runtime.core is None:  # data parallelism: each replica has its own cache
+        kv_cache += " per replica"
     layout = f", {resolved.parallel_layout}" if resolved.parallel_layout else ""
     return (f"ready: {base_url}/v1 serving {runtime.config.model.name} (quant {quant}, "
             f"{resolved.dtype}, {kernels}{layout}, attention {resolved.attention_backend}, "
-            f"KV cache {kv_tokens:,} tokens, context {resolved.max_model_len:,}); OpenAPI: "
+            f"KV cache {kv_cache}, context {resolved.max_model_len:,}); OpenAPI: "
             f"{base_url}/openapi.json")
 
 
@@ -186,6 +189,10 @@ def generate(prompt: str = typer.Argument(..., help="The user message."),
     from toolkit.runtime import build_runtime
 
     cfg = compose_config(overrides or [])
+    if cfg.parallel.data_parallel_size > 1:
+        raise ConfigError(f"parallel.data_parallel_size={cfg.parallel.data_parallel_size}: "
+                          "toolkit generate runs one engine in-process; replicas are for "
+                          "toolkit serve")
     setup_logging("warning")
     runtime = build_runtime(cfg)
     prompt_ids = runtime.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])

@@ -176,9 +176,24 @@ class ParallelConfig:
     """Ranks that each hold a slice of every layer (heads, MLP width, vocabulary) and
     all-reduce twice a layer: gloo on the CPU, NCCL on CUDA."""
     pipeline_parallel_size: int = 1
-    """Stages of consecutive layers (only 1 is built yet)."""
+    """Stages of consecutive layers (an even split; the embedding on the first, the LM head
+    on the last), each of tensor_parallel_size ranks: tensor_parallel_size x this ranks in
+    all."""
+    num_micro_batches: int | None = None
+    """Groups of consecutive requests each pipeline step is cut into, following each other
+    through the stages so that they work at once (GPipe within a step); null:
+    pipeline_parallel_size of them, 1: one batch in flight (synchronous). Unused
+    without pipeline parallelism."""
     data_parallel_size: int = 1
-    """Engine replicas behind one endpoint (only 1 is built yet)."""
+    """Whole engine replicas behind one endpoint, each a Ray actor with its own runtime and
+    KV cache (always Ray, whatever distributed_executor_backend says); requests go to the
+    replica holding their prompt's leading pages, else to the least busy one."""
+    data_parallel_max_imbalance: int = 8
+    """A request whose leading pages were last sent to replica r goes to r unless r has
+    more than this many requests in flight beyond the least busy replica."""
+    max_replica_restarts: int = 3
+    """Times Ray restarts a data-parallel replica actor that died (its in-flight requests
+    get a 503; the other replicas keep serving)."""
     distributed_executor_backend: str = "mp"
     """How the tensor-parallel workers start: mp (local processes) or ray (Ray actors in
     a placement group, which may span machines)."""

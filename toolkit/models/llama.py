@@ -27,6 +27,7 @@ from toolkit.attention.base import AttentionBackend
 from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.layers.activation import silu_and_mul
 from toolkit.layers.linear import batch_variance, linear, pack_weight
+from toolkit.layers.pipeline_parallel import PipelineStage
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.layers.tensor_parallel import TensorParallel
@@ -164,6 +165,13 @@ class LlamaForCausalLM(nn.Module):
     tensor_parallel): the model then holds its shard of every weight, ``load_weights``
     takes the full checkpoint tensors and keeps that shard, and ``forward`` and
     ``compute_logits`` are collectives every rank of the group runs.
+    ``pipeline``: this rank's stage of a pipeline (toolkit.layers.pipeline_parallel): the
+    model then holds only the stage's layers (``self.layers[i]`` is global layer
+    ``first_layer + i``, attending with the local id ``i`` over a KV pool of the stage's
+    layers), the embedding on the first stage, the final norm and the LM head on the last
+    (which loads the embedding as its LM head when they are tied); ``forward`` receives
+    the previous stage's activations and sends its own to the next, ``compute_logits``
+    returns the last stage's logits to the driver (elsewhere off the last stage: None).
     """
 
     decoder_layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer
@@ -172,12 +180,14 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu",
                  quant_method: QuantMethod | None = None, *,
-                 kernels: KernelRoute = TORCH, parallel: TensorParallel | None = None) -> None:
+                 kernels: KernelRoute = TORCH, parallel: TensorParallel | None = None,
+                 pipeline: PipelineStage | None = None) -> None:
         super().__init__()
         self.config = config
         self.dtype = dtype
         self.kernels = kernels
         self.parallel = parallel
+        self.pipeline = pipeline
         self.quant_method = quant_method or NoQuant()
         hidden = config["hidden_size"]
         vocab_size = config["vocab_size"]
@@ -186,15 +196,21 @@ class LlamaForCausalLM(nn.Module):
         layer_config = config if parallel is None else parallel.local_config(config)
         sharding = {} if parallel is None else {"parallel": parallel}
         num_rows = vocab_size if parallel is None else parallel.vocab_range(vocab_size)[1]
-        self.embed_tokens = _param((num_rows, hidden), dtype, device)
+        first_stage = pipeline is None or pipeline.is_first
+        last_stage = pipeline is None or pipeline.is_last
+        self.first_layer, end_layer = ((0, config["num_hidden_layers"]) if pipeline is None
+                                       else pipeline.layer_range)
+        self.embed_tokens = _param((num_rows, hidden), dtype, device) if first_stage else None
         self.layers = nn.ModuleList(
             self.decoder_layer_cls(layer_config, i, dtype, device, self.quant_method,
                                    kernels=kernels, **sharding)
-            for i in range(config["num_hidden_layers"])
+            for i in range(end_layer - self.first_layer)
         )
-        self.norm = _param((hidden,), dtype, device)
-        self.lm_head = self.embed_tokens if self.tie_word_embeddings else _param(
-            (num_rows, hidden), dtype, device)
+        self.norm = _param((hidden,), dtype, device) if last_stage else None
+        self.lm_head = None
+        if last_stage:
+            self.lm_head = (self.embed_tokens if self.tie_word_embeddings and first_stage
+                            else _param((num_rows, hidden), dtype, device))
         head_dim = self.layers[0].head_dim
         self.rotary = RotaryEmbedding(rope_parameters_from_hf_config(config), head_dim,
                                       config["max_position_embeddings"], dtype, device,
@@ -207,14 +223,16 @@ class LlamaForCausalLM(nn.Module):
         """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU, and
         float32 when the quant method is batch-invariant; a no-op otherwise). The projections are packed by their QuantMethod (``none``
         with ``prepack_weights``). Call after ``load_weights``, which drops the copy."""
-        self.packed_lm_head = pack_weight(self.lm_head,
-                                          batch_invariant=self.quant_method.batch_invariant)
+        if self.lm_head is not None:
+            self.packed_lm_head = pack_weight(self.lm_head,
+                                              batch_invariant=self.quant_method.batch_invariant)
 
     def batch_variance(self) -> str | None:
         """Where this CPU's packed matmuls give a row other bits among other rows (one
         weight shape of the projections or the LM head, see linear.batch_variance), or
         None; only meaningful when the quant method is batch-invariant."""
-        weights = {tuple(self.lm_head.shape): (self.lm_head, self.packed_lm_head)}
+        weights = ({} if self.lm_head is None
+                   else {tuple(self.lm_head.shape): (self.lm_head, self.packed_lm_head)})
         for layer in self.layers:
             for proj in layer.projections():
                 weights[tuple(proj.weight.shape)] = (proj.weight, getattr(proj, "packed_weight",
@@ -236,23 +254,44 @@ class LlamaForCausalLM(nn.Module):
         """input_ids, positions: [T] -> final-normed hidden states [T, hidden].
         ``inputs_embeds`` [T, hidden]: the input rows to use instead of the token
         embeddings (a vision-language model's, with image embeddings merged in)."""
+        pipeline = self.pipeline
+        residual = None
         if inputs_embeds is not None:
             hidden = inputs_embeds
+        elif pipeline is not None and not pipeline.is_first:  # [T, hidden] each
+            hidden, residual = pipeline.receive_activations(
+                input_ids.shape[0], self.config["hidden_size"], self.dtype, input_ids.device)
         elif self.parallel is None:
             hidden = F.embedding(input_ids, self.embed_tokens)  # [T, hidden]
         else:
             hidden = self.parallel.embed(input_ids, self.embed_tokens)  # [T, hidden]
         cos, sin = self.rotary.cos_sin(positions)  # [T, 1, D] each
-        residual = None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, cos, sin, self.rotary, attn)
+        if pipeline is not None and not pipeline.is_last:
+            pipeline.send_activations(hidden, residual)
+            return hidden  # not the model's output: only its row count is the step's
         if residual is None:
             return rms_norm(hidden, self.norm, self.eps, kernels=self.kernels)
         return fused_add_rms_norm(hidden, residual, self.norm, self.eps,
                                   kernels=self.kernels)[0]
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [N, hidden] -> logits [N, vocab] float32."""
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """hidden: [N, hidden] -> logits [N, vocab] float32 (under pipeline parallelism:
+        on the driver, received from the last stage; None on the other ranks off it)."""
+        pipeline = self.pipeline
+        if pipeline is not None and not pipeline.is_last:
+            if not pipeline.receives_logits:
+                return None
+            return pipeline.receive_logits(hidden.shape[0], self.config["vocab_size"],
+                                           hidden.device)
+        logits = self._head_logits(hidden)
+        if pipeline is not None and pipeline.returns_logits:
+            pipeline.return_logits(logits)
+        return logits
+
+    def _head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [N, hidden] -> this model's LM head logits [N, vocab] float32."""
         logits = None
         if self.quantized_lm_head is not None:
             logits = self.quantized_lm_head.logits(hidden)
@@ -279,6 +318,8 @@ class LlamaForCausalLM(nn.Module):
                 continue
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue
+            if self.pipeline is not None and not self.owns_weight(name):
+                continue  # another stage's
             if name not in expected:
                 architecture = _architecture(self.config)
                 raise WeightLoadError(f"unexpected weight {name!r} for {architecture}")
@@ -291,7 +332,8 @@ class LlamaForCausalLM(nn.Module):
         for layer in self.layers:
             for proj in layer.projections():
                 proj.finish_loading()
-        self.quantized_lm_head = self.quant_method.quantize_lm_head(self.lm_head.data)
+        if self.lm_head is not None:
+            self.quantized_lm_head = self.quant_method.quantize_lm_head(self.lm_head.data)
 
     def _load_one(self, name: str, tensor: torch.Tensor) -> None:
         """Copy one expected HF tensor into its parameter or fused projection slice."""
@@ -300,10 +342,12 @@ class LlamaForCausalLM(nn.Module):
         if name in top_level:
             if name != "model.norm.weight" and self.parallel is not None:
                 tensor = self._vocab_shard(tensor)
+            if name == "model.embed_tokens.weight" and self.embed_tokens is None:
+                name = "lm_head.weight"  # tied, on the last stage of a pipeline
             _copy_checked(name, tensor, top_level[name].data)
             return
         layer_id, rest = _LAYER_NAME.fullmatch(name).groups()
-        layer = self.layers[int(layer_id)]
+        layer = self.layers[int(layer_id) - self.first_layer]
         dense = layer.dense_weights()
         if rest in dense:
             _copy_checked(name, tensor, dense[rest].data)
@@ -349,14 +393,31 @@ class LlamaForCausalLM(nn.Module):
         return projection.method.shard_tensor(suffix, projection.specs[suffix], tensor, None,
                                               features)
 
+    def owns_weight(self, name: str) -> bool:
+        """True when checkpoint tensor ``name`` belongs to this model (under pipeline
+        parallelism: to this stage; the loader skips the others' tensors)."""
+        match = _LAYER_NAME.fullmatch(name)
+        if match is not None:
+            return 0 <= int(match.group(1)) - self.first_layer < len(self.layers)
+        if name == "model.embed_tokens.weight":
+            return self.embed_tokens is not None or (self.tie_word_embeddings
+                                                     and self.lm_head is not None)
+        if name == "model.norm.weight":
+            return self.norm is not None
+        if name == "lm_head.weight":
+            return self.lm_head is not None
+        return True
+
     def _expected_names(self) -> set[str]:
         names = {"model.embed_tokens.weight", "model.norm.weight"}
         if not self.tie_word_embeddings:
             names.add("lm_head.weight")
+        names = {name for name in names if self.owns_weight(name)}
         layer = self.layers[0]
         per_layer = list(layer.dense_weights())
         for proj, (fused, _) in _PROJECTIONS.items():
             module = "mlp" if fused in ("gate_up_proj", "down_proj") else "self_attn"
             per_layer += [f"{module}.{proj}.{suffix}"
                           for suffix in getattr(layer, fused).checkpoint_names()]
-        return names | {f"model.layers.{i}.{n}" for i in range(len(self.layers)) for n in per_layer}
+        layer_ids = range(self.first_layer, self.first_layer + len(self.layers))
+        return names | {f"model.layers.{i}.{n}" for i in layer_ids for n in per_layer}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from safetensors import safe_open
 from torch import nn
 
 from toolkit.kernels.route import TORCH, KernelRoute
+from toolkit.layers.pipeline_parallel import PipelineStage
 from toolkit.layers.tensor_parallel import TensorParallel
 from toolkit.models.registry import MODEL_ARCHITECTURES
 from toolkit.quant.base import ModelLoadError
@@ -152,30 +153,37 @@ def _weight_files(model_dir: pathlib.Path, allow_pickle: bool) -> list[pathlib.P
 
 
 def iter_weights(files: list[pathlib.Path], config: dict | None = None,
-                 keep_q4_1_blocks: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+                 keep_q4_1_blocks: bool = False,
+                 keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) from safetensors files, from a GGUF file (HF names; dequantized, or
     Q4_1 projections as their blocks with ``keep_q4_1_blocks``, see
     gguf_model.iter_gguf_weights; ``config`` is the model's config.json), or from pickle
     checkpoints read with ``torch.load(weights_only=True)`` (tensors and plain containers
-    only, no code)."""
+    only, no code). ``keep``: only the tensors whose name it accepts (safetensors skip the
+    others unread; a pipeline stage's own tensors)."""
     if files[0].suffix == ".gguf":
         from toolkit.models.gguf_model import iter_gguf_weights
 
-        yield from iter_gguf_weights(files[0], config or {}, keep_q4_1_blocks)
+        weights = iter_gguf_weights(files[0], config or {}, keep_q4_1_blocks)
+        yield from (item for item in weights if keep is None or keep(item[0]))
         return
     if files[0].suffix == ".safetensors":
-        yield from iter_safetensors(files)
+        yield from iter_safetensors(files, keep)
         return
     for path in files:
-        yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
+        weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
+        yield from (item for item in weights if keep is None or keep(item[0]))
 
 
-def iter_safetensors(files: list[pathlib.Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of every file, one tensor in memory at a time."""
+def iter_safetensors(files: list[pathlib.Path], keep: Callable[[str], bool] | None = None
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every file (that ``keep`` accepts, the others
+    unread), one tensor in memory at a time."""
     for path in files:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                yield name, f.get_tensor(name)
+                if keep is None or keep(name):
+                    yield name, f.get_tensor(name)
 
 
 def tensor_shapes(files: list[pathlib.Path]) -> dict[str, tuple[int, ...]]:
@@ -211,12 +219,30 @@ def check_tensor_parallel(config: dict, size: int) -> None:
         raise ModelLoadError(str(exc)) from None
 
 
+def check_pipeline_parallel(config: dict, size: int) -> None:
+    """Raise ModelLoadError, in one line, when the checkpoint's model cannot be split into
+    ``size`` stages: an architecture without pipeline parallelism (the same as tensor
+    parallelism's), or more stages than layers (uneven stages are fine)."""
+    from toolkit.layers.pipeline_parallel import StageSplitError, stage_layers
+
+    architecture = (config.get("architectures") or ["?"])[0]
+    if architecture not in TENSOR_PARALLEL_ARCHITECTURES:
+        supported = ", ".join(TENSOR_PARALLEL_ARCHITECTURES)
+        raise ModelLoadError(f"pipeline_parallel_size={size}: {architecture} has no pipeline "
+                             f"parallelism yet (it has: {supported})")
+    try:
+        stage_layers(config["num_hidden_layers"], size, 0)
+    except StageSplitError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
 def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
                device: torch.device | str, prepack_weights: bool = True,
                allow_pickle: bool = False, quant: QuantConfig | None = None,
                batch_invariant: bool = False, kernels: KernelRoute = TORCH,
                max_model_len: int | None = None,
-               parallel: TensorParallel | None = None) -> nn.Module:
+               parallel: TensorParallel | None = None,
+               pipeline: PipelineStage | None = None) -> nn.Module:
     """Build the config's architecture on ``device`` in ``dtype`` and stream the weights in.
 
     ``prepack_weights``: let the model pre-pack its matmul weights for oneDNN where that
@@ -233,6 +259,8 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     the model finds it as ``config["max_model_len"]`` (LongRoPE picks its factors by it).
     ``parallel``: build this tensor-parallel rank's shard (architectures in
     TENSOR_PARALLEL_ARCHITECTURES only).
+    ``pipeline``: build this pipeline stage's layers only, reading only their tensors (the
+    same architectures).
     """
     from toolkit.config.schema import QuantConfig
     from toolkit.quant.registry import create_quant_method
@@ -257,9 +285,13 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     if parallel is not None and parallel.size > 1:
         check_tensor_parallel(config, parallel.size)
         sharding = {"parallel": parallel}
+    if pipeline is not None and pipeline.num_stages > 1:
+        check_pipeline_parallel(config, pipeline.num_stages)
+        sharding["pipeline"] = pipeline
     model = model_cls(config, dtype=dtype, device=device, quant_method=method, kernels=kernels,
                       **sharding)
-    model.load_weights(iter_weights(files, config, getattr(method, "gguf_blocks", False)))
+    keep = model.owns_weight if "pipeline" in sharding else None
+    model.load_weights(iter_weights(files, config, getattr(method, "gguf_blocks", False), keep))
     if (prepack_weights or method.batch_invariant) and hasattr(model, "pack_weights"):
         model.pack_weights()
     return model.eval()

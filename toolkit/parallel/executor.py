@@ -1,4 +1,4 @@
-"""The driver's side of tensor parallelism (rank 0, in the server process): start the
+"""The driver's side of tensor and pipeline parallelism (rank 0, in the server process): start the
 worker ranks as local processes or Ray actors, join their group, tell them each step, watch
 that they live, and stop them."""
 
@@ -17,8 +17,8 @@ import torch.distributed as dist
 
 from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.config.schema import ParallelConfig
-from toolkit.layers.tensor_parallel import TensorParallel
-from toolkit.parallel.shard import ShardSpec
+from toolkit.parallel.micro_batches import forward_in_micro_batches
+from toolkit.parallel.shard import RankPlace, ShardSpec, join_stage_groups
 from toolkit.parallel.worker import (
     CONFIGURE,
     FORWARD,
@@ -66,7 +66,7 @@ class _LocalWorkers:
         """Which worker has exited and how, or None while all run."""
         for rank, process in enumerate(self.processes, start=1):
             if process.exitcode is not None:
-                return f"tensor-parallel worker rank {rank} exited (code {process.exitcode})"
+                return f"parallel worker rank {rank} exited (code {process.exitcode})"
         return None
 
     def join(self, timeout_s: float) -> None:
@@ -111,8 +111,8 @@ class _RayWorkers:
         try:
             self.ray.get(done[0])
         except Exception as exc:  # noqa: BLE001 - any failure of the actor is the reason
-            return f"tensor-parallel worker rank {rank} (Ray actor) failed: {exc}"
-        return f"tensor-parallel worker rank {rank} (Ray actor) exited"
+            return f"parallel worker rank {rank} (Ray actor) failed: {exc}"
+        return f"parallel worker rank {rank} (Ray actor) exited"
 
     def join(self, timeout_s: float) -> None:
         self.ray.wait(self.runs, num_returns=len(self.runs), timeout=timeout_s)
@@ -139,9 +139,14 @@ class TensorParallelExecutor:
     the reason when a worker exits while the group serves.
     """
 
-    def __init__(self, workers: _LocalWorkers | _RayWorkers, size: int) -> None:
+    def __init__(self, workers: _LocalWorkers | _RayWorkers, size: int,
+                 place: RankPlace, num_micro_batches: int = 1) -> None:
         self.workers = workers
         self.size = size
+        self.place = place
+        """The driver's place: tensor rank 0 of the first pipeline stage."""
+        self.num_micro_batches = num_micro_batches
+        """Groups of requests each step's forward runs in (ShardSpec.num_micro_batches)."""
         self.on_failure: Callable[[str], None] | None = None
         """Told, once, why the group broke (a worker exited); set by whoever serves."""
         self.failure: str | None = None
@@ -158,21 +163,30 @@ class TensorParallelExecutor:
             import ray.util
 
             host = ray.util.get_node_ip_address()
-        group = GroupSpec(f"tcp://{host}:{_free_port(host)}", config.tensor_parallel_size,
+        group = GroupSpec(f"tcp://{host}:{_free_port(host)}", spec.world_size,
                           config.init_timeout_s)
         workers = (_RayWorkers(spec, group, config.ray.address) if ray_backend
                    else _LocalWorkers(spec, group))
         init_group(group, 0, "cuda:0" if spec.device == "cuda" else spec.device)
-        executor = cls(workers, group.size)
+        executor = cls(workers, group.size, join_stage_groups(spec, 0), spec.num_micro_batches)
         executor._watchdog.start()
         return executor
 
-    def parallel(self, rank: int) -> TensorParallel:
-        """``rank``'s place in this group (the default process group)."""
-        return TensorParallel(rank, self.size)
+    def parallel(self, rank: int) -> RankPlace:
+        """The driver's place (``rank`` 0) in this group, for build_shard."""
+        if rank != 0:
+            raise ValueError("only the driver (rank 0) builds its shard through the executor")
+        return self.place
 
     def forward(self, batch: ForwardBatch) -> None:
         send(FORWARD, batch)
+
+    def run_forward(self, model: torch.nn.Module, attention, batch: ForwardBatch
+                    ) -> torch.Tensor:
+        """The driver's own part of the forward ``forward`` told the workers of: the same
+        micro-batches every rank runs -> [T, hidden] (off the last stage: only its row
+        count means anything)."""
+        return forward_in_micro_batches(model, attention, batch, self.num_micro_batches)
 
     def logits(self, rows: torch.Tensor | slice) -> None:
         send(LOGITS, rows)

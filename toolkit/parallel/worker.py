@@ -1,5 +1,6 @@
-"""A tensor-parallel worker (ranks 1..N-1): join the group, build the shard, then run
-what the driver broadcasts, step by step, until told to stop or the group breaks."""
+"""A worker (ranks 1..N-1 of a TP x PP group): join the group, build the shard, then run
+what the driver broadcasts, step by step, until told to stop or the group breaks (a
+pipeline stage's forward also receives from the stage before and sends to the next)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import torch
 import torch.distributed as dist
 
 from toolkit.attention.forward_batch import ForwardBatch
-from toolkit.layers.tensor_parallel import TensorParallel
-from toolkit.parallel.shard import ShardSpec, build_shard, rank_device
+from toolkit.parallel.micro_batches import forward_in_micro_batches
+from toolkit.parallel.shard import (
+    ShardSpec,
+    build_shard,
+    join_stage_groups,
+    rank_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,24 +78,24 @@ def run_worker(spec: ShardSpec, group: GroupSpec, rank: int, own_gpu: bool = Fal
     device = rank_device(spec, rank, own_gpu)
     init_group(group, rank, device)
     try:
-        model, attention = build_shard(spec, TensorParallel(rank, group.size), device)
-        serve_commands(model, attention, device)
+        model, attention = build_shard(spec, join_stage_groups(spec, rank), device)
+        serve_commands(model, attention, device, spec.num_micro_batches)
     finally:
         dist.destroy_process_group()
 
 
 @torch.inference_mode()
-def serve_commands(model: torch.nn.Module, attention, device: str) -> None:
-    """Run the driver's commands until STOP."""
+def serve_commands(model: torch.nn.Module, attention, device: str,
+                   num_micro_batches: int = 1) -> None:
+    """Run the driver's commands until STOP (each forward in ``num_micro_batches``)."""
     hidden = None
     while True:
         command, payload = receive()
         if command == FORWARD:
             batch = on_device(payload, device)
-            attention.plan(batch)
-            hidden = model(batch.input_ids, batch.positions, attention)
+            hidden = forward_in_micro_batches(model, attention, batch, num_micro_batches)
         elif command == LOGITS:
-            model.compute_logits(hidden[payload])
+            model.compute_logits(hidden[payload])  # the last stage returns them to rank 0
         elif command == CONFIGURE:
             model.quant_method.invariant_min_rows = payload["invariant_min_rows"]
             if payload["batch_invariant_attention"]:

@@ -38,6 +38,11 @@ class TensorParallelWorkers(Protocol):
     def forward(self, batch: ForwardBatch) -> None:
         """Have every worker plan ``batch`` and run its model shard's forward on it."""
 
+    def run_forward(self, model: torch.nn.Module, attention: AttentionBackend,
+                    batch: ForwardBatch) -> torch.Tensor:
+        """This rank's own part of the forward just told (planned and run as every rank
+        runs it: in the same micro-batches) -> hidden [T, H]."""
+
     def logits(self, rows: torch.Tensor | slice) -> None:
         """Have every worker run its LM head shard on rows ``rows`` of its last forward."""
 
@@ -240,8 +245,7 @@ class ModelRunner:
             return self.model(batch.input_ids, batch.positions, self.attention)
         with self.workers.collective("the forward"):
             self.workers.forward(batch)
-            self.attention.plan(batch)
-            return self.model(batch.input_ids, batch.positions, self.attention)
+            return self.workers.run_forward(self.model, self.attention, batch)
 
     def _logits(self, hidden: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
         """[N, V] float32 logits of ``hidden[rows]`` (every rank's LM head shard when

@@ -101,6 +101,34 @@ class EngineCollector(Collector):
         lora = getattr(self.ctx.engine, "lora", None)
         if lora is not None:
             yield _lora_requests(lora, labels, values)
+        replica_stats = getattr(self.ctx.engine, "replica_stats", None)
+        if replica_stats is not None:
+            yield from _replica_metrics(replica_stats(), labels, values)
+
+
+def _replica_metrics(replicas: list[dict], labels: list[str],
+                     values: list[str]) -> Iterator[Metric]:
+    """Data parallelism, per ``replica``: ``toolkit:replica_requests_total`` (routed to
+    it), ``toolkit:replica_requests_in_flight``, ``toolkit:replica_up`` (1 while it is
+    routed to) and ``toolkit:replica_restarts_total`` (times it was lost)."""
+    labels = [*labels, "replica"]
+    routed = CounterMetricFamily(f"{TOOLKIT_PREFIX}:replica_requests",
+                                 "Requests routed to each data-parallel replica.", labels=labels)
+    in_flight = GaugeMetricFamily(f"{TOOLKIT_PREFIX}:replica_requests_in_flight",
+                                  "Requests in flight on each replica.", labels=labels)
+    up = GaugeMetricFamily(f"{TOOLKIT_PREFIX}:replica_up",
+                           "1 while the replica is routed to, 0 while it restarts.",
+                           labels=labels)
+    restarts = CounterMetricFamily(f"{TOOLKIT_PREFIX}:replica_restarts",
+                                   "Times each replica was lost (Ray restarts it).",
+                                   labels=labels)
+    for replica in replicas:
+        key = [*values, replica["replica"]]
+        routed.add_metric(key, replica["num_routed"])
+        in_flight.add_metric(key, replica["num_in_flight"])
+        up.add_metric(key, 1 if replica["up"] else 0)
+        restarts.add_metric(key, replica["num_restarts"])
+    yield from (routed, in_flight, up, restarts)
 
 
 def _lora_requests(lora, labels: list[str], values: list[str]) -> CounterMetricFamily:
