@@ -1,5 +1,5 @@
 """The reference the CLI prints: config groups and their options, keys with their type,
-default and doc (the field docstrings of toolkit/config/schema.py, read with ``ast``).
+default and doc (the field docstrings of toolkit/config/schema/, read with ``ast``).
 
 ``command_epilog`` is the end of ``toolkit serve --help`` (and bench, tune, quantize,
 generate): the groups, the keys that shape that command, and where to look next;
@@ -85,11 +85,13 @@ class KeyInfo:
 
 @functools.cache
 def field_docs() -> dict[tuple[str, str], str]:
-    """(dataclass name, field name) -> the attribute docstring under the field in
-    toolkit/config/schema.py."""
-    tree = ast.parse(pathlib.Path(schema.__file__).read_text())
+    """(dataclass name, field name) -> the attribute docstring under the field in the
+    modules of toolkit/config/schema/."""
     docs = {}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+    modules = sorted(pathlib.Path(schema.__file__).parent.glob("*.py"))
+    classes = [node for path in modules for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.ClassDef)]
+    for cls in classes:
         body = cls.body
         for node, after in zip(body, body[1:]):
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)

@@ -16,7 +16,7 @@ one call, rounding where its torch twin rounds:
 then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the
 module; it is the one way to get it. Loading turns nothing on: the layers call the kernels
 only when they were built with the native route (toolkit/kernels/route.py), which
-build_runtime chooses from ``device.cpu_kernels`` (toolkit/config/schema.py).
+build_runtime chooses from ``device.cpu_kernels`` (toolkit/config/schema/).
 """
 
 from __future__ import annotations

@@ -34,7 +34,12 @@ from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.layers.activation import gelu_and_mul
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding
-from toolkit.models.llama import LlamaForCausalLM, WeightLoadError, _param
+from toolkit.models.llama import (
+    LlamaForCausalLM,
+    WeightLoadError,
+    _param,
+    attention_heads,
+)
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.linear import QuantLinear
 
@@ -104,9 +109,7 @@ class Gemma2DecoderLayer(nn.Module):
         self.layer_id = layer_id
         self.kernels = kernels
         hidden = config["hidden_size"]
-        self.num_qo_heads = config["num_attention_heads"]
-        self.num_kv_heads = config.get("num_key_value_heads") or self.num_qo_heads
-        self.head_dim = config.get("head_dim") or hidden // self.num_qo_heads
+        self.num_qo_heads, self.num_kv_heads, self.head_dim = attention_heads(config)
         self.eps = config["rms_norm_eps"]
         activation = config.get("hidden_activation") or config.get("hidden_act")
         if activation not in GELU_TANH:

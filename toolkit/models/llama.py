@@ -54,6 +54,13 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | st
     return nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
 
 
+def attention_heads(config: dict[str, Any]) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head width) of a config.json."""
+    num_qo_heads = config["num_attention_heads"]
+    return (num_qo_heads, config.get("num_key_value_heads") or num_qo_heads,
+            config.get("head_dim") or config["hidden_size"] // num_qo_heads)
+
+
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm attention + SwiGLU MLP with fused projections; its norms and SiLU-and-mul
     take the CPU kernel route ``kernels``."""
@@ -67,9 +74,7 @@ class LlamaDecoderLayer(nn.Module):
         self.parallel = parallel
         """This rank's tensor-parallel place (``config`` is then its shard's), or None."""
         hidden = config["hidden_size"]
-        self.num_qo_heads = config["num_attention_heads"]
-        self.num_kv_heads = config.get("num_key_value_heads") or self.num_qo_heads
-        self.head_dim = config.get("head_dim") or hidden // self.num_qo_heads
+        self.num_qo_heads, self.num_kv_heads, self.head_dim = attention_heads(config)
         self.eps = config["rms_norm_eps"]
         self.qkv_sizes = (self.num_qo_heads * self.head_dim, self.num_kv_heads * self.head_dim,
                           self.num_kv_heads * self.head_dim)

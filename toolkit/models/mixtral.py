@@ -36,6 +36,7 @@ from toolkit.models.llama import (
     LlamaForCausalLM,
     WeightLoadError,
     _param,
+    attention_heads,
 )
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.experts import create_expert_weights, expert_storage
@@ -79,9 +80,7 @@ class MixtralDecoderLayer(nn.Module):
         self.layer_id = layer_id
         self.kernels = kernels
         hidden = config["hidden_size"]
-        self.num_qo_heads = config["num_attention_heads"]
-        self.num_kv_heads = config.get("num_key_value_heads") or self.num_qo_heads
-        self.head_dim = config.get("head_dim") or hidden // self.num_qo_heads
+        self.num_qo_heads, self.num_kv_heads, self.head_dim = attention_heads(config)
         self.eps = config["rms_norm_eps"]
         if config.get("hidden_act", "silu") != "silu":
             raise WeightLoadError(f"hidden_act {config['hidden_act']!r} is not supported (silu)")
