@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -14,8 +14,10 @@ class LoraBatch:
 
     slots: torch.Tensor | None = None
     """[T] int32 on the model's device: each token's adapter slot, -1 for the base model."""
-    groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)
-    """(slot, row indices [n] int64) per adapter of the step: the CPU route's segments."""
+    rows: torch.Tensor | None = None
+    """[n] int64: the tokens with an adapter (the CPU route's rows)."""
+    row_slots: torch.Tensor | None = None
+    """[n] int64: the slot of each of ``rows``."""
 
     def set(self, token_slots: list[int], device: torch.device | str) -> None:
         """Lay out a step from each token's slot (-1: none)."""
@@ -24,9 +26,9 @@ class LoraBatch:
             return
         slots = torch.tensor(token_slots, dtype=torch.int32)
         self.slots = slots.to(device)
-        self.groups = [(slot, (slots == slot).nonzero().squeeze(1).to(device))
-                       for slot in sorted(set(token_slots) - {-1})]
+        rows = (slots >= 0).nonzero().squeeze(1)
+        self.rows = rows.to(device)
+        self.row_slots = slots[rows].long().to(device)
 
     def clear(self) -> None:
-        self.slots = None
-        self.groups = []
+        self.slots = self.rows = self.row_slots = None

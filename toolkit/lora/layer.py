@@ -6,9 +6,19 @@ LoraProjection. Slot layout (toolkit/kernels/lora_bgmv.py): a [S, P * R, in] hol
 fused part's A in rows p * R .. p * R + r, b [S, out, P * R] each part's scaled B in its
 output rows and the same columns; everything else is zero, so parts and ranks below R
 add exact zeros.
+
+The CPU route runs every slot at once in two matmuls per projection, whatever the number
+of adapters in the step: the shrink against all slots' A side by side ([S * P * R, in]),
+each row keeping only its own slot's block of the result (the others zeroed), and the
+expand against all slots' B side by side ([out, S * P * R]), where the zeroed blocks add
+exact zeros. Per adapter two small matmuls each (index, pad, matmul, scatter) cost more
+than the base projection once a step holds more than a few adapters; the two wide
+matmuls cost about what reading every slot's weights costs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -34,14 +44,14 @@ class LoraProjection:
                              dtype=dtype, device=device)  # [S, P * R, in]
         self.b = torch.zeros(num_slots, projection.out_features, num_parts * max_rank,
                              dtype=dtype, device=device)  # [S, out, P * R]
-        self.packed: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [
-            (None, None)] * num_slots
-        """oneDNN-packed a[s], b[s] for the CPU route (None where packing does not apply)."""
+        self.wide: WideSlots | None = None
+        """Every slot's A and B side by side for the CPU route; None until the next CPU
+        step after a slot changed."""
 
     def clear_slot(self, slot: int) -> None:
         self.a[slot].zero_()
         self.b[slot].zero_()
-        self.packed[slot] = (None, None)
+        self.wide = None
 
     def write(self, slot: int, target: LoraTarget, a: torch.Tensor, b: torch.Tensor) -> None:
         """Put one module's A [r, in] and scaled B [out_part, r] into ``slot``."""
@@ -50,12 +60,12 @@ class LoraProjection:
         end = target.out_start + target.out_features
         self.a[slot, first:first + rank].copy_(a)
         self.b[slot, target.out_start:end, first:first + rank].copy_(b)
+        self.wide = None
 
     def pack(self, slot: int) -> None:
-        """Pack ``slot``'s weights for the CPU route once it is fully written."""
-        invariant = self.method.batch_invariant
-        self.packed[slot] = (pack_weight(self.a[slot], batch_invariant=invariant),
-                             pack_weight(self.b[slot], batch_invariant=invariant))
+        """``slot`` is fully written: the CPU route lays out (and packs) every slot again
+        on its next step."""
+        self.wide = None
 
     def add_delta(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y [T, out] += each row's adapter delta of x [T, in]; y as is without adapters."""
@@ -67,18 +77,46 @@ class LoraProjection:
         if use_triton(x):  # CUDA: one gather kernel pair for every row of the step
             return y + lora_delta_triton(x.to(self.a.dtype), self.a, self.b,
                                          self.batch.slots).to(y.dtype)
-        return self._add_grouped(x, y)
+        return self._add_wide(x, y)
 
-    def _add_grouped(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The CPU route: per adapter of the step, two matmuls on its rows (the method's
-        batch-invariant matmul where it has one, so a row's bits do not depend on the
-        rows it shares the call with)."""
+    def _add_wide(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The CPU route: the rows with an adapter through every slot at once, two matmuls
+        (the method's batch-invariant matmul where it has one, so a row's bits do not
+        depend on the rows it shares the call with)."""
+        if self.wide is None:
+            self.wide = WideSlots.of(self.a, self.b, self.method.batch_invariant)
+        wide, rows = self.wide, self.batch.rows
         invariant, min_rows = self.method.batch_invariant, self.method.invariant_min_rows
-        x = x.to(self.a.dtype)
-        for slot, rows in self.batch.groups:
-            packed_a, packed_b = self.packed[slot]
-            shrunk = linear(x.index_select(0, rows), self.a[slot], None, packed_a, invariant,
-                            min_rows)  # [n, P * R]
-            delta = linear(shrunk, self.b[slot], None, packed_b, invariant, min_rows)
-            y.index_add_(0, rows, delta.to(y.dtype))
-        return y
+        block = self.a.shape[1]
+        own = self.batch.row_slots.unsqueeze(1) * block + torch.arange(
+            block, device=x.device)  # [n, P * R]: each row's columns of the wide shrink
+        every_row = rows.shape[0] == x.shape[0]  # decode steps: no gather, no index_add
+        x_rows = (x if every_row else x.index_select(0, rows)).to(self.a.dtype)  # [n, in]
+        every = linear(x_rows, wide.a, None, wide.packed_a, invariant,
+                       min_rows)  # [n, S * P * R]
+        shrunk = torch.zeros_like(every).scatter_(1, own, every.gather(1, own))
+        delta = linear(shrunk, wide.b, None, wide.packed_b, invariant, min_rows)  # [n, out]
+        if every_row:  # the same elementwise sums as index_add_ would make
+            return y.add_(delta.to(y.dtype))
+        return y.index_add_(0, rows, delta.to(y.dtype))
+
+
+@dataclass(frozen=True)
+class WideSlots:
+    """Every slot's A and B side by side, for the CPU route's two matmuls."""
+
+    a: torch.Tensor
+    """[S * P * R, in]: slot s's A in rows s * P * R .. (s + 1) * P * R."""
+    b: torch.Tensor
+    """[out, S * P * R]: slot s's B in the same columns."""
+    packed_a: torch.Tensor | None
+    packed_b: torch.Tensor | None
+    """oneDNN-packed a and b (None where packing does not apply)."""
+
+    @classmethod
+    def of(cls, a: torch.Tensor, b: torch.Tensor, batch_invariant: bool) -> WideSlots:
+        """From the slot buffers a [S, P * R, in] and b [S, out, P * R]."""
+        wide_a = a.reshape(-1, a.shape[2])
+        wide_b = b.permute(1, 0, 2).reshape(b.shape[1], -1).contiguous()
+        return cls(wide_a, wide_b, pack_weight(wide_a, batch_invariant=batch_invariant),
+                   pack_weight(wide_b, batch_invariant=batch_invariant))

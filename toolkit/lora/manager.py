@@ -172,10 +172,11 @@ class LoraManager:
     def batch_variance(self) -> str | None:
         """Where this CPU's batch-invariant matmul gives a row of a LoRA shrink or expand
         other bits among other rows (layers.linear.batch_variance on random weights of
-        each slot shape, at the model's settled call size), or None."""
+        each shape of the CPU route's wide matmuls, at the model's settled call size), or None."""
         generator = torch.Generator().manual_seed(0)
         shapes = {(tuple(w.shape), w.dtype, p.method.invariant_min_rows)
-                  for p in self.projections.values() for w in (p.a[0], p.b[0])}
+                  for p in self.projections.values()
+                  for w in (p.a.reshape(-1, p.a.shape[2]), p.b[0].repeat(1, p.a.shape[0]))}
         for shape, dtype, min_rows in sorted(shapes, key=str):
             weight = torch.randn(shape, generator=generator).to(dtype)
             packed = pack_weight(weight, batch_invariant=True)
