@@ -48,7 +48,10 @@ async def test_served_model_name_aliases(fake_served, fake_engine):
     assert [m["id"] for m in (await api.get("/v1/models")).json()["data"]] == ["smol", "gpt-4o"]
     reply = await api.post(CHAT, {"model": "gpt-4o", "max_tokens": 1,
                                   "messages": [{"role": "user", "content": "Hi"}]})
-    assert reply.json()["model"] == "smol"  # the first name is reported
+    assert reply.json()["model"] == "gpt-4o"  # the asked name is echoed, as vLLM does
+    reply = await api.post(CHAT, {"max_tokens": 1, "messages": [{"role": "user",
+                                                                 "content": "Hi"}]})
+    assert reply.json()["model"] == "smol"  # no name asked: the first one
     check(await api.post(CHAT, {"model": MODEL, "messages": [{"role": "user",
                                                               "content": "Hi"}]}), 404)
 

@@ -65,6 +65,11 @@ class ServingContext:
         """The reported model name."""
         return self.served_model_name[0]
 
+    def response_model(self, requested: str | None) -> str:
+        """The ``model`` a response reports: the (checked) name the request asked for, a
+        served alias or a LoRA adapter, as vLLM echoes it; else the first served name."""
+        return requested or self.model_name
+
     @classmethod
     def from_config(cls, engine: EngineClient, config: ServerConfig) -> ServingContext:
         """Resolve aliases and the chat template; a bad template path (or pooling, or a

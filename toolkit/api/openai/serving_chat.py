@@ -114,7 +114,8 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
                 finish_reason=finish_reason(result.finish_reason, bool(parts.calls)),
             ))
         return ChatCompletionResponse(
-            id=turn.response_id, created=turn.created, model=self.ctx.model_name,
+            id=turn.response_id, created=turn.created,
+            model=self.ctx.response_model(turn.body.model),
             choices=choices, usage=usage,
             prompt_logprobs=self.prompt_logprobs(turn, results[0]) if results else None,
         )
@@ -159,6 +160,7 @@ class ChatServing(OpenAIServing[ChatCompletionRequest]):
     def _chunk(self, turn: ChatTurn, choices: list[ChatCompletionChunkChoice],
                usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
-            id=turn.response_id, created=turn.created, model=self.ctx.model_name,
+            id=turn.response_id, created=turn.created,
+            model=self.ctx.response_model(turn.body.model),
             choices=choices, usage=usage,
         )

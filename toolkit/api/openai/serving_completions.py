@@ -92,6 +92,7 @@ class CompletionServing(OpenAIServing[CompletionRequest]):
     def _body(self, turn: CompletionTurn, choices: list[CompletionChoice],
               usage: UsageInfo | None = None) -> CompletionResponse:
         return CompletionResponse(
-            id=turn.response_id, created=turn.created, model=self.ctx.model_name,
+            id=turn.response_id, created=turn.created,
+            model=self.ctx.response_model(turn.body.model),
             choices=choices, usage=usage,
         )

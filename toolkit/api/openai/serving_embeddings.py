@@ -55,7 +55,7 @@ class EmbeddingServing:
                 for i, v in enumerate(vectors)]
         num_tokens = sum(len(p) for p in prompts)
         return json_response(EmbeddingResponse(
-            id=new_id("embd"), created=now(), model=self.ctx.model_name, data=data,
+            id=new_id("embd"), created=now(), model=self.ctx.response_model(body.model), data=data,
             usage=EmbeddingUsage(prompt_tokens=num_tokens, total_tokens=num_tokens)))
 
     def prompt_ids(self, body: EmbeddingRequest) -> list[list[int]]:

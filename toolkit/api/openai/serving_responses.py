@@ -191,7 +191,7 @@ class ResponsesServing:
         """The response as created: the request's options, no output yet."""
         return ResponseObject(
             id=turn.response_id, created_at=turn.created, status="in_progress",
-            model=self.ctx.model_name, instructions=body.instructions,
+            model=self.ctx.response_model(body.model), instructions=body.instructions,
             max_output_tokens=body.max_output_tokens, temperature=body.temperature,
             top_p=body.top_p, previous_response_id=body.previous_response_id,
             store=body.store, parallel_tool_calls=body.parallel_tool_calls,
