@@ -9,15 +9,13 @@ import os
 import pathlib
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
+from served_tiny import PROMPT_IDS, alive, completion_ids, serving
 from test_data_parallel import _config
-from test_tensor_parallel_server import _alive, _free_port
 from tiny_checkpoint import write_tiny_llama
 
 from toolkit.protocol import SamplingParams
@@ -26,9 +24,7 @@ from toolkit.runtime import build_runtime
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts a server, its Ray instance and two replicas
 
-STARTUP_TIMEOUT_S = 240
 COMEBACK_TIMEOUT_S = 120
-PROMPT_IDS = [5, 9, 14, 3, 22, 7]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -63,46 +59,16 @@ def _replica_counts(url: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def dp_server(tmp_path_factory):
     model_dir = write_tiny_llama(tmp_path_factory.mktemp("tiny"))
-    port = _free_port()
-    command = [sys.executable, "-m", "toolkit", "serve", "device=cpu",
-               f"model.path={model_dir}", "model.dtype=float32", "model.max_model_len=256",
-               "cache.num_pages=256", "cache.page_size=4", "device.num_threads=2",
-               "parallel.data_parallel_size=2", f"server.port={port}",
-               "server.return_tokens_as_token_ids=true", "server.shutdown_timeout=2"]
-    process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        assert process.poll() is None, "toolkit serve exited early:\n" + "".join(log)
-        assert time.monotonic() < deadline, "not healthy in time:\n" + "".join(log)
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    yield process, url, model_dir, log
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-def _completion_ids(url: str, prompt: list[int] = PROMPT_IDS) -> list[int]:
-    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 12, "temperature": 0,
-            "ignore_eos": True, "logprobs": 1}
-    reply = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
-    assert reply.status_code == 200, reply.text
-    tokens = reply.json()["choices"][0]["logprobs"]["tokens"]
-    return [int(token.removeprefix("token_id:")) for token in tokens]
+    with serving(model_dir, "device.num_threads=2", "parallel.data_parallel_size=2") as (
+            process, url, log):
+        yield process, url, model_dir, log
 
 
 def test_replicas_answer_what_one_engine_does(dp_server):
     process, url, model_dir, log = dp_server
     assert any("DP 2 (ray)" in line for line in log), "".join(log)
     prompts = [[5 + i, *PROMPT_IDS[1:]] for i in range(4)]  # no shared first page
-    served = [_completion_ids(url, prompt) for prompt in prompts]
+    served = [completion_ids(url, prompt) for prompt in prompts]
     counts = _replica_counts(url)
     print(f"requests per replica (/metrics): {counts}")
     assert counts == {"0": 2.0, "1": 2.0}
@@ -151,7 +117,7 @@ def test_a_killed_replica_fails_its_stream_only_then_comes_back(dp_server):
     finished = next(text for text in texts if "engine_unavailable" not in text)
     assert "[DONE]" in finished and '"finish_reason":"length"' in finished.replace(" ", "")
     assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # one replica serves
-    assert _completion_ids(url)  # and answers meanwhile
+    assert completion_ids(url)  # and answers meanwhile
     deadline = time.monotonic() + COMEBACK_TIMEOUT_S
     while "toolkit:replica_up" not in (text := httpx.get(f"{url}/metrics").text) or any(
             line.endswith(" 0.0") for line in text.splitlines()
@@ -160,7 +126,7 @@ def test_a_killed_replica_fails_its_stream_only_then_comes_back(dp_server):
         time.sleep(0.5)
     before = _replica_counts(url)
     for i in range(4):
-        assert _completion_ids(url, [30 + i, 8, 9, 10, 11])
+        assert completion_ids(url, [30 + i, 8, 9, 10, 11])
     after = _replica_counts(url)
     assert all(after[r] > before[r] for r in ("0", "1")), (before, after)
 
@@ -172,7 +138,7 @@ def test_sigterm_stops_the_server_and_its_ray_processes(dp_server):
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0, "".join(log)
     deadline = time.monotonic() + 20
-    while [pid for pid in below if _alive(pid)] and time.monotonic() < deadline:
+    while [pid for pid in below if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.3)
-    left = {pid: _cmdline(pid) for pid in below if _alive(pid)}
+    left = {pid: _cmdline(pid) for pid in below if alive(pid)}
     assert not left, f"processes left behind: {left}"

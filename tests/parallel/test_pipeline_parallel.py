@@ -4,14 +4,15 @@ real runtime; each stage holds and loads only its own layers and KV pages."""
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import pytest
 import torch
 from paged_batch import build_forward_batch
-from test_tensor_parallel import _config, _greedy, _logits
+from test_tensor_parallel import (
+    _config,
+    _greedy,
+    _logits,
+    assert_a_lost_worker_stops_the_engine,
+)
 from tiny_checkpoint import write_tiny_llama
 
 from toolkit.compose import compose_config
@@ -206,88 +207,20 @@ def test_smollm2_in_two_stages_matches_one():
 
 @SPAWNS
 def test_a_lost_stage_stops_the_engine_and_fails_its_requests(tmp_path):
-    import asyncio
-
-    from toolkit.protocol.errors import EngineDeadError
-
-    runtime = build_runtime(_config(write_tiny_llama(tmp_path), 1,
-                                    "parallel.pipeline_parallel_size=2"))
-    fatal = []
-    runtime.engine.start(on_fatal=lambda: fatal.append(True))
-    try:
-        async def generate() -> None:
-            params = SamplingParams(temperature=0.0, max_tokens=10_000, ignore_eos=True)
-            async for _ in runtime.engine.generate("long", [3, 4, 5], params):
-                pass
-
-        async def kill_then_wait() -> BaseException | None:
-            task = asyncio.ensure_future(generate())
-            await asyncio.sleep(1.0)
-            os.kill(runtime.executor.workers.processes[0].pid, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(task, 60)
-            except BaseException as exc:  # noqa: BLE001 - the failure is what is checked
-                return exc
-            return None
-
-        failure = asyncio.run(kill_then_wait())
-        assert isinstance(failure, EngineDeadError)
-        deadline = time.monotonic() + 10
-        while not fatal and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert fatal and not runtime.engine.healthy
-    finally:
-        runtime.close()
-    assert all(not p.is_alive() for p in runtime.executor.workers.processes)
+    assert_a_lost_worker_stops_the_engine(_config(write_tiny_llama(tmp_path), 1,
+                                                  "parallel.pipeline_parallel_size=2"))
 
 
 @SPAWNS
 def test_a_pipeline_server_answers_what_the_whole_model_does(tmp_path):
     """`toolkit serve parallel.pipeline_parallel_size=2` over HTTP: greedy token ids equal
     the whole model's through the engine."""
-    import subprocess
-    import sys
-    import threading
-
-    import httpx
-    from test_tensor_parallel_server import (
-        PROMPT_IDS,
-        STARTUP_TIMEOUT_S,
-        _completion_ids,
-        _free_port,
-    )
+    from served_tiny import PROMPT_IDS, completion_ids, serving
 
     model_dir = write_tiny_llama(tmp_path / "tiny")
-    port = _free_port()
-    command = [sys.executable, "-m", "toolkit", "serve", "device=cpu",
-               f"model.path={model_dir}", "model.dtype=float32", "model.max_model_len=256",
-               "cache.num_pages=256", "cache.page_size=4", "parallel.pipeline_parallel_size=2",
-               f"server.port={port}", "server.return_tokens_as_token_ids=true",
-               "server.shutdown_timeout=2"]
-    process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, "toolkit serve exited early:\n" + "".join(log)
-            assert time.monotonic() < deadline, "not healthy in time:\n" + "".join(log)
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with serving(model_dir, "parallel.pipeline_parallel_size=2") as (_, url, log):
         assert any("TP 1 x PP 2 (mp, gloo)" in line for line in log), "".join(log)
-        served = _completion_ids(url)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        served = completion_ids(url)
     runtime = build_runtime(_config(model_dir, 1))
     try:
         runtime.core.add_request("whole", PROMPT_IDS, SamplingParams(

@@ -119,11 +119,17 @@ def test_bad_parallel_settings_fail_at_compose(override, message):
 
 @SPAWNS
 def test_a_lost_worker_stops_the_engine_and_fails_its_requests(tmp_path):
+    assert_a_lost_worker_stops_the_engine(_config(write_tiny_llama(tmp_path), 2))
+
+
+def assert_a_lost_worker_stops_the_engine(config) -> None:
+    """Kill a worker of the runtime ``config`` builds mid-generation: the request fails
+    with EngineDeadError, the engine reports itself dead, and no worker survives close."""
     import asyncio
 
     from toolkit.protocol.errors import EngineDeadError
 
-    runtime = build_runtime(_config(write_tiny_llama(tmp_path), 2))
+    runtime = build_runtime(config)
     fatal = []
     runtime.engine.start(on_fatal=lambda: fatal.append(True))
     try:

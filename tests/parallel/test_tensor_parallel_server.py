@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
+from served_tiny import PROMPT_IDS, alive, completion_ids, serving
 from test_tensor_parallel import _config
 from tiny_checkpoint import write_tiny_llama
 
@@ -22,16 +20,6 @@ from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime
 
 pytestmark = pytest.mark.slow  # starts a server and its worker processes
-
-STARTUP_TIMEOUT_S = 240
-PROMPT_IDS = [5, 9, 14, 3, 22, 7]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _children(pid: int) -> list[int]:
     """Processes whose parent is ``pid``."""
@@ -46,57 +34,18 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.fixture
 def tp_server(tmp_path):
     """A `toolkit serve` over a tiny Llama split over 2 ranks; its process, URL and dir."""
     model_dir = write_tiny_llama(tmp_path / "tiny")
-    port = _free_port()
-    command = [sys.executable, "-m", "toolkit", "serve", "device=cpu",
-               f"model.path={model_dir}", "model.dtype=float32", "model.max_model_len=256",
-               "cache.num_pages=256", "cache.page_size=4", "parallel.tensor_parallel_size=2",
-               f"server.port={port}", "server.return_tokens_as_token_ids=true",
-               "server.shutdown_timeout=2"]
-    process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        assert process.poll() is None, "toolkit serve exited early:\n" + "".join(log)
-        assert time.monotonic() < deadline, "not healthy in time:\n" + "".join(log)
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    yield process, url, model_dir, log
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-def _completion_ids(url: str) -> list[int]:
-    body = {"model": "smollm2", "prompt": PROMPT_IDS, "max_tokens": 12, "temperature": 0,
-            "ignore_eos": True, "logprobs": 1}
-    reply = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
-    assert reply.status_code == 200, reply.text
-    tokens = reply.json()["choices"][0]["logprobs"]["tokens"]
-    return [int(token.removeprefix("token_id:")) for token in tokens]
+    with serving(model_dir, "parallel.tensor_parallel_size=2") as (process, url, log):
+        yield process, url, model_dir, log
 
 
 def test_the_split_server_answers_what_the_whole_model_does(tp_server):
     process, url, model_dir, log = tp_server
     assert any("TP 2 (mp, gloo)" in line for line in log), "".join(log)
-    served = _completion_ids(url)
+    served = completion_ids(url)
     runtime = build_runtime(_config(model_dir, 1))
     try:
         runtime.core.add_request("whole", PROMPT_IDS, SamplingParams(
@@ -138,8 +87,8 @@ def test_a_killed_worker_takes_the_server_down_cleanly(tp_server):
     assert health in (503, None)
     assert process.wait(60) not in (0, None), "".join(log)
     deadline = time.monotonic() + 10
-    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+    while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     left = {pid: pathlib.Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-            for pid in workers if _alive(pid)}
+            for pid in workers if alive(pid)}
     assert not left, f"processes left behind: {left}"
