@@ -80,3 +80,24 @@ def completion_ids(url: str, prompt: list[int] = PROMPT_IDS) -> list[int]:
     assert reply.status_code == 200, reply.text
     tokens = reply.json()["choices"][0]["logprobs"]["tokens"]
     return [int(token.removeprefix("token_id:")) for token in tokens]
+
+
+def whole_model_tokens(config, prompts: list[list[int]], max_tokens: int = 12) -> list[list[int]]:
+    """Greedy tokens of ``prompts``, run together by one in-process runtime built from
+    ``config`` (the reference the split and replicated servers must equal)."""
+    from toolkit.protocol import SamplingParams
+    from toolkit.runtime import build_runtime
+
+    runtime = build_runtime(config)
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+        tokens: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            runtime.core.add_request(f"whole{i}", prompt, params)
+            tokens[f"whole{i}"] = []
+        while runtime.core.has_unfinished:
+            for output in runtime.core.step():
+                tokens[output.request_id] += output.new_token_ids
+    finally:
+        runtime.close()
+    return [tokens[f"whole{i}"] for i in range(len(prompts))]

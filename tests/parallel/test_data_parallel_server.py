@@ -14,12 +14,9 @@ import time
 
 import httpx
 import pytest
-from served_tiny import PROMPT_IDS, alive, completion_ids, serving
+from served_tiny import PROMPT_IDS, alive, completion_ids, serving, whole_model_tokens
 from test_data_parallel import _config
 from tiny_checkpoint import write_tiny_llama
-
-from toolkit.protocol import SamplingParams
-from toolkit.runtime import build_runtime
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts a server, its Ray instance and two replicas
@@ -72,18 +69,7 @@ def test_replicas_answer_what_one_engine_does(dp_server):
     counts = _replica_counts(url)
     print(f"requests per replica (/metrics): {counts}")
     assert counts == {"0": 2.0, "1": 2.0}
-    runtime = build_runtime(_config(model_dir))
-    try:
-        params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-        for i, prompt in enumerate(prompts):
-            runtime.core.add_request(f"one{i}", prompt, params)
-        whole = {f"one{i}": [] for i in range(len(prompts))}
-        while runtime.core.has_unfinished:
-            for output in runtime.core.step():
-                whole[output.request_id] += output.new_token_ids
-    finally:
-        runtime.close()
-    assert served == [whole[f"one{i}"] for i in range(len(prompts))]
+    assert served == whole_model_tokens(_config(model_dir), prompts)
 
 
 def _stream(url: str, prompt: list[int], lines: list[str], started: threading.Event) -> None:

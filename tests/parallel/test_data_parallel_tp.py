@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from served_tiny import whole_model_tokens
 from test_data_parallel import _config, _prompt, _routed, _run
 from tiny_checkpoint import write_tiny_llama
 
-from toolkit.protocol import SamplingParams
 from toolkit.runtime import build_runtime
 
 ray = pytest.importorskip("ray")
@@ -41,15 +41,4 @@ def test_replicas_of_two_ranks_answer_what_one_engine_does(tmp_path, local_ray):
         assert _routed(runtime.engine) == [2, 2]
     finally:
         runtime.close()
-    single = build_runtime(_config(model_dir))
-    try:
-        params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-        for i, prompt in enumerate(prompts):
-            single.core.add_request(f"one{i}", prompt, params)
-        expected = {f"one{i}": [] for i in range(len(prompts))}
-        while single.core.has_unfinished:
-            for output in single.core.step():
-                expected[output.request_id] += output.new_token_ids
-    finally:
-        single.close()
-    assert served == [expected[f"one{i}"] for i in range(len(prompts))]
+    assert served == whole_model_tokens(_config(model_dir), prompts, max_tokens=8)

@@ -29,7 +29,6 @@ from toolkit.parallel.micro_batches import (
     request_slice,
 )
 from toolkit.parallel.shard import local_info
-from toolkit.protocol import SamplingParams
 from toolkit.quant.base import ModelLoadError
 from toolkit.runtime import build_runtime
 
@@ -215,20 +214,10 @@ def test_a_lost_stage_stops_the_engine_and_fails_its_requests(tmp_path):
 def test_a_pipeline_server_answers_what_the_whole_model_does(tmp_path):
     """`toolkit serve parallel.pipeline_parallel_size=2` over HTTP: greedy token ids equal
     the whole model's through the engine."""
-    from served_tiny import PROMPT_IDS, completion_ids, serving
+    from served_tiny import PROMPT_IDS, completion_ids, serving, whole_model_tokens
 
     model_dir = write_tiny_llama(tmp_path / "tiny")
     with serving(model_dir, "parallel.pipeline_parallel_size=2") as (_, url, log):
         assert any("TP 1 x PP 2 (mp, gloo)" in line for line in log), "".join(log)
         served = completion_ids(url)
-    runtime = build_runtime(_config(model_dir, 1))
-    try:
-        runtime.core.add_request("whole", PROMPT_IDS, SamplingParams(
-            temperature=0.0, max_tokens=12, ignore_eos=True))
-        whole = []
-        while runtime.core.has_unfinished:
-            for output in runtime.core.step():
-                whole += output.new_token_ids
-    finally:
-        runtime.close()
-    assert served == whole
+    assert served == whole_model_tokens(_config(model_dir, 1), [PROMPT_IDS])[0]

@@ -12,12 +12,9 @@ import time
 
 import httpx
 import pytest
-from served_tiny import PROMPT_IDS, alive, completion_ids, serving
+from served_tiny import PROMPT_IDS, alive, completion_ids, serving, whole_model_tokens
 from test_tensor_parallel import _config
 from tiny_checkpoint import write_tiny_llama
-
-from toolkit.protocol import SamplingParams
-from toolkit.runtime import build_runtime
 
 pytestmark = pytest.mark.slow  # starts a server and its worker processes
 
@@ -46,17 +43,7 @@ def test_the_split_server_answers_what_the_whole_model_does(tp_server):
     process, url, model_dir, log = tp_server
     assert any("TP 2 (mp, gloo)" in line for line in log), "".join(log)
     served = completion_ids(url)
-    runtime = build_runtime(_config(model_dir, 1))
-    try:
-        runtime.core.add_request("whole", PROMPT_IDS, SamplingParams(
-            temperature=0.0, max_tokens=12, ignore_eos=True))
-        whole = []
-        while runtime.core.has_unfinished:
-            for output in runtime.core.step():
-                whole += output.new_token_ids
-    finally:
-        runtime.close()
-    assert served == whole
+    assert served == whole_model_tokens(_config(model_dir, 1), [PROMPT_IDS])[0]
 
 
 def test_a_killed_worker_takes_the_server_down_cleanly(tp_server):
