@@ -13,14 +13,8 @@ from toolkit.api.engine_client import EngineClient
 from toolkit.compose import compose_config
 from toolkit.engine.metrics import EngineMetrics
 from toolkit.guided.errors import GuidedSpecError
-from toolkit.parallel.replicas import (
-    DataParallelEngine,
-    RemoteError,
-    ReplicaInfo,
-    merge_metrics,
-    merge_stats,
-    replica_config,
-)
+from toolkit.parallel.replica_actor import RemoteError, ReplicaInfo, replica_config
+from toolkit.parallel.replicas import DataParallelEngine, merge_metrics, merge_stats
 from toolkit.protocol.errors import EngineDeadError, EngineOverloadedError
 
 pytest.importorskip("ray")
