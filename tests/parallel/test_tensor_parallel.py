@@ -133,17 +133,17 @@ def assert_a_lost_worker_stops_the_engine(config) -> None:
     fatal = []
     runtime.engine.start(on_fatal=lambda: fatal.append(True))
     try:
-        async def generate() -> None:
+        async def generate_killing_a_worker_on_the_first_token() -> None:
             params = SamplingParams(temperature=0.0, max_tokens=10_000, ignore_eos=True)
-            async for _ in runtime.engine.generate("long", [3, 4, 5], params):
+            outputs = runtime.engine.generate("long", [3, 4, 5], params)
+            await anext(outputs)
+            os.kill(runtime.executor.workers.processes[0].pid, signal.SIGKILL)
+            async for _ in outputs:
                 pass
 
         async def kill_then_wait() -> BaseException | None:
-            task = asyncio.ensure_future(generate())
-            await asyncio.sleep(1.0)
-            os.kill(runtime.executor.workers.processes[0].pid, signal.SIGKILL)
             try:
-                await asyncio.wait_for(task, 60)
+                await asyncio.wait_for(generate_killing_a_worker_on_the_first_token(), 60)
             except BaseException as exc:  # noqa: BLE001 - the failure is what is checked
                 return exc
             return None

@@ -31,6 +31,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _wait_until_running(url: str, count: int, timeout: float = 30) -> None:
+    """Poll /metrics until ``count`` requests are in the running batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        running = [line for line in text.splitlines()
+                   if line.startswith("vllm:num_requests_running")]
+        if running and float(running[0].split()[-1]) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} requests running after {timeout} s")
+
+
 @pytest.fixture
 def tp_server(tmp_path):
     """A `toolkit serve` over a tiny Llama split over 2 ranks; its process, URL and dir."""
@@ -61,6 +74,7 @@ def test_a_killed_worker_takes_the_server_down_cleanly(tp_server):
         pending.start()
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("data: "))  # generating
+        _wait_until_running(url, 2)  # the pending request is in the batch too
         os.kill(ranks[0], signal.SIGKILL)
         rest = "\n".join(lines)
     assert "engine_unavailable" in rest and "worker rank 1" in rest, rest
