@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from toolkit.bench.loadgen import BenchClient, ProgressFactory, run_load
 from toolkit.bench.metrics import SPECULATIVE_KEYS, compute_metrics
 from toolkit.bench.records import RequestRecord
+from toolkit.bench.roofline import config_model_cost, job_roofline_metrics
 from toolkit.bench.runtimes import RuntimePool
 from toolkit.bench.workload import BenchRequest, build_workload
 from toolkit.config.schema import ToolkitConfig
@@ -60,6 +61,8 @@ def run_job(cfg: ToolkitConfig, job_dir: Path, name: str, overrides: list[str],
     else:
         records, duration_s = asyncio.run(_run_on_url(cfg, requests, label, progress))
     metrics = {**compute_metrics(records, duration_s, cfg.bench.slo), **engine_metrics}
+    if cfg.bench.roofline:
+        metrics.update(job_roofline_metrics(records, config_model_cost(cfg)))
     result = JobResult(name, overrides, axes, cfg.bench.target, metrics, records)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / RESULTS_FILE).write_text(json.dumps(result.to_dict(), indent=1) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from toolkit.bench.job import JobResult, run_job
 from toolkit.bench.loadgen import ProgressFactory
+from toolkit.bench.roofline import ROOFLINE_KEYS, measure_machine
 from toolkit.bench.runtimes import RuntimePool
 from toolkit.bench.sweep import (
     CONFIG_NAME,
@@ -56,7 +57,8 @@ def run_bench(overrides: list[str], multirun: bool = False, pool: RuntimePool | 
         output_dir, axes = output_root(cfg), []
         results = [run_job(cfg, output_dir / SINGLE_JOB, SINGLE_JOB, list(overrides), {},
                            pool or RuntimePool(), progress)]
-    write_summary(output_dir, results, axes)
+    limits = measure_machine() if any(ROOFLINE_KEYS[0] in r.metrics for r in results) else None
+    write_summary(output_dir, results, axes, limits)
     write_plots(output_dir, results, axes)
     return BenchRun(output_dir, axes, results)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.bench.records import RequestRecord
+from toolkit.bench.roofline import ROOFLINE_KEYS
 from toolkit.config.schema import SloConfig
 
 PERCENTILES = (50, 90, 99)
@@ -52,7 +53,7 @@ SPECULATIVE_KEYS = ("spec_num_draft_tokens", "spec_num_accepted_tokens",
 
 def metric_keys() -> list[str]:
     """Every key compute_metrics and a job's engine figures report, in report order."""
-    return [*compute_metrics([], 0.0, SloConfig()), *SPECULATIVE_KEYS]
+    return [*compute_metrics([], 0.0, SloConfig()), *SPECULATIVE_KEYS, *ROOFLINE_KEYS]
 
 
 def meets_slo(record: RequestRecord, slo: SloConfig) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from toolkit.bench.hardware import describe_hardware
 from toolkit.bench.job import JobResult
+from toolkit.bench.roofline import ROOFLINE_KEYS, MachineLimits, markdown_roofline
 
 COLUMNS = (
     ("req/s", "requests_per_s", 1, 2),
@@ -28,17 +29,23 @@ COLUMNS = (
 """(heading, metric key, scale, decimals) of the Markdown table."""
 
 
-def write_summary(output_dir: Path, results: list[JobResult], axes: list[str]) -> None:
+def write_summary(output_dir: Path, results: list[JobResult], axes: list[str],
+                  limits: MachineLimits | None = None) -> None:
+    """summary.md (with the roofline section when ``limits`` are given) and summary.csv."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "summary.md").write_text(markdown_summary(results, axes))
+    (output_dir / "summary.md").write_text(markdown_summary(results, axes, limits))
     write_csv(output_dir / "summary.csv", results, axes)
 
 
-def markdown_summary(results: list[JobResult], axes: list[str]) -> str:
+def markdown_summary(results: list[JobResult], axes: list[str],
+                     limits: MachineLimits | None = None) -> str:
     lines = [f"# Benchmark: {len(results)} job(s)", "",
              f"- hardware: {describe_hardware()}",
              f"- target: {', '.join(sorted({r.target for r in results}))}", "",
              markdown_table(results, axes), ""]
+    if limits is not None:
+        rows = [(r.name, r.metrics) for r in results if ROOFLINE_KEYS[0] in r.metrics]
+        lines += [markdown_roofline(limits, rows), ""]
     return "\n".join(lines)
 
 

@@ -115,5 +115,9 @@ class BenchConfig:
     """Where results go; null is outputs/bench/<timestamp>."""
     progress: bool = True
     """Show a live progress bar."""
+    roofline: bool = True
+    """Measure this machine's bf16 GEMM peak and DRAM bandwidth (~1 s) and report each
+    job's distance from the bound that applies: bandwidth at one stream, compute with more
+    (toolkit/bench/roofline.py)."""
     slo: SloConfig = field(default_factory=SloConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
