@@ -19,6 +19,8 @@ with prompt_logprobs, so it measures exactly what `toolkit serve` would run:
     q4_1_decode  quant=q4_1 with every token on its decode-step routes: the int4 kernel
             for the projections and the int8 LM head (toolkit/quant/int8_lm_head.py)
     fp8_kv  cache.dtype=fp8_e4m3 (bf16 weights, fp8 KV cache)
+    w8a8    quant=w8a8 (int8 per-channel weights, int8 per-token activations, made at
+            load time)
 
 A variant that cannot be built yet (a missing checkpoint or a feature not in the toolkit)
 is skipped with a printed note, so the script can simply be rerun later.
@@ -38,7 +40,7 @@ from toolkit.protocol import SamplingParams
 from toolkit.quant.calibration import token_blocks
 from toolkit.runtime import build_runtime
 
-VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1", "q4_1_decode")
+VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1", "q4_1_decode", "w8a8")
 ENGINE = ["device=cpu", "model.dtype=bfloat16", "cache.enable_prefix_caching=false"]
 
 
@@ -47,7 +49,7 @@ def variant_overrides(name: str, args: argparse.Namespace, scratch: pathlib.Path
     """The overrides of variant ``name``, or why it is skipped."""
     if name == "bf16":
         return ["quant=none"]
-    if name in ("fp8", "q4_1"):
+    if name in ("fp8", "q4_1", "w8a8"):
         return [f"quant={name}"]
     if name == "q4_1_decode":
         return ["quant=q4_1", f"quant.max_int4_tokens={1 << 20}"]

@@ -77,7 +77,7 @@ def test_model_configs_name_their_source(name, source):
     ("runner.cuda_graph_batch_sizes=[4,0]", "runner.cuda_graph_batch_sizes=[4, 0] must be"),
     ("quant.max_int4_tokens=-1", "quant.max_int4_tokens=-1 must be >= 0"),
     ("quant=q4_2", "unknown quant 'q4_2' (did you mean q4_1?); valid choices: auto, awq, fp8, "
-                   "gptq, none, q4_1"),
+                   "gptq, none, q4_1, w8a8"),
     ("cache.block_size=32", "cache.block_size was renamed: use cache.page_size"),
     ("cache.num_blocks=8", "cache.num_blocks was renamed: use cache.num_pages"),
     ("server.disable_log_requests=true", "use server.enable_log_requests"),

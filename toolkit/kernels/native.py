@@ -11,6 +11,8 @@ one call, rounding where its torch twin rounds:
     store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA (with a
                                    layer's sliding window and soft-capped logits: the
                                    masked, tanh-capped attention of its torch route)
+    quantize_rows, dequantize_rows toolkit/kernels/int8_rows.py (quant=w8a8's per-token
+                                   int8 activations, and the scaling of its int32 matmul)
 
 ``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
 then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the

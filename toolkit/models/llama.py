@@ -236,15 +236,15 @@ class LlamaForCausalLM(nn.Module):
         """Where this CPU's packed matmuls give a row other bits among other rows (one
         weight shape of the projections or the LM head, see linear.batch_variance), or
         None; only meaningful when the quant method is batch-invariant."""
-        weights = ({} if self.lm_head is None
-                   else {tuple(self.lm_head.shape): (self.lm_head, self.packed_lm_head)})
-        for layer in self.layers:
-            for proj in layer.projections():
-                weights[tuple(proj.weight.shape)] = (proj.weight, getattr(proj, "packed_weight",
-                                                                           None))
-        for weight, packed in weights.values():
-            variance = "no packed weight" if packed is None else batch_variance(
-                weight, packed, self.quant_method.invariant_min_rows)
+        if self.lm_head is not None:
+            variance = "no packed weight" if self.packed_lm_head is None else batch_variance(
+                self.lm_head, self.packed_lm_head, self.quant_method.invariant_min_rows)
+            if variance is not None:
+                return variance
+        projections = {tuple(proj.weight.shape): proj for layer in self.layers
+                       for proj in layer.projections()}
+        for proj in projections.values():
+            variance = self.quant_method.batch_variance(proj)
             if variance is not None:
                 return variance
         return None

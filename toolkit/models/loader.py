@@ -276,6 +276,7 @@ def load_model(model_dir: pathlib.Path | str, dtype: torch.dtype,
     model_cls = MODEL_ARCHITECTURES.get(architectures[0])()
     files = _weight_files(model_dir, allow_pickle)
     method = create_quant_method(quant or QuantConfig(), config, prepack_weights)
+    method.kernels = kernels
     if batch_invariant:
         method.enable_batch_invariance()
     method.check_checkpoint(tensor_shapes(files))

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from toolkit.kernels.route import TORCH, KernelRoute
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -68,6 +70,10 @@ class QuantMethod(ABC):
     invariant_min_rows: int = 2
     """The batch-invariant route's shortest matmul call (toolkit.layers.linear's
     INVARIANT_MIN_ROWS; build_runtime picks the first that holds on its CPU)."""
+    kernels: KernelRoute = TORCH
+    """The CPU kernel route of ``apply``'s own elementwise work (w8a8's activation
+    quantization and dequantization); the loader sets the model's route before the
+    weights load."""
 
     def enable_batch_invariance(self) -> bool:
         """Make ``apply`` batch-invariant (``device.deterministic``); call before the
@@ -107,6 +113,17 @@ class QuantMethod(ABC):
         if input_range is not None and spec.input_dim is not None:
             tensor = narrow_features(tensor, spec.input_dim, spec.input_pack, *input_range)
         return tensor
+
+    def batch_variance(self, layer: nn.Module) -> str | None:
+        """Where ``apply`` on ``layer`` gives a row other bits among other rows on this CPU
+        (a description), or None; asked by build_runtime when ``batch_invariant``. Default:
+        the dense check of its oneDNN-packed weight (toolkit.layers.linear.batch_variance)."""
+        from toolkit.layers.linear import batch_variance
+
+        packed = getattr(layer, "packed_weight", None)
+        if packed is None:
+            return "no packed weight"
+        return batch_variance(layer.weight, packed, self.invariant_min_rows)
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         """A quantized copy of the LM head [V, H] that the model uses where it applies

@@ -68,6 +68,13 @@ def _q4_1(cfg: QuantConfig, checkpoint: dict[str, Any], prepack_weights: bool) -
     return create_q4_1(cfg, checkpoint, prepack_weights)
 
 
+@QUANT_METHODS.register("w8a8")
+def _w8a8(cfg: QuantConfig, checkpoint: dict[str, Any], prepack_weights: bool) -> QuantMethod:
+    from toolkit.quant.w8a8 import create_w8a8
+
+    return create_w8a8(cfg, checkpoint, prepack_weights)
+
+
 def method_names() -> tuple[str, ...]:
     """Valid ``quant.method`` values: ``auto`` and every registered scheme."""
     return (AUTO, *QUANT_METHODS.names())

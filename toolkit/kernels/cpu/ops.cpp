@@ -473,6 +473,74 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   });
 }
 
+// x: [T, K] -> codes int8 [T, K], scales float32 [T]: per-row symmetric int8, the twin of
+// toolkit/kernels/int8_rows.py quantize_rows_ref (scale = amax(|x[t]|) / 127, 1 for a zero
+// row; code = round-half-even(x / scale) clamped to [-127, 127]).
+template <typename T>
+void quantize_rows_impl(const at::Tensor& x, at::Tensor& codes, at::Tensor& scales) {
+  const int64_t width = x.size(1);
+  const T* x_data = static_cast<const T*>(x.data_ptr());
+  int8_t* code_data = codes.data_ptr<int8_t>();
+  float* scale_data = scales.data_ptr<float>();
+  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* row = x_data + t * width;
+      float amax = 0.f;
+#pragma omp simd reduction(max : amax)
+      for (int64_t k = 0; k < width; ++k) {
+        amax = std::max(amax, std::fabs(f32(row[k])));
+      }
+      const float scale = amax > 0.f ? amax / 127.f : 1.f;
+      scale_data[t] = scale;
+      int8_t* out = code_data + t * width;
+#pragma omp simd
+      for (int64_t k = 0; k < width; ++k) {
+        const float q = std::nearbyint(f32(row[k]) / scale);
+        out[k] = static_cast<int8_t>(std::min(std::max(q, -127.f), 127.f));
+      }
+    }
+  });
+}
+
+// acc int32 [T, N], row_scales float32 [T], col_scales float32 [N], bias (T dtype) [N] or
+// none -> out [T, N] in T: (float(acc) * row_scale) * col_scale (+ bias) in float32, then
+// rounded to T; the twin of int8_rows.py dequantize_rows_ref. The products go through a
+// float32 buffer before the bias is added, so that no compiler contracts them into an FMA
+// (the twin rounds the product first).
+template <typename T>
+void dequantize_rows_impl(const at::Tensor& acc, const at::Tensor& row_scales,
+                          const at::Tensor& col_scales, const at::Tensor* bias,
+                          at::Tensor& out) {
+  const int64_t width = acc.size(1);
+  const int32_t* acc_data = acc.data_ptr<int32_t>();
+  const float* row_data = row_scales.data_ptr<float>();
+  const float* col_data = col_scales.data_ptr<float>();
+  const T* bias_data = bias == nullptr ? nullptr : static_cast<const T*>(bias->data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, acc.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> product(width);
+    float* prod = product.data();
+    for (int64_t t = begin; t < end; ++t) {
+      const int32_t* row = acc_data + t * width;
+      const float row_scale = row_data[t];
+      T* dst = out_data + t * width;
+#pragma omp simd
+      for (int64_t n = 0; n < width; ++n) {
+        const float scaled = static_cast<float>(row[n]) * row_scale;
+        prod[n] = scaled * col_data[n];
+      }
+      if (bias_data == nullptr) {
+#pragma omp simd
+        for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n]);
+      } else {
+        asm volatile("" : : "r"(prod) : "memory");  // keep the products stored as float32
+#pragma omp simd
+        for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n] + f32(bias_data[n]));
+      }
+    }
+  });
+}
+
 // x with its last two axes dense ([.., H, D] rows of H * D values), copying if need be.
 at::Tensor dense_rows(const at::Tensor& x) {
   const bool dense = x.stride(-1) == 1 && x.stride(-2) == x.size(-1);
@@ -547,6 +615,34 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "quantize_rows: contiguous [T, K] expected");
+  at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  at::Tensor scales = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
+  TOOLKIT_DISPATCH(x.scalar_type(), [&] { quantize_rows_impl<scalar_t>(x, codes, scales); });
+  return {codes, scales};
+}
+
+at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
+                           const at::Tensor& col_scales, const c10::optional<at::Tensor>& bias,
+                           at::ScalarType dtype) {
+  TORCH_CHECK(acc.dim() == 2 && acc.is_contiguous() && acc.scalar_type() == at::kInt,
+              "dequantize_rows: contiguous int32 [T, N] expected");
+  TORCH_CHECK(row_scales.scalar_type() == at::kFloat && row_scales.is_contiguous() &&
+                  row_scales.numel() == acc.size(0) && col_scales.scalar_type() == at::kFloat &&
+                  col_scales.is_contiguous() && col_scales.numel() == acc.size(1),
+              "dequantize_rows: float32 scales [T] and [N] expected");
+  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == dtype && bias->is_contiguous() &&
+                                    bias->numel() == acc.size(1)),
+              "dequantize_rows: a contiguous bias [N] of the output dtype expected");
+  at::Tensor out = at::empty(acc.sizes(), acc.options().dtype(dtype));
+  const at::Tensor* bias_ptr = bias.has_value() ? &bias.value() : nullptr;
+  TOOLKIT_DISPATCH(dtype, [&] {
+    dequantize_rows_impl<scalar_t>(acc, row_scales, col_scales, bias_ptr, out);
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -559,4 +655,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("kv_indices"), pybind11::arg("page_starts"), pybind11::arg("seq_lens"),
         pybind11::arg("scale"), pybind11::arg("window_left") = -1,
         pybind11::arg("soft_cap") = 0.0);
+  m.def("quantize_rows", &quantize_rows);
+  m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
+        pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
 }
