@@ -1,9 +1,12 @@
-"""One figure from bench/vs_llamacpp.sh's runs: each server's output tokens/s, p50
+"""One figure from experiments/vs_peers.sh's runs: each server's output tokens/s, p50
 inter-token latency and p50 time to first token against concurrency.
 
-    python experiments/plot_vs_llamacpp.py OUT_DIR        # reads OUT_DIR/c*/summary.csv
+    python experiments/plot_vs_peers.py OUT_DIR        # reads OUT_DIR/c*/summary.csv
+    python experiments/plot_vs_peers.py OUT_DIR --label 8081='llama-cpp-python (Q4_1)'
 
-Writes OUT_DIR/vs_llamacpp.png and prints the table it plots (markdown).
+A level run in several rounds (OUT_DIR/c16-r0, c16-r1 ...) keeps each server's round with
+the most output tokens/s. Writes OUT_DIR/vs_peers.png and prints the table it plots
+(markdown).
 """
 
 from __future__ import annotations
@@ -12,24 +15,29 @@ import argparse
 import csv
 import pathlib
 
-SERVERS = {"8081": "llama.cpp (Q4_1)", "8000": "toolkit (bf16)", "8002": "toolkit quant=q4_1"}
-"""Port in bench.target -> label (the ports vs_llamacpp.sh starts the servers on)."""
+SERVERS = {"8081": "llama.cpp llama-server (Q4_1)", "8082": "vLLM CPU (bf16)",
+           "8000": "toolkit (bf16)", "8002": "toolkit quant=q4_1",
+           "8003": "toolkit quant=w8a8"}
+"""Port in bench.target -> label (the ports vs_peers.sh starts the servers on)."""
 PANELS = (("output_tokens_per_s", "output tokens/s", 1.0),
           ("itl_p50_s", "p50 inter-token latency (ms)", 1e3),
           ("ttft_p50_s", "p50 time to first token (ms)", 1e3))
 
 
-def read_runs(out_dir: pathlib.Path) -> dict[str, dict[int, dict[str, float]]]:
-    """server label -> concurrency -> the summary row's numbers."""
+def read_runs(out_dir: pathlib.Path, servers: dict[str, str]
+              ) -> dict[str, dict[int, dict[str, float]]]:
+    """server label -> concurrency -> the numbers of its best round at that level."""
     runs: dict[str, dict[int, dict[str, float]]] = {}
     for summary in sorted(out_dir.glob("c*/summary.csv")):
-        concurrency = int(summary.parent.name[1:])
+        concurrency = int(summary.parent.name[1:].split("-")[0])
         with summary.open() as file:
             for row in csv.DictReader(file):
                 port = row["bench.target"].split(":")[-1].split("/")[0]
-                label = SERVERS.get(port, row["bench.target"])
-                runs.setdefault(label, {})[concurrency] = {
-                    key: float(row[key]) for key, _, _ in PANELS}
+                numbers = {key: float(row[key]) for key, _, _ in PANELS}
+                levels = runs.setdefault(servers.get(port, row["bench.target"]), {})
+                best = levels.get(concurrency)
+                if best is None or numbers[PANELS[0][0]] > best[PANELS[0][0]]:
+                    levels[concurrency] = numbers
     return runs
 
 
@@ -69,11 +77,14 @@ def plot(runs: dict[str, dict[int, dict[str, float]]], path: pathlib.Path) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=pathlib.Path)
+    parser.add_argument("--label", action="append", default=[], metavar="PORT=LABEL",
+                        help="name the server on PORT (default: the ports of vs_peers.sh)")
     args = parser.parse_args()
-    runs = read_runs(args.out_dir)
+    servers = {**SERVERS, **dict(item.split("=", 1) for item in args.label)}
+    runs = read_runs(args.out_dir, servers)
     if not runs:
         raise SystemExit(f"no c*/summary.csv under {args.out_dir}")
-    plot(runs, args.out_dir / "vs_llamacpp.png")
+    plot(runs, args.out_dir / "vs_peers.png")
     print(markdown_table(runs))
 
 

@@ -33,4 +33,4 @@ for concurrency in ${CONCURRENCY:-1 4 16 64}; do
   toolkit bench -m "bench.target=$targets" "bench.max_concurrency=$concurrency" \
     "bench.num_requests=$num_requests" "${common[@]}" "bench.output_dir=$out/c$concurrency"
 done
-python experiments/plot_vs_llamacpp.py "$out"
+python experiments/plot_vs_peers.py "$out" --label 8081="llama-cpp-python (Q4_1)"
