@@ -14,13 +14,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
+from toolkit.kernels.int8_rows import MAX_CODE, quantize_rows_ref
 from toolkit.kernels.route import TORCH
 from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.protocol import SamplingParams
 from toolkit.quant.linear import QuantLinear
 from toolkit.quant.registry import create_quant_method
-from toolkit.quant.w8a8 import MAX_CODE, W8A8Method, create_w8a8, quantize_weight
+from toolkit.quant.w8a8 import W8A8Method, create_w8a8
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -45,7 +46,7 @@ def _w8a8_layer(weight: torch.Tensor, output_sizes: tuple[int, ...],
 def test_weight_codes_are_per_channel_symmetric_int8():
     weight = torch.randn(48, 40) * torch.logspace(-3, 1, 48)[:, None]
     weight[7] = 0.0
-    codes, scales = quantize_weight(weight)
+    codes, scales = quantize_rows_ref(weight)  # what after_load makes of a weight
     assert codes.dtype == torch.int8 and scales.dtype == torch.float32
     assert torch.equal(scales[7], torch.tensor(1.0)) and not codes[7].any()
     rows = torch.arange(48) != 7

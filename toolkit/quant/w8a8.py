@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from toolkit.kernels.int8_rows import MAX_CODE, dequantize_rows, quantize_rows
+from toolkit.kernels.int8_rows import dequantize_rows, quantize_rows, quantize_rows_ref
 from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
@@ -46,15 +46,6 @@ if TYPE_CHECKING:
 
 VARIANCE_ROW_COUNTS = (1, 2, 3, 16, 64)
 """Row counts whose bits ``batch_variance`` compares with those of a call of 131 rows."""
-
-
-def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """weight [N, K] -> (codes int8 [N, K], scales float32 [N]), per output channel."""
-    w = weight.float()
-    amax = w.abs().amax(dim=1)  # [N]
-    scales = torch.where(amax > 0, amax / MAX_CODE, torch.ones_like(amax))
-    codes = torch.round(w / scales[:, None]).clamp_(-MAX_CODE, MAX_CODE).to(torch.int8)
-    return codes, scales
 
 
 class W8A8Method(QuantMethod):
@@ -79,7 +70,7 @@ class W8A8Method(QuantMethod):
         if layer.weight.device.type != "cpu":
             raise ModelLoadError(f"quant.method='w8a8' runs on the CPU only (the weights are "
                                  f"on {layer.weight.device.type}); use quant=fp8 there")
-        codes, scales = quantize_weight(layer.weight.data)
+        codes, scales = quantize_rows_ref(layer.weight.data)  # per output channel
         del layer.weight  # the dense copy goes; only the int8 codes stay
         layer.weight = nn.Parameter(codes, requires_grad=False)  # int8 [N, K]
         layer.weight_scale = nn.Parameter(scales, requires_grad=False)  # float32 [N]
