@@ -328,3 +328,41 @@ def test_windowed_soft_capped_decode_attention_matches_the_torch_route(dtype, na
         outputs.append(backend.forward(0, q, k, v))
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)
+
+
+def _lora_case(num_rows: int, num_slots: int, num_shrink: int, in_features: int,
+               out_features: int, dtype: torch.dtype):
+    """x [n, K], a [S, Q, K], b [S, N, Q] with LoRA-sized values, and each row's slot."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(num_rows, in_features, generator=generator).to(dtype)
+    a = (torch.randn(num_slots, num_shrink, in_features, generator=generator) / 8).to(dtype)
+    b = (torch.randn(num_slots, out_features, num_shrink, generator=generator) / 8).to(dtype)
+    slots = torch.randint(0, num_slots, (num_rows,), generator=generator)
+    return x, a, b, slots
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 3, 8, 32, 48), (33, 16, 24, 576, 960), (1, 1, 16, 65, 7)])
+def test_lora_bgmv_matches_its_twin(dtype, shape, native_kernels):
+    from toolkit.kernels.lora_bgmv import lora_delta_ref
+
+    x, a, b, slots = _lora_case(*shape, dtype)
+    native_out = native_kernels.ops.lora_bgmv(x, a, b.transpose(1, 2).contiguous(), slots)
+    _assert_twins_close(native_out, lora_delta_ref(x, a, b, slots))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lora_bgmv_gives_a_row_the_same_bits_alone(dtype, native_kernels):
+    x, a, b, slots = _lora_case(40, 5, 16, 96, 80, dtype)
+    bt = b.transpose(1, 2).contiguous()
+    together = native_kernels.ops.lora_bgmv(x, a, bt, slots)
+    for rows in (slice(0, 1), slice(3, 4), slice(5, 21)):
+        assert torch.equal(native_kernels.ops.lora_bgmv(x[rows], a, bt, slots[rows]),
+                           together[rows])
+
+
+def test_lora_bgmv_refuses_a_slot_out_of_range(native_kernels):
+    x, a, b, slots = _lora_case(4, 2, 8, 16, 16, torch.float32)
+    slots[2] = 2
+    with pytest.raises(RuntimeError, match="slot 2 of row 2 is not one of the 2 slots"):
+        native_kernels.ops.lora_bgmv(x, a, b.transpose(1, 2).contiguous(), slots)

@@ -541,6 +541,49 @@ void dequantize_rows_impl(const at::Tensor& acc, const at::Tensor& row_scales,
   });
 }
 
+// The LoRA delta of each row through its own adapter slot (Punica's BGMV), the twin of
+// toolkit/kernels/lora_bgmv.py lora_delta_ref: x [n, K], a [S, Q, K], bt [S, Q, N] (B
+// transposed, scaling folded in), slots int64 [n] -> out [n, N] in x's dtype, where
+// shrunk = a[s] x in float32 and out = bt[s]^T shrunk in float32, rounded once. A row is
+// computed by the same loops whatever the other rows, so its bits depend on it alone.
+template <typename T>
+void lora_bgmv_impl(const at::Tensor& x, const at::Tensor& a, const at::Tensor& bt,
+                    const at::Tensor& slots, at::Tensor& out) {
+  const int64_t in = x.size(1), ranks = a.size(1), width = bt.size(2);
+  const T* x_data = static_cast<const T*>(x.data_ptr());
+  const T* a_data = static_cast<const T*>(a.data_ptr());
+  const T* b_data = static_cast<const T*>(bt.data_ptr());
+  const int64_t* slot_data = slots.data_ptr<int64_t>();
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row_f(in), shrunk(ranks), acc(width);
+    for (int64_t t = begin; t < end; ++t) {
+      const T* row = x_data + t * in;
+#pragma omp simd
+      for (int64_t k = 0; k < in; ++k) row_f[k] = f32(row[k]);
+      const T* a_slot = a_data + slot_data[t] * ranks * in;
+      for (int64_t q = 0; q < ranks; ++q) {
+        const T* a_row = a_slot + q * in;
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < in; ++k) sum += f32(a_row[k]) * row_f[k];
+        shrunk[q] = sum;
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      const T* b_slot = b_data + slot_data[t] * ranks * width;
+      for (int64_t q = 0; q < ranks; ++q) {
+        const T* b_row = b_slot + q * width;
+        const float weight = shrunk[q];
+#pragma omp simd
+        for (int64_t n = 0; n < width; ++n) acc[n] += weight * f32(b_row[n]);
+      }
+      T* dst = out_data + t * width;
+#pragma omp simd
+      for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(acc[n]);
+    }
+  });
+}
+
 // x with its last two axes dense ([.., H, D] rows of H * D values), copying if need be.
 at::Tensor dense_rows(const at::Tensor& x) {
   const bool dense = x.stride(-1) == 1 && x.stride(-2) == x.size(-1);
@@ -643,6 +686,27 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
   return out;
 }
 
+at::Tensor lora_bgmv(const at::Tensor& x, const at::Tensor& a, const at::Tensor& bt,
+                     const at::Tensor& slots) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && a.dim() == 3 && a.is_contiguous() &&
+                  bt.dim() == 3 && bt.is_contiguous() && a.size(0) == bt.size(0) &&
+                  a.size(1) == bt.size(1) && a.size(2) == x.size(1),
+              "lora_bgmv: contiguous x [n, K], a [S, Q, K] and bt [S, Q, N] expected");
+  TORCH_CHECK(x.scalar_type() == a.scalar_type() && x.scalar_type() == bt.scalar_type(),
+              "lora_bgmv: x, a and bt must share a dtype");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() &&
+                  slots.numel() == x.size(0),
+              "lora_bgmv: int64 slots [n] expected");
+  const int64_t* slot_data = slots.data_ptr<int64_t>();
+  for (int64_t t = 0; t < slots.numel(); ++t) {
+    TORCH_CHECK(slot_data[t] >= 0 && slot_data[t] < a.size(0), "lora_bgmv: slot ",
+                slot_data[t], " of row ", t, " is not one of the ", a.size(0), " slots");
+  }
+  at::Tensor out = at::empty({x.size(0), bt.size(2)}, x.options());
+  TOOLKIT_DISPATCH(x.scalar_type(), [&] { lora_bgmv_impl<scalar_t>(x, a, bt, slots, out); });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -656,6 +720,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("scale"), pybind11::arg("window_left") = -1,
         pybind11::arg("soft_cap") = 0.0);
   m.def("quantize_rows", &quantize_rows);
+  m.def("lora_bgmv", &lora_bgmv);
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
 }
