@@ -13,6 +13,8 @@ one call, rounding where its torch twin rounds:
                                    masked, tanh-capped attention of its torch route)
     quantize_rows, dequantize_rows toolkit/kernels/int8_rows.py (quant=w8a8's per-token
                                    int8 activations, and the scaling of its int32 matmul)
+    lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's
+                                   LoRA delta through its own adapter slot)
 
 ``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
 then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the
