@@ -3,14 +3,12 @@ int32 matmuls (toolkit/quant/w8a8.py)."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pytest
 import torch
-import transformers
 from paged_batch import build_forward_batch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tiny_checkpoint import write_tiny_llama
 
 from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
@@ -133,29 +131,9 @@ def test_w8a8_refuses_a_quantized_checkpoint_a_group_size_and_cuda_weights():
         layer.finish_loading()
 
 
-def _write_tiny_llama(directory: pathlib.Path) -> pathlib.Path:
-    """A random 2-layer Llama (float32, peaked logits) with a word-level tokenizer."""
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        eos_token_id=0, bos_token_id=1, tie_word_embeddings=False)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
-    model.save_pretrained(directory)
-    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t2"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "t0", "bos_token": "t1",
-        "unk_token": "t2"}))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> pathlib.Path:
-    return _write_tiny_llama(tmp_path_factory.mktemp("tiny-w8a8"))
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-w8a8"))
 
 
 def _logits(model, tokens: list[int]) -> torch.Tensor:
