@@ -8,12 +8,10 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
-from paged_batch import build_forward_batch
+from paged_batch import prefill_logits
 from safetensors.torch import save_file
 
-from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.quant.fp8 import (
     FP8,
@@ -137,13 +135,7 @@ def _write_model(directory: pathlib.Path, weights: dict[str, torch.Tensor],
 
 
 def _logits(model, tokens: list[int]) -> torch.Tensor:
-    pool = KVCachePool(2, num_pages=4, page_size=8, num_kv_heads=2, head_dim=8,
-                       dtype=model.dtype)
-    attention = TorchRefBackend(pool, 4, 2, 8)
-    batch = build_forward_batch([(tokens, 0, [1, 2])], 8)
-    attention.plan(batch)
-    with torch.no_grad():
-        return model.compute_logits(model(batch.input_ids, batch.positions, attention)).float()
+    return prefill_logits(model, tokens, 4, 2, 8)
 
 
 def test_fp8_model_equals_the_dense_model_of_its_dequantized_weights(tmp_path):

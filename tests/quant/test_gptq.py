@@ -9,13 +9,11 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
-from paged_batch import build_forward_batch
+from paged_batch import prefill_logits
 from safetensors.torch import save_file
 
-from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
 from toolkit.kernels.awq_format import dequantize_awq, to_awq_tensors
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.quant.gptq import GPTQMethod, create_gptq, group_order
 from toolkit.quant.gptq_format import (
@@ -235,13 +233,7 @@ def _write_tiny_gptq(directory: pathlib.Path, act_order: bool) -> dict[str, torc
 
 
 def _logits(model, tokens: list[int]) -> torch.Tensor:
-    pool = KVCachePool(2, num_pages=4, page_size=8, num_kv_heads=2, head_dim=16,
-                       dtype=model.dtype)
-    attention = TorchRefBackend(pool, 4, 2, 16)
-    batch = build_forward_batch([(tokens, 0, [1, 2])], 8)
-    attention.plan(batch)
-    with torch.no_grad():
-        return model.compute_logits(model(batch.input_ids, batch.positions, attention)).float()
+    return prefill_logits(model, tokens, 4, 2, 16)
 
 
 @pytest.mark.parametrize("act_order", [False, True])

@@ -7,14 +7,12 @@ import pathlib
 
 import pytest
 import torch
-from paged_batch import build_forward_batch
+from paged_batch import prefill_logits
 from tiny_checkpoint import write_tiny_llama
 
-from toolkit.attention.torch_ref import TorchRefBackend
 from toolkit.config.schema import QuantConfig
 from toolkit.kernels.int8_rows import MAX_CODE, quantize_rows_ref
 from toolkit.kernels.route import TORCH
-from toolkit.kv.cache_pool import KVCachePool
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.protocol import SamplingParams
 from toolkit.quant.linear import QuantLinear
@@ -137,13 +135,7 @@ def tiny_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def _logits(model, tokens: list[int]) -> torch.Tensor:
-    pool = KVCachePool(2, num_pages=8, page_size=8, num_kv_heads=2, head_dim=16,
-                       dtype=model.dtype)
-    attention = TorchRefBackend(pool, 4, 2, 16)
-    batch = build_forward_batch([(tokens, 0, [1, 2])], 8)
-    attention.plan(batch)
-    with torch.no_grad():
-        return model.compute_logits(model(batch.input_ids, batch.positions, attention)).float()
+    return prefill_logits(model, tokens, 4, 2, 16)
 
 
 def test_loaded_model_stays_close_to_quant_none(tiny_dir):
