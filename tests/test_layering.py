@@ -11,7 +11,7 @@ import toolkit
 FLOORS = [
     "__init__", "registry", "protocol", "config", "kernels", "kv", "attention", "layers",
     "quant", "lora", "models", "tokenizer", "guided", "runner", "speculative",
-    "scheduler", "engine", "parallel", "api", "resolve", "compose", "waits", "runtime", "quantize", "bench",
+    "scheduler", "engine", "parallel", "api", "resolve", "compose", "waits", "determinism", "runtime", "quantize", "bench",
     "cli", "__main__",
 ]
 """Bottom to top: ``toolkit/<floor>`` (a package or a top-level module)."""

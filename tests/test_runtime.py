@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from toolkit.compose import compose_config
-from toolkit.runtime import _make_deterministic
+from toolkit.determinism import make_deterministic
 
 
 class _Attention:
@@ -38,7 +38,7 @@ def _resolve(overrides, device="cpu", quant=("none", True), attention=True, vari
     cfg = compose_config(overrides)
     backend = _Attention(attention)
     model = _model(*quant, variance)
-    return _make_deterministic(cfg, device, model, backend, "torch_ref"), backend
+    return make_deterministic(cfg, device, model, backend, "torch_ref"), backend
 
 
 def test_on_by_default_where_every_part_is_batch_invariant(caplog):
@@ -80,7 +80,7 @@ def test_matmuls_fall_back_to_fixed_shape_calls_where_that_holds(caplog):
     cfg = compose_config([])
     model = _model("none", True, "[576, 1536] at 1 rows", fixed_shape_holds=True)
     with caplog.at_level(logging.WARNING):
-        assert _make_deterministic(cfg, "cpu", model, _Attention(True), "torch_ref")
+        assert make_deterministic(cfg, "cpu", model, _Attention(True), "torch_ref")
     assert model.quant_method.invariant_min_rows == 128
     assert "calls of 128 rows" in caplog.text
 

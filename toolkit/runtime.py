@@ -11,6 +11,7 @@ import torch
 from toolkit.attention.base import model_attention_layers
 from toolkit.attention.registry import attention_over_pool
 from toolkit.config.schema import SpeculativeConfig, ToolkitConfig
+from toolkit.determinism import make_deterministic
 from toolkit.engine.async_engine import AsyncEngine
 from toolkit.engine.core import EngineCore
 from toolkit.engine.output_processor import OutputProcessor
@@ -143,8 +144,8 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
         num_threads=num_threads if device == "cpu" else None,
         eos_token_ids=info.eos_token_ids,
         cpu_kernels=cpu_kernels,
-        deterministic=_make_deterministic(cfg, device, model, attention, attention_backend,
-                                          lora),
+        deterministic=make_deterministic(cfg, device, model, attention, attention_backend,
+                                         lora),
         cache_dtype=cache_dtype,
         kv_cache_gib=num_pages * bytes_per_page / (1 << 30),
         gpu_memory_plan=gpu_plan.summary(cfg.cache.gpu_memory_utilization) if gpu_plan else None,
@@ -217,51 +218,6 @@ def _shard_spec(cfg: ToolkitConfig, model_dir: Path, device: str, cpu_kernels: s
         num_micro_batches=(cfg.parallel.num_micro_batches or cfg.parallel.pipeline_parallel_size
                            if cfg.parallel.pipeline_parallel_size > 1 else 1),
         num_threads=num_threads if device == "cpu" else None, max_model_len=max_model_len)
-
-
-def _make_deterministic(cfg: ToolkitConfig, device: str, model: torch.nn.Module, attention,
-                       attention_backend: str, lora=None) -> bool:
-    """device.deterministic as far as the built parts allow (the matmuls were asked at
-    load time); says in one line why not where it was asked for and cannot be."""
-    if not cfg.device.deterministic:
-        logger.info("device.deterministic=false: outputs may depend on the batch")
-        return False
-    blockers = []
-    if device != "cpu":
-        blockers.append(f"on {device} the GPU libraries choose their reduction splits by "
-                        "batch shape")
-    elif not model.quant_method.batch_invariant:
-        blockers.append(f"quant={model.quant_method.name} has no batch-invariant matmul "
-                        "(quant=none has)")
-    elif (variance := _settle_invariant_matmuls(model)) is not None:
-        blockers.append(f"oneDNN's matmul on this CPU changes a row's bits with the batch "
-                        f"({variance})")
-    elif lora is not None and (variance := lora.batch_variance()) is not None:
-        blockers.append(f"oneDNN's matmul on this CPU changes a LoRA row's bits with the "
-                        f"batch ({variance})")
-    if not blockers and not attention.enable_batch_invariance():
-        blockers.append(f"attention={attention_backend} with device.cpu_kernels="
-                        f"{cfg.device.cpu_kernels}, cache.dtype={cfg.cache.dtype} is not "
-                        "batch-invariant (the native kernels on an unquantized cache are)")
-    if blockers:
-        logger.warning("not deterministic: %s", "; ".join(blockers))
-    return not blockers
-
-
-def _settle_invariant_matmuls(model: torch.nn.Module) -> str | None:
-    """Give the model's batch-invariant matmuls the first shortest call (INVARIANT_MIN_ROWS)
-    whose rows keep their bits on this CPU; None, or where the last one failed."""
-    from toolkit.layers.linear import INVARIANT_MIN_ROWS
-
-    for min_rows in INVARIANT_MIN_ROWS:
-        model.quant_method.invariant_min_rows = min_rows
-        variance = model.batch_variance()
-        if variance is None:
-            if min_rows != INVARIANT_MIN_ROWS[0]:
-                logger.warning("batch-invariant matmuls in calls of %d rows: this CPU's "
-                               "oneDNN gave a row other bits with shorter calls", min_rows)
-            return None
-    return variance
 
 
 def _cuda_graph_runner(cfg: ToolkitConfig, model: torch.nn.Module, attention,

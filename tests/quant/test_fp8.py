@@ -8,6 +8,7 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_layer import load_dense_layer
 from paged_batch import prefill_logits
 from safetensors.torch import save_file
 
@@ -30,16 +31,7 @@ from toolkit.quant.registry import create_quant_method
 def _fp8_layer(weight: torch.Tensor, output_sizes: tuple[int, ...],
                bias: torch.Tensor | None = None) -> QuantLinear:
     """A QuantLinear under FP8Method, loaded part by part from ``weight`` [N, K]."""
-    layer = QuantLinear(weight.shape[1], output_sizes, bias is not None, FP8Method(),
-                        weight.dtype, weight.device)
-    start = 0
-    for shard, size in enumerate(output_sizes):
-        layer.load_shard("weight", weight[start:start + size], shard)
-        if bias is not None:
-            layer.load_shard("bias", bias[start:start + size], shard)
-        start += size
-    layer.finish_loading()
-    return layer
+    return load_dense_layer(FP8Method(), weight, output_sizes, bias)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import torch
+from dense_layer import load_dense_layer
 from paged_batch import prefill_logits
 from tiny_checkpoint import write_tiny_llama
 
@@ -27,16 +28,7 @@ def _w8a8_layer(weight: torch.Tensor, output_sizes: tuple[int, ...],
     """A QuantLinear under W8A8Method, loaded part by part from the dense ``weight``."""
     method = W8A8Method()
     method.kernels = kernels
-    layer = QuantLinear(weight.shape[1], output_sizes, bias is not None, method,
-                        weight.dtype, weight.device)
-    start = 0
-    for shard, size in enumerate(output_sizes):
-        layer.load_shard("weight", weight[start:start + size], shard)
-        if bias is not None:
-            layer.load_shard("bias", bias[start:start + size], shard)
-        start += size
-    layer.finish_loading()
-    return layer
+    return load_dense_layer(method, weight, output_sizes, bias)
 
 
 def test_weight_codes_are_per_channel_symmetric_int8():
