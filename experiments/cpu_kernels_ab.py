@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from decode_throughput import interleaved_rounds, prompt, rates, run
+from decode_throughput import interleaved_rounds, prompts, rates, run
 
 from toolkit.compose import compose_config
 from toolkit.runtime import build_runtime
@@ -37,10 +37,10 @@ def main() -> None:
     runtimes = {route: build_runtime(compose_config([*args.overrides,
                                                       f"device.cpu_kernels={route}"]))
                 for route in ROUTES}
-    prompt_ids = prompt(runtimes["native"])
+    prompt_ids = prompts(runtimes["native"], max(args.streams))
     for runtime in runtimes.values():
         run(runtime.core, prompt_ids, 2, 8)  # warm-up
-    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {args.output_len}, "
+    print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {args.output_len}, "
           f"{args.rounds} rounds, routes interleaved")
     print(f"{'streams':>7} {'route':>7} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x torch':>8} {'same outputs':>12}")

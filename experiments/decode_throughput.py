@@ -11,8 +11,9 @@ concurrency, so that noise on a shared machine hits them alike; each variant's m
 rate, its best, and the ratio of its median to the first variant's are printed, and
 the greedy outputs of every variant are checked against the first one.
 
-Drives the in-process EngineCore (no HTTP): every stream gets the same ~200-token prompt
-and generates exactly --output-len tokens (ignore_eos). Prints one row per concurrency and
+Drives the in-process EngineCore (no HTTP): every stream gets its own ~200-token prompt
+(they share the chat template's first tokens, as a served batch does, no more) and
+generates exactly --output-len tokens (ignore_eos). Prints one row per concurrency and
 the ratio of each aggregate rate to the single-stream rate.
 """
 
@@ -39,11 +40,12 @@ PASSAGE = (
 _run_ids = iter(range(1 << 30))
 
 
-def run(core, prompt_ids: list[int], num_streams: int, output_len: int) -> dict:
+def run(core, prompts: list[list[int]], num_streams: int, output_len: int) -> dict:
+    """``num_streams`` requests at once, stream i with ``prompts[i]``."""
     params = SamplingParams(max_tokens=output_len, temperature=0.0, ignore_eos=True)
     run_id = next(_run_ids)
     for i in range(num_streams):
-        core.add_request(f"bench-{run_id}-{i}", prompt_ids, params)
+        core.add_request(f"bench-{run_id}-{i}", prompts[i], params)
     start = time.perf_counter()
     first_token_at = None
     num_tokens = 0
@@ -85,10 +87,10 @@ def run_ab(variants: list[str], base_overrides: list[str], streams: list[int],
     """Each variant's runtime, run alternately per concurrency; medians and ratios."""
     runtimes = [build_runtime(compose_config(base_overrides + shlex.split(v)))
                 for v in variants]
-    prompt_ids = prompt(runtimes[0])
+    prompt_ids = prompts(runtimes[0], max(streams))
     for runtime in runtimes:
         run(runtime.core, prompt_ids, 2, 8)  # warm-up
-    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {output_len}, "
+    print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {output_len}, "
           f"{rounds} rounds, variants interleaved")
     print(f"{'streams':>7} {'variant':>40} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x first':>8} {'same outputs':>12}")
@@ -104,9 +106,12 @@ def run_ab(variants: list[str], base_overrides: list[str], streams: list[int],
                   f"{decode:>13.1f} {rate / first:>8.2f} {same!s:>12}")
 
 
-def prompt(runtime) -> list[int]:
-    return runtime.tokenizer.apply_chat_template(
-        [{"role": "user", "content": PASSAGE * 3 + "Summarise this in one paragraph."}])
+def prompts(runtime, num_prompts: int) -> list[list[int]]:
+    """``num_prompts`` chat prompts of ~200 tokens, each its own from its first word on (no
+    prefix cache shares their K/V)."""
+    request = PASSAGE * 3 + "Summarise this in one paragraph."
+    return [runtime.tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"Note {i}. {request}"}]) for i in range(num_prompts)]
 
 
 def main() -> None:
@@ -123,9 +128,9 @@ def main() -> None:
         run_ab(args.ab, args.overrides, args.streams, args.output_len, args.rounds)
         return
     runtime = build_runtime(compose_config(args.overrides))
-    prompt_ids = prompt(runtime)
+    prompt_ids = prompts(runtime, max(args.streams))
     run(runtime.core, prompt_ids, 2, 8)  # warm-up
-    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {args.output_len}")
+    print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {args.output_len}")
     print(f"{'streams':>7} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'decode tok/s':>13} {'x single':>9}")
     single = None
     for num_streams in args.streams:

@@ -19,7 +19,7 @@ import argparse
 import functools
 import pathlib
 
-from decode_throughput import interleaved_rounds, prompt, rates, run
+from decode_throughput import interleaved_rounds, prompts, rates, run
 
 from toolkit.compose import compose_config
 from toolkit.models.source import cache_root, resolve_model_dir
@@ -72,11 +72,11 @@ def main() -> None:
     runtimes = {name: build_runtime(compose_config(args.overrides + extra))
                 for name, extra in variants(args.variants, args.overrides,
                                                 args.group_size).items()}
-    prompt_ids = prompt(runtimes["bf16"])
+    prompt_ids = prompts(runtimes["bf16"], max(args.streams))
     for runtime in runtimes.values():
         run(runtime.core, prompt_ids, 2, 8)  # warm-up
     sizes = {name: projection_bytes(rt) for name, rt in runtimes.items()}
-    print(f"prompt tokens: {len(prompt_ids)}, output tokens per stream: {args.output_len}, "
+    print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {args.output_len}, "
           f"{args.rounds} rounds, variants interleaved")
     print(f"{'streams':>7} {'variant':>14} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
           f"{'x bf16':>7} {'proj MiB':>9} {'x bf16 weights':>14}")

@@ -3,7 +3,7 @@
     python experiments/step_breakdown.py --streams 1 16 64                  # the defaults (bf16)
     python experiments/step_breakdown.py --streams 1 -- quant=q4_1
 
-For each stream count: N requests with the same ~200-token prompt (decode_throughput.py's)
+For each stream count: N requests, each with its own ~200-token prompt (decode_throughput.py's)
 are prefilled, then --steps decode steps run once plainly (the step time printed) and once
 under cProfile, whose self times are grouped by what the function is: the matmuls (the
 projections' and the LM head's), attention, the other model kernels, sampling, the
@@ -18,7 +18,7 @@ import cProfile
 import pstats
 import time
 
-from decode_throughput import prompt
+from decode_throughput import prompts
 
 from toolkit.compose import compose_config
 from toolkit.protocol import SamplingParams
@@ -44,10 +44,10 @@ def group_of(key: tuple[str, int, str]) -> str:
     return "other Python"
 
 
-def breakdown(core, prompt_ids: list[int], num_streams: int, num_steps: int) -> None:
+def breakdown(core, prompts: list[list[int]], num_streams: int, num_steps: int) -> None:
     params = SamplingParams(max_tokens=num_steps * 2 + 16, temperature=0.0, ignore_eos=True)
     for i in range(num_streams):
-        core.add_request(f"s{num_streams}-{i}", prompt_ids, params)
+        core.add_request(f"s{num_streams}-{i}", prompts[i], params)
     while core.scheduler.waiting or any(
             r.num_computed_tokens < len(r.prompt_token_ids) for r in core.scheduler.running):
         core.step()
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. quant=q4_1")
     args = parser.parse_args()
     runtime = build_runtime(compose_config(args.overrides))
-    prompt_ids = prompt(runtime)
+    prompt_ids = prompts(runtime, max(args.streams))
     for num_streams in args.streams:
         breakdown(runtime.core, prompt_ids, num_streams, args.steps)
 

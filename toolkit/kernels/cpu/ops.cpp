@@ -9,6 +9,10 @@
 
 #include <ATen/Parallel.h>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -211,11 +215,6 @@ inline int64_t padded(int64_t count) {
   return (count + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
 }
 
-inline float* aligned(float* p) {
-  const auto address = reinterpret_cast<std::uintptr_t>(p);
-  return reinterpret_cast<float*>((address + 63) & ~static_cast<std::uintptr_t>(63));
-}
-
 // Positions per range (rounded down to whole pages, at least one): each query row's
 // positions are cut into ranges of this length, attended in parallel and merged. The cut
 // depends on the row's own length alone.
@@ -231,48 +230,182 @@ struct RowBlock {
   int64_t max_len;
 };
 
-typedef float Vec8 __attribute__((vector_size(32)));  // 8 float32 lanes
+typedef float Vec8 __attribute__((vector_size(32)));       // 8 float32 lanes
+typedef int32_t Lanes8 __attribute__((vector_size(32)));    // a shuffle of two Vec8
+typedef uint16_t Bits8 __attribute__((vector_size(16)));    // 8 bfloat16 values
+typedef uint32_t Wide8 __attribute__((vector_size(32)));
 
-// The 8 lanes summed in a fixed order.
-inline float lane_sum(Vec8 v) {
-  return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-}
-
+// Eight elements of p as float32 lanes; the _part forms read n < 8 and zero the rest.
 inline Vec8 load8(const float* p) {
   Vec8 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-// scores[l] = q . keys[l] for l < count (keys [count, stride], stride a multiple of 8
-// floats, zero past dim). Four keys at a time share each load of q; every dot is the same
-// sequence of lane-wise multiply-adds over d and the same lane_sum whatever its neighbours
-// (a short last group repeats its last key), so its bits depend on q and that key alone.
-inline void dots(const float* q, const float* keys, int64_t stride, int64_t count,
-                 float* scores) {
-  for (int64_t l = 0; l < count; l += 4) {
-    const float* k[4];
-    for (int64_t j = 0; j < 4; ++j) k[j] = keys + std::min(l + j, count - 1) * stride;
-    Vec8 acc[4] = {};
-    for (int64_t d = 0; d < stride; d += 8) {
-      const Vec8 qd = load8(q + d);
-      for (int64_t j = 0; j < 4; ++j) acc[j] += qd * load8(k[j] + d);
+inline Vec8 load8(const uint16_t* p) {
+#ifdef __AVX2__  // one widening load (GCC splits the generic form below into two halves)
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i widened = _mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16);
+#else
+  Bits8 bits;
+  std::memcpy(&bits, p, sizeof(bits));
+  const Wide8 widened = __builtin_convertvector(bits, Wide8) << 16;
+#endif
+  Vec8 v;
+  std::memcpy(&v, &widened, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline Vec8 load8_part(const T* p, int64_t n) {
+  T part[8] = {};
+  std::copy_n(p, n, part);
+  return load8(part);
+}
+
+// Adjacent lanes of a and of b summed, interleaved: (a0+a1, b0+b1, a2+a3, b2+b3, ...); then
+// the same for pairs of pairs and for halves.
+inline Vec8 pair_sums(Vec8 a, Vec8 b) {
+  return __builtin_shuffle(a, b, Lanes8{0, 8, 2, 10, 4, 12, 6, 14}) +
+         __builtin_shuffle(a, b, Lanes8{1, 9, 3, 11, 5, 13, 7, 15});
+}
+inline Vec8 quad_sums(Vec8 a, Vec8 b) {
+  return __builtin_shuffle(a, b, Lanes8{0, 1, 8, 9, 4, 5, 12, 13}) +
+         __builtin_shuffle(a, b, Lanes8{2, 3, 10, 11, 6, 7, 14, 15});
+}
+inline Vec8 half_sums(Vec8 a, Vec8 b) {
+  return __builtin_shuffle(a, b, Lanes8{0, 1, 2, 3, 8, 9, 10, 11}) +
+         __builtin_shuffle(a, b, Lanes8{4, 5, 6, 7, 12, 13, 14, 15});
+}
+
+// Lane j of the result: the 8 lanes of acc[j] summed as ((0+1)+(2+3))+((4+5)+(6+7)), the
+// same tree for every j.
+inline Vec8 lane_sums(const Vec8* acc) {
+  return half_sums(quad_sums(pair_sums(acc[0], acc[1]), pair_sums(acc[2], acc[3])),
+                   quad_sums(pair_sums(acc[4], acc[5]), pair_sums(acc[6], acc[7])));
+}
+
+// Positions whose K rows are requested ahead of their use (and V rows as their K is read):
+// scattered over pages, they make too short a run for the hardware prefetchers. Without it
+// decode attention waited on memory for most of its time; with it, over scattered pages,
+// 64 rows of 292 positions take 1/3 of the time (prefetching every kv head's rows at once,
+// or 8 positions ahead, was slower).
+constexpr int64_t kPrefetchAhead = 32;
+
+// Requests the elements [d0, d0 + width) of rows[0, count) into the cache.
+template <typename T>
+inline void prefetch_rows(const T* const* rows, int64_t count, int64_t d0, int64_t width) {
+  for (int64_t i = 0; i < count; ++i) {
+    const char* first = reinterpret_cast<const char*>(rows[i] + d0);
+    for (int64_t b = 0; b < static_cast<int64_t>(width * sizeof(T)); b += 64) {
+      __builtin_prefetch(first + b);
     }
-    for (int64_t j = 0; j < 4 && l + j < count; ++j) scores[l + j] = lane_sum(acc[j]);
   }
 }
 
-// out[:stride] = sum over l < count of weights[l] * values[l] (values [count, stride],
-// stride a multiple of 64 floats), 64 columns at a time in registers, l in order.
-inline void weighted_sum(const float* weights, const float* values, int64_t stride,
-                         int64_t count, float* out) {
-  for (int64_t d0 = 0; d0 < stride; d0 += 64) {
-    Vec8 acc[8] = {};
-    for (int64_t l = 0; l < count; ++l) {
-      const float* v = values + l * stride + d0;
-      for (int64_t i = 0; i < 8; ++i) acc[i] += weights[l] * load8(v + 8 * i);
+// scores[g * score_stride + l] = q[g] . keys[l][:dim] for g < G, l < count, written up to
+// a multiple of 8 (q [G, stride] float32, zero past dim; keys, values: one pointer per
+// position into the cache, the values only requested for weighted_sums). Eight keys at a
+// time share each load of q, and the G heads each load of a key; every dot is the same
+// sequence of lane-wise multiply-adds over d and the same lane tree whatever its
+// neighbours (a short last group repeats its last key), so its bits depend on q and that
+// key alone.
+template <int G, typename T>
+inline void dots(const float* q, int64_t stride, const T* const* keys, const T* const* values,
+                 int64_t dim, int64_t count, float* scores, int64_t score_stride) {
+  prefetch_rows(keys, std::min(count, kPrefetchAhead), 0, dim);
+  const int64_t whole = dim / 8 * 8;
+  for (int64_t l = 0; l < count; l += 8) {
+    const T* k[8];
+    for (int64_t j = 0; j < 8; ++j) k[j] = keys[std::min(l + j, count - 1)];
+    prefetch_rows(keys + l + kPrefetchAhead, std::min<int64_t>(8, count - l - kPrefetchAhead),
+                  0, dim);
+    prefetch_rows(values + l, std::min<int64_t>(8, count - l), 0, dim);
+    Vec8 acc[G][8] = {};
+    for (int64_t d = 0; d < whole; d += 8) {
+      Vec8 qd[G];
+      for (int g = 0; g < G; ++g) qd[g] = load8(q + g * stride + d);
+      for (int64_t j = 0; j < 8; ++j) {
+        const Vec8 kd = load8(k[j] + d);
+        for (int g = 0; g < G; ++g) acc[g][j] += qd[g] * kd;
+      }
     }
-    std::memcpy(out + d0, acc, sizeof(acc));
+    if (whole < dim) {
+      Vec8 qd[G];
+      for (int g = 0; g < G; ++g) qd[g] = load8(q + g * stride + whole);
+      for (int64_t j = 0; j < 8; ++j) {
+        const Vec8 kd = load8_part(k[j] + whole, dim - whole);
+        for (int g = 0; g < G; ++g) acc[g][j] += qd[g] * kd;
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const Vec8 sums = lane_sums(acc[g]);
+      std::memcpy(scores + g * score_stride + l, &sums, sizeof(sums));
+    }
+  }
+}
+
+// out[g * stride + d] = sum over l < count of weights[g * weight_stride + l] * values[l][d]
+// for g < G and the columns [d0, d0 + 8 * V) (width of them read, the rest zero; width <
+// 8 * V only when V is 1), each value loaded once for the G heads, l in order.
+template <int G, int V, typename T>
+inline void weighted_columns(const float* weights, int64_t weight_stride,
+                             const T* const* values, int64_t d0, int64_t width, int64_t count,
+                             float* out, int64_t stride) {
+  Vec8 acc[G][V] = {};
+  for (int64_t l = 0; l < count; ++l) {
+    prefetch_rows(values + l + kPrefetchAhead, l + kPrefetchAhead < count, d0, width);
+    Vec8 vd[V];
+    if (width == 8 * V) {
+      for (int i = 0; i < V; ++i) vd[i] = load8(values[l] + d0 + 8 * i);
+    } else {
+      vd[0] = load8_part(values[l] + d0, width);
+    }
+    for (int g = 0; g < G; ++g) {
+      const float w = weights[g * weight_stride + l];
+      for (int i = 0; i < V; ++i) acc[g][i] += w * vd[i];
+    }
+  }
+  for (int g = 0; g < G; ++g) std::memcpy(out + g * stride + d0, acc[g], sizeof(acc[g]));
+}
+
+// weighted_columns over all of dim: 32 columns at a time, then 8, then what remains.
+template <int G, typename T>
+inline void weighted_sums(const float* weights, int64_t weight_stride, const T* const* values,
+                          int64_t dim, int64_t count, float* out, int64_t stride) {
+  int64_t d0 = 0;
+  for (; d0 + 32 <= dim; d0 += 32) {
+    weighted_columns<G, 4>(weights, weight_stride, values, d0, 32, count, out, stride);
+  }
+  for (; d0 < dim; d0 += 8) {
+    weighted_columns<G, 1>(weights, weight_stride, values, d0, std::min<int64_t>(8, dim - d0),
+                           count, out, stride);
+  }
+}
+
+// The largest of scores[0, count), read up to a multiple of 8 (dots repeats the last
+// score there).
+inline float max_of(const float* scores, int64_t count) {
+  Vec8 top = load8(scores);
+  for (int64_t l = 8; l < count; l += 8) {
+    const Vec8 next = load8(scores + l);
+    top = top > next ? top : next;
+  }
+  float max_score = top[0];
+  for (int i = 1; i < 8; ++i) max_score = std::max(max_score, top[i]);
+  return max_score;
+}
+
+// The heads of a GQA group in bundles of at most 3 (24 accumulators in dots):
+// fn(first head, the bundle's dots, its weighted_sums).
+template <typename T, typename Fn>
+inline void for_head_bundles(int64_t group, Fn fn) {
+  for (int64_t g = 0; g < group; g += 3) {
+    switch (std::min<int64_t>(3, group - g)) {
+      case 3: fn(g, dots<3, T>, weighted_sums<3, T>); break;
+      case 2: fn(g, dots<2, T>, weighted_sums<2, T>); break;
+      default: fn(g, dots<1, T>, weighted_sums<1, T>); break;
+    }
   }
 }
 
@@ -282,49 +415,38 @@ inline void weighted_sum(const float* weights, const float* values, int64_t stri
 // positions [len - 1 - window_left, len)). soft_cap > 0 caps each scaled score s to
 // soft_cap * tanh(s / soft_cap). A range of a row that lies wholly before its window
 // gets an empty partial (max score -inf, weight 0), which the merge ignores.
-// K and V of the range are converted to float32 once for all the rows. A row's scores are
-// dot products over D, each computed by the same vector loop on 64-byte aligned data,
-// and its softmax and sum of V run over its own positions in order, so its partial (per
-// head [D + 2]: the sum of exp(score - max) * V, the max score, the sum of
-// exp(score - max)) depends on that row and its positions alone: prefill, chunked
-// prefill, drafts and the decode of one position give the same bits.
+// K and V are read in place, converted to float32 in registers. A row's scores are dot
+// products over D, each computed by the same vector loop (dots), and its softmax and sum
+// of V run over its own positions in order, so its partial (per head [D + 2]: the sum of
+// exp(score - max) * V, the max score, the sum of exp(score - max)) depends on that row
+// and its positions alone: prefill, chunked prefill, drafts and the decode of one
+// position give the same bits.
 template <typename T>
 void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const T* cache,
                   const int32_t* pages, const int32_t* lens, const RowBlock& block,
                   int64_t first, int64_t range_length, int64_t page_size, int64_t num_kv_heads,
                   int64_t kv_head, int64_t group, int64_t dim, float scale,
                   int64_t window_left, float soft_cap, float* const* row_partials,
-                  std::vector<float>& buffer) {
+                  std::vector<float>& buffer, std::vector<const T*>& positions) {
   const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
   const int64_t last = std::min(block.max_len, first + range_length);
-  const int64_t length = last - first, stride = (dim + 63) / 64 * 64;
+  const int64_t length = last - first, stride = padded(dim);
   auto window_start = [&](int64_t r) {  // the first position row r attends in this range
     return window_left < 0 ? first : std::max<int64_t>(first, lens[r] - 1 - window_left);
   };
-  int64_t load_from = last;  // the first position any row of the block attends here
-  for (int64_t r = 0; r < block.num_rows; ++r) {
-    if (lens[r] > first) load_from = std::min(load_from, window_start(r));
-  }
-  buffer.resize(2 * length * stride + group * stride + padded(length) + stride + kAlignFloats);
-  float* keys = aligned(buffer.data());         // [length, stride], zero past D
-  float* values = keys + length * stride;       // [length, stride]
-  float* q_f = values + length * stride;        // [G, stride], pre-scaled, zero past D
-  float* scores = q_f + group * stride;         // [length]
-  float* sum = scores + padded(length);         // [stride]
-  for (int64_t start = load_from / page_size * page_size; start < last; start += page_size) {
-    const int64_t page = pages[start / page_size];
-    const T* k_rows = cache + (page * 2 * page_size) * row + kv_head * dim;
-    const T* v_rows = k_rows + page_size * row;
-    const int64_t count = std::min(page_size, last - start);
-    for (int64_t i = 0; i < count; ++i) {
-      float* key = keys + (start - first + i) * stride;
-      float* value = values + (start - first + i) * stride;
-#pragma omp simd
-      for (int64_t d = 0; d < dim; ++d) key[d] = f32(k_rows[i * row + d]);
-      std::fill(key + dim, key + stride, 0.f);
-#pragma omp simd
-      for (int64_t d = 0; d < dim; ++d) value[d] = f32(v_rows[i * row + d]);
-      std::fill(value + dim, value + stride, 0.f);
+  const int64_t score_stride = padded(length);
+  buffer.resize(2 * group * stride + group * score_stride);
+  float* q_f = buffer.data();             // [G, stride], pre-scaled, zero past D
+  float* sums = q_f + group * stride;     // [G, stride]
+  float* scores = sums + group * stride;  // [G, score_stride]
+  positions.resize(2 * length);
+  const T** keys = positions.data();      // [length]: this head's K row of each position
+  const T** values = keys + length;       // [length]
+  for (int64_t start = first; start < last; start += page_size) {  // first: a page start
+    const T* k_rows = cache + pages[start / page_size] * 2 * page_size * row + kv_head * dim;
+    for (int64_t i = 0; i < std::min(page_size, last - start); ++i) {
+      keys[start - first + i] = k_rows + i * row;
+      values[start - first + i] = k_rows + (page_size + i) * row;
     }
   }
   for (int64_t r = 0; r < block.num_rows; ++r) {
@@ -340,8 +462,8 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       }
       continue;
     }
-    const float* row_keys = keys + (lo - first) * stride;
-    const float* row_values = values + (lo - first) * stride;
+    const T* const* row_keys = keys + (lo - first);
+    const T* const* row_values = values + (lo - first);
     const T* q_row = q + r * q_row_stride;
     for (int64_t g = 0; g < group; ++g) {
       float* qg = q_f + g * stride;
@@ -349,43 +471,50 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       for (int64_t d = 0; d < dim; ++d) qg[d] = f32(q_row[g * q_head_stride + d]) * scale;
       std::fill(qg + dim, qg + stride, 0.f);
     }
+    for_head_bundles<T>(group, [&](int64_t g, auto dots_of, auto) {
+      dots_of(q_f + g * stride, stride, row_keys, row_values, dim, count,
+              scores + g * score_stride, score_stride);
+    });
     for (int64_t g = 0; g < group; ++g) {
-      dots(q_f + g * stride, row_keys, stride, count, scores);
+      float* head_scores = scores + g * score_stride;
       if (soft_cap > 0.f) {
-        for (int64_t l = 0; l < count; ++l) {
-          scores[l] = soft_cap * std::tanh(scores[l] / soft_cap);
+        for (int64_t l = 0; l < (count + 7) / 8 * 8; ++l) {
+          head_scores[l] = soft_cap * std::tanh(head_scores[l] / soft_cap);
         }
       }
-      float max_score = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : max_score)
-      for (int64_t l = 0; l < count; ++l) max_score = std::max(max_score, scores[l]);
+      const float max_score = max_of(head_scores, count);
       float total = 0.f;
 #pragma omp simd reduction(+ : total)
       for (int64_t l = 0; l < count; ++l) {
-        scores[l] = exp_approx(scores[l] - max_score);
-        total += scores[l];
+        head_scores[l] = exp_approx(head_scores[l] - max_score);
+        total += head_scores[l];
       }
       float* head = row_partials[r] + g * (dim + 2);
-      weighted_sum(scores, row_values, stride, count, sum);
-      std::copy_n(sum, dim, head);
       head[dim] = max_score;
       head[dim + 1] = total;
+    }
+    for_head_bundles<T>(group, [&](int64_t g, auto, auto weighted_sums_of) {
+      weighted_sums_of(scores + g * score_stride, score_stride, row_values, dim, count,
+                       sums + g * stride, stride);
+    });
+    for (int64_t g = 0; g < group; ++g) {
+      std::copy_n(sums + g * stride, dim, row_partials[r] + g * (dim + 2));
     }
   }
 }
 
 // The partials of one row's num_splits ranges (split_stride floats apart) -> its G output
-// heads [G, D].
+// heads [G, D]; acc: scratch of D floats.
 template <typename T>
 void merge_partials(const float* partials, int64_t num_splits, int64_t split_stride,
-                    int64_t group, int64_t dim, T* out) {
+                    int64_t group, int64_t dim, T* out, std::vector<float>& acc) {
   for (int64_t g = 0; g < group; ++g) {
     float max_score = -std::numeric_limits<float>::infinity();
     for (int64_t s = 0; s < num_splits; ++s) {
       max_score = std::max(max_score, partials[s * split_stride + g * (dim + 2) + dim]);
     }
     float total = 0.f;
-    std::vector<float> acc(dim, 0.f);
+    acc.assign(dim, 0.f);
     for (int64_t s = 0; s < num_splits; ++s) {
       const float* head = partials + s * split_stride + g * (dim + 2);
       const float weight = std::exp(head[dim] - max_score);
@@ -443,14 +572,18 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   std::vector<float> partials(first_range[num_rows] * num_kv_heads * partial_size);
   at::parallel_for(0, first_item.back() * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
+    std::vector<const T*> positions;
     std::vector<float*> row_partials(kRowBlock);
+    auto locate = [&](int64_t block_range) {  // -> (block, range within its rows)
+      const int64_t b = std::upper_bound(first_item.begin(), first_item.end(), block_range) -
+                        first_item.begin() - 1;
+      return std::make_pair(b, block_range - first_item[b]);
+    };
     for (int64_t item = begin; item < end; ++item) {
       const int64_t h = item % num_kv_heads;
       const int64_t block_range = item / num_kv_heads;
-      const int64_t b = std::upper_bound(first_item.begin(), first_item.end(), block_range) -
-                        first_item.begin() - 1;
+      const auto [b, range] = locate(block_range);
       const RowBlock& block = blocks[b];
-      const int64_t range = block_range - first_item[b];
       for (int64_t r = 0; r < block.num_rows; ++r) {
         const int64_t row_range = first_range[block.first_row + r] + range;
         row_partials[r] = partials.data() + (row_range * num_kv_heads + h) * partial_size;
@@ -459,16 +592,18 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
                    q.stride(0), q.stride(1), cache_data,
                    index_data + start_data[block.first_row], len_data + block.first_row,
                    block, range * range_length, range_length, page_size, num_kv_heads, h,
-                   group, dim, scale, window_left, soft_cap, row_partials.data(), buffer);
+                   group, dim, scale, window_left, soft_cap, row_partials.data(), buffer,
+                   positions);
     }
   });
   at::parallel_for(0, num_rows * num_kv_heads, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc;
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t r = pair / num_kv_heads;
       const int64_t h = pair % num_kv_heads;
       merge_partials(partials.data() + (first_range[r] * num_kv_heads + h) * partial_size,
                      first_range[r + 1] - first_range[r], num_kv_heads * partial_size, group,
-                     dim, out_data + (r * num_qo_heads + h * group) * dim);
+                     dim, out_data + (r * num_qo_heads + h * group) * dim, acc);
     }
   });
 }
