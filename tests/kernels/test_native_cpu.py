@@ -128,13 +128,14 @@ def _filled_backend(dtype: torch.dtype, page_size: int, num_qo_heads: int,
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_qo_heads,num_kv_heads,head_dim", [
-    (9, 3, 64), (4, 4, 64), (8, 1, 64), (4, 2, 128), (4, 2, 80)])
+    (9, 3, 64), (4, 4, 64), (8, 1, 64), (4, 2, 128), (4, 2, 80), (6, 2, 36)])
 def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, num_kv_heads,
                                                           head_dim, native_kernels):
     """A decode batch of different lengths on scattered pages (one request mid-page, one
     on a page boundary), after a prefill in the same step: the new K/V lands in the same
-    cache slots and every request attends over its own pages. Head dims that are a
-    multiple of 64 read K/V in place; 80 goes through converted rows."""
+    cache slots and every request attends over its own pages. GQA groups of 3, 1, 8 and 2
+    heads (the kernel bundles them by 3); head dims in whole vectors of 32 columns, with 16
+    left over (80), and with 4 left over (36: a part vector)."""
     page_size = 16
     requests = [([5], 37, [7, 3, 12]), ([6], 15, [5]), (list(range(20)), 0, [30, 0]),
                 ([7], 63, [9, 21, 2, 33])]
@@ -155,10 +156,10 @@ def test_decode_attention_and_store_match_the_torch_route(dtype, num_qo_heads, n
     torch.testing.assert_close(outputs[0], outputs[1], atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("head_dim", [64, 80, 128])
+@pytest.mark.parametrize("head_dim", [36, 64, 80, 128])
 def test_decode_attention_rows_alone_equal_rows_in_a_block(head_dim, native_kernels):
     """The query rows of one request attended together (a prefill chunk: one row block)
-    give each row the bits it gets attended alone (a decode), on both K/V read paths."""
+    give each row the bits it gets attended alone (a decode), whole vectors or not."""
     torch.manual_seed(3)
     page_size, num_pages, heads, group = 16, 24, 2, 3
     cache = torch.randn(num_pages, 2, page_size, heads, head_dim).bfloat16()
