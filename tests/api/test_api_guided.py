@@ -37,8 +37,10 @@ async def test_chat_json_schema(api, chat_body, extra):
 
 
 async def test_json_object_choice_regex_grammar(api, chat_body):
+    # NOTE: greedy and a wide token budget: a sampled object once ran past 60 tokens inside
+    # one string after a kernel's rounding changed (the grammar held; the budget did not)
     bodies = [
-        chat_body(max_tokens=60, temperature=0.7, seed=2,
+        chat_body(max_tokens=200, temperature=0.0,
                   messages=[{"role": "user", "content": "Describe a cat as a JSON object with "
                              "the keys name and age."}],
                   response_format={"type": "json_object"}),
