@@ -574,16 +574,13 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
     std::vector<float> buffer;
     std::vector<const T*> positions;
     std::vector<float*> row_partials(kRowBlock);
-    auto locate = [&](int64_t block_range) {  // -> (block, range within its rows)
-      const int64_t b = std::upper_bound(first_item.begin(), first_item.end(), block_range) -
-                        first_item.begin() - 1;
-      return std::make_pair(b, block_range - first_item[b]);
-    };
     for (int64_t item = begin; item < end; ++item) {
       const int64_t h = item % num_kv_heads;
       const int64_t block_range = item / num_kv_heads;
-      const auto [b, range] = locate(block_range);
+      const int64_t b = std::upper_bound(first_item.begin(), first_item.end(), block_range) -
+                        first_item.begin() - 1;
       const RowBlock& block = blocks[b];
+      const int64_t range = block_range - first_item[b];
       for (int64_t r = 0; r < block.num_rows; ++r) {
         const int64_t row_range = first_range[block.first_row + r] + range;
         row_partials[r] = partials.data() + (row_range * num_kv_heads + h) * partial_size;
