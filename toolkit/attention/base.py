@@ -39,6 +39,26 @@ class LayerAttention:
         return self.window_left < 0 and self.logits_soft_cap <= 0
 
 
+@dataclass(frozen=True)
+class NativeDecodeStep:
+    """A planned step that native code may attend itself, every layer alike: store each
+    token's k and v at ``slots``, then ops.decode_attention over the pages with this plan
+    (toolkit/kernels/cpu/ops.cpp; the decoder stack of toolkit/models/native_decoder.py)."""
+
+    caches: list[torch.Tensor]
+    """Each layer's pages [num_pages, 2, P, Hkv, D]."""
+    slots: torch.Tensor
+    """int64 [T], each token's cache slot."""
+    kv_indices: torch.Tensor
+    """int32, the pages of every request in order."""
+    page_starts: torch.Tensor
+    """int32 [T], where each query row's request starts in ``kv_indices``."""
+    seq_lens: torch.Tensor
+    """int32 [T], the positions each query row attends to."""
+    scale: float
+    """Multiplier of q.k (every layer's)."""
+
+
 class AttentionBackend(ABC):
     """Paged attention over a KVCachePool, driven by FlashInfer-format page tables.
 
@@ -82,6 +102,12 @@ class AttentionBackend(ABC):
         backend can, on this KV pool. The default cannot (a GPU library's split heuristics
         are its own)."""
         return False
+
+    def native_decode_step(self) -> NativeDecodeStep | None:
+        """The planned step as NativeDecodeStep, when every query row of it is a decode
+        query of plain attention (same for all layers) that the CPU kernels can run over
+        this pool; None otherwise, and by default."""
+        return None
 
     @abstractmethod
     def plan(self, batch: ForwardBatch) -> None:

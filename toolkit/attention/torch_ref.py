@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from toolkit.attention.base import AttentionBackend, LayerAttention
+from toolkit.attention.base import AttentionBackend, LayerAttention, NativeDecodeStep
 from toolkit.attention.forward_batch import ForwardBatch
 from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.kv.cache_pool import KVCachePool, dequantize_kv, quantize_kv
@@ -336,6 +336,14 @@ class TorchRefBackend(AttentionBackend):
             raw.index_copy_(0, rows, values.view(torch.uint8))
             scales.index_copy_(0, rows, x_scales)
         return scales
+
+    def native_decode_step(self) -> NativeDecodeStep | None:
+        plan = self._decode
+        if (not self._native or self._prefills or plan is None or plan.query_rows is not None
+                or self.has_layer_variants):
+            return None
+        return NativeDecodeStep(self.kv_pool.caches, self._slots, self._kv_indices,
+                                plan.page_starts, plan.seq_lens, self.scale)
 
     def _attend_decode(self, cache: torch.Tensor, flat: torch.Tensor, q: torch.Tensor,
                        scales: torch.Tensor | None, layer: LayerAttention) -> torch.Tensor:

@@ -15,8 +15,10 @@ one call, rounding where its torch twin rounds:
                                    int8 activations, and the scaling of its int32 matmul)
     lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's
                                    LoRA delta through its own adapter slot)
+    Int4DecoderStack               (cpu/decoder_stack.cpp) a Llama decode step's layers
+                                   in one call, toolkit/models/native_decoder.py
 
-``load()`` compiles the file with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
+``load()`` compiles the files with torch.utils.cpp_extension (g++ and ninja; ~30 s once,
 then cached under TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and returns the
 module; it is the one way to get it. Loading turns nothing on: the layers call the kernels
 only when they were built with the native route (toolkit/kernels/route.py), which
@@ -37,6 +39,9 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
+"""The module's main file (its bindings); SOURCES are all the files built into it."""
+SOURCES = (SOURCE, SOURCE.with_name("decoder_stack.cpp"))
+HEADERS = (SOURCE.with_name("ops.h"),)
 DTYPES = (torch.float32, torch.bfloat16)
 """Tensor dtypes the kernels take; a call with others runs the torch twin."""
 
@@ -68,7 +73,7 @@ def load() -> ModuleType:
                          build_directory().parent)
         try:
             _module = load_extension(
-                name=_extension_name(), sources=[str(SOURCE)],
+                name=_extension_name(), sources=[str(path) for path in SOURCES],
                 extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
         except (OSError, RuntimeError, ImportError, subprocess.SubprocessError) as exc:
             _build_error = NativeBuildError(f"building {SOURCE.name} failed: "
@@ -82,10 +87,13 @@ def _extension_name() -> str:
 
 
 def _source_tag() -> str:
-    """A short hash of ops.cpp: each version of the kernels builds in a directory of its
+    """A short hash of the sources: each version of the kernels builds in a directory of its
     own, so two checkouts of different versions sharing one build cache never rebuild
     over each other, nor load the other's build (whose functions take other arguments)."""
-    return hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
+    digest = hashlib.sha1()
+    for path in (*SOURCES, *HEADERS):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def build_directory() -> pathlib.Path:
@@ -97,12 +105,13 @@ def build_directory() -> pathlib.Path:
 
 def is_built() -> bool:
     """True when ``load()`` will not compile: the kernels are loaded in this process, or
-    their cached build is newer than ops.cpp (then loading takes well under a second)."""
+    their cached build is newer than the sources (then loading takes well under a second)."""
     if _module is not None:
         return True
     try:
         built = build_directory() / f"{_extension_name()}.so"
-        return built.is_file() and built.stat().st_mtime >= SOURCE.stat().st_mtime
+        newest_source = max(path.stat().st_mtime for path in (*SOURCES, *HEADERS))
+        return built.is_file() and built.stat().st_mtime >= newest_source
     except (OSError, RuntimeError, ImportError):
         return False
 

@@ -31,6 +31,7 @@ from toolkit.layers.pipeline_parallel import PipelineStage
 from toolkit.layers.rmsnorm import fused_add_rms_norm, rms_norm
 from toolkit.layers.rotary import RotaryEmbedding, rope_parameters_from_hf_config
 from toolkit.layers.tensor_parallel import TensorParallel
+from toolkit.models.native_decoder import NativeDecoderStack
 from toolkit.quant.base import QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.linear import QuantLinear, ShardLoadError
@@ -44,6 +45,8 @@ _PROJECTIONS = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": 
 _ROW_PARALLEL = ("o_proj", "down_proj")
 """Projections split along their input features under tensor parallelism (the others
 along their output features)."""
+_NOT_BUILT = object()
+"""LlamaForCausalLM.decoder_stack before its first forward."""
 
 
 class WeightLoadError(ValueError):
@@ -223,6 +226,9 @@ class LlamaForCausalLM(nn.Module):
         self.packed_lm_head: torch.Tensor | None = None
         self.quantized_lm_head: Int8LMHead | None = None
         """The quant method's copy of the LM head, for the steps it covers (q4_1: int8)."""
+        self.decoder_stack: NativeDecoderStack | None | object = _NOT_BUILT
+        """The layers as one native call, or None; built by the first forward after the
+        weights load."""
 
     def pack_weights(self) -> None:
         """Pre-pack the LM head for oneDNN (bit-identical results; bfloat16 on the CPU, and
@@ -271,8 +277,13 @@ class LlamaForCausalLM(nn.Module):
         else:
             hidden = self.parallel.embed(input_ids, self.embed_tokens)  # [T, hidden]
         cos, sin = self.rotary.cos_sin(positions)  # [T, 1, D] each
-        for layer in self.layers:
-            hidden, residual = layer(hidden, residual, cos, sin, self.rotary, attn)
+        stack = self._native_stack() if residual is None else None
+        outputs = None if stack is None else stack.forward(hidden, cos, sin, attn)
+        if outputs is not None:
+            hidden, residual = outputs
+        else:
+            for layer in self.layers:
+                hidden, residual = layer(hidden, residual, cos, sin, self.rotary, attn)
         if pipeline is not None and not pipeline.is_last:
             pipeline.send_activations(hidden, residual)
             return hidden  # not the model's output: only its row count is the step's
@@ -280,6 +291,18 @@ class LlamaForCausalLM(nn.Module):
             return rms_norm(hidden, self.norm, self.eps, kernels=self.kernels)
         return fused_add_rms_norm(hidden, residual, self.norm, self.eps,
                                   kernels=self.kernels)[0]
+
+    def _native_stack(self) -> NativeDecoderStack | None:
+        """The layers as one native call (toolkit/models/native_decoder.py), built on first
+        use after the weights load; None where this model's layers are not plain Llama
+        layers on one rank, or the stack does not run them."""
+        if self.decoder_stack is _NOT_BUILT:
+            plain = all(type(layer) is LlamaDecoderLayer for layer in self.layers)
+            self.decoder_stack = None
+            if plain and self.parallel is None and self.pipeline is None:
+                self.decoder_stack = NativeDecoderStack.for_layers(self.layers, self.rotary,
+                                                                   self.kernels)
+        return self.decoder_stack
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """hidden: [N, hidden] -> logits [N, vocab] float32 (under pipeline parallelism:
@@ -313,6 +336,7 @@ class LlamaForCausalLM(nn.Module):
         """Copy HF-named tensors in, fusing q/k/v and gate/up; every parameter must be set.
         Then each projection's QuantMethod converts its tensors (``after_load``)."""
         self.unpack_weights()  # stale after new weights; pack_weights() again afterwards
+        self.decoder_stack = _NOT_BUILT
         for layer in self.layers:
             for proj in layer.projections():
                 proj.create_params()  # undoes a previous after_load

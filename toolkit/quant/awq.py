@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 from toolkit.kernels.awq_format import PACK_FACTOR, dequantize_awq
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod, check_group_size
+from toolkit.quant.base import (
+    Int4PackRoute,
+    ModelLoadError,
+    ParamSpec,
+    QuantMethod,
+    check_group_size,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -82,6 +88,12 @@ class AWQMethod(QuantMethod):
         layer.register_buffer("int4_weight", packed)  # uint8 [N, K/2]
         layer.register_buffer("scales_and_zeros", scales_and_zeros)  # [K/G, N, 2]
         layer.int4pack = True
+
+    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
+        if not layer.int4pack:
+            return None
+        return Int4PackRoute(layer.int4_weight, layer.scales_and_zeros,
+                             awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:

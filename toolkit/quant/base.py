@@ -58,6 +58,19 @@ class ParamSpec:
     group size for per-group scales and zeros)."""
 
 
+@dataclass(frozen=True)
+class Int4PackRoute:
+    """A projection's weight as torch's int4 CPU kernel takes it (toolkit/quant/awq_cpu.py),
+    and the inputs ``apply`` sends there."""
+
+    packed: torch.Tensor
+    """uint8 [N, K/2], the int4pack layout."""
+    scales_and_zeros: torch.Tensor
+    """[K/G, N, 2] in the activations' dtype."""
+    max_rows: int
+    """Inputs of at most this many rows take the kernel; longer ones another route."""
+
+
 class QuantMethod(ABC):
     """One quantization scheme. Instances are stateless apart from their settings
     (bits, group size ...), so one instance serves every layer of a model."""
@@ -124,6 +137,13 @@ class QuantMethod(ABC):
         if packed is None:
             return "no packed weight"
         return batch_variance(layer.weight, packed, self.invariant_min_rows)
+
+    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
+        """Where ``apply`` is nothing but torch's int4 CPU kernel on ``layer`` for small
+        inputs (then the bias, if any): those tensors and the row limit, so that native
+        code may run the projection itself (toolkit/models/native_decoder.py); None, the
+        default, where it is not."""
+        return None
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         """A quantized copy of the LM head [V, H] that the model uses where it applies

@@ -28,7 +28,13 @@ import torch.nn.functional as F
 
 from toolkit.kernels.awq_format import to_awq_tensors
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod, check_group_size
+from toolkit.quant.base import (
+    Int4PackRoute,
+    ModelLoadError,
+    ParamSpec,
+    QuantMethod,
+    check_group_size,
+)
 from toolkit.quant.gptq_format import (
     PACK_FACTOR,
     ZERO_OFFSETS,
@@ -141,6 +147,12 @@ class GPTQMethod(QuantMethod):
             awq = to_awq_tensors(q.t().contiguous(), zeros.t().contiguous(), scales.t())
             for name, tensor in awq.items():  # qweight [K, N/8], qzeros [K/G, N/8], scales
                 layer.register_buffer(name, tensor)
+
+    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
+        if layer.route != ROUTE_INT4PACK or layer.input_order is not None:
+            return None
+        return Int4PackRoute(layer.int4_weight, layer.scales_and_zeros,
+                             awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:

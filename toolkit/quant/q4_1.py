@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
+from toolkit.quant.base import Int4PackRoute, ModelLoadError, ParamSpec, QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
@@ -148,6 +148,12 @@ class Q4_1Method(QuantMethod):
         if layer.int4pack is not None and x.shape[0] <= self.max_int4_tokens:
             return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
         return self.dense.apply(layer, x, bias)
+
+    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
+        if layer.int4pack is None:
+            return None
+        max_rows = min(self.max_int4_tokens, awq_cpu.MAX_INT4_MM_ROWS)
+        return Int4PackRoute(*layer.int4pack, max_rows)
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         if self.max_int4_tokens < 1:  # every step on the bf16 copy: the head too

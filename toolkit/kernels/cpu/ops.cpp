@@ -5,7 +5,7 @@
 // function rounds (to the tensor's dtype after each op), so the two routes agree to
 // float32 summation order. Dtypes: float32 and bfloat16; shapes are checked in Python.
 
-#include <torch/extension.h>
+#include "ops.h"
 
 #include <ATen/Parallel.h>
 
@@ -716,6 +716,10 @@ void lora_bgmv_impl(const at::Tensor& x, const at::Tensor& a, const at::Tensor& 
   });
 }
 
+}  // namespace
+
+namespace toolkit_ops {
+
 // x with its last two axes dense ([.., H, D] rows of H * D values), copying if need be.
 at::Tensor dense_rows(const at::Tensor& x) {
   const bool dense = x.stride(-1) == 1 && x.stride(-2) == x.size(-1);
@@ -839,9 +843,10 @@ at::Tensor lora_bgmv(const at::Tensor& x, const at::Tensor& a, const at::Tensor&
   return out;
 }
 
-}  // namespace
+}  // namespace toolkit_ops
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  using namespace toolkit_ops;
   m.def("rms_norm", &rms_norm);
   m.def("fused_add_rms_norm", &fused_add_rms_norm);
   m.def("silu_and_mul", &silu_and_mul);
@@ -855,4 +860,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lora_bgmv", &lora_bgmv);
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
+  bind_decoder_stack(m);
 }

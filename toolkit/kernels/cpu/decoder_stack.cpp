@@ -1,0 +1,111 @@
+// The decoder layers of a Llama-family step in one call, projections on torch's int4 CPU
+// kernel: LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for
+// op, with the same kernels in the same order and TorchRefBackend's decode attention, so
+// its outputs are bit-identical to the Python loop's. What it removes is the interpreter
+// between a layer's ten kernel calls (toolkit/models/native_decoder.py says when it runs).
+
+#include "ops.h"
+
+#include <utility>
+#include <vector>
+
+namespace toolkit_ops {
+namespace {
+
+// One projection as torch's int4 kernel holds it (toolkit/quant/awq_cpu.py).
+struct Int4Weight {
+  at::Tensor packed;            // uint8 [N, K/2]
+  at::Tensor scales_and_zeros;  // [K/G, N, 2]
+  int64_t group_size;
+
+  Int4Weight(at::Tensor packed_, at::Tensor scales_and_zeros_)
+      : packed(std::move(packed_)), scales_and_zeros(std::move(scales_and_zeros_)) {
+    group_size = packed.size(1) * 2 / scales_and_zeros.size(0);
+  }
+
+  at::Tensor operator()(const at::Tensor& x) const {  // [T, K] -> [T, N]
+    return at::_weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros);
+  }
+};
+
+struct Layer {
+  at::Tensor input_norm;           // [hidden]
+  at::Tensor post_attention_norm;  // [hidden]
+  Int4Weight qkv, o, gate_up, down;
+};
+
+class Int4DecoderStack {
+ public:
+  // Per layer: norms = (input, post-attention), weights = (packed, scales_and_zeros) of
+  // qkv, o, gate_up and down, in that order.
+  Int4DecoderStack(const std::vector<at::Tensor>& norms, const std::vector<at::Tensor>& weights,
+                   int64_t num_qo_heads, int64_t num_kv_heads, int64_t head_dim, double eps)
+      : num_qo_heads_(num_qo_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
+        eps_(eps) {
+    TORCH_CHECK(weights.size() == norms.size() * 4, "Int4DecoderStack: 2 norms and 4 "
+                "(packed, scales_and_zeros) pairs per layer expected");
+    for (size_t i = 0; i < norms.size() / 2; ++i) {
+      const at::Tensor* w = weights.data() + i * 8;
+      layers_.push_back({norms[2 * i], norms[2 * i + 1], {w[0], w[1]}, {w[2], w[3]},
+                         {w[4], w[5]}, {w[6], w[7]}});
+    }
+  }
+
+  // hidden: [T, hidden], the embeddings; cos, sin: [T, 1, D]; caches: each layer's pages;
+  // slots, kv_indices, page_starts, seq_lens, scale: the step's decode plan (every row a
+  // decode query) -> (the last layer's MLP output, the residual stream before it).
+  std::tuple<at::Tensor, at::Tensor> forward(at::Tensor hidden, const at::Tensor& cos,
+                                             const at::Tensor& sin,
+                                             const std::vector<at::Tensor>& caches,
+                                             const at::Tensor& slots,
+                                             const at::Tensor& kv_indices,
+                                             const at::Tensor& page_starts,
+                                             const at::Tensor& seq_lens, double scale) const {
+    TORCH_CHECK(caches.size() == layers_.size(), "Int4DecoderStack: one cache per layer");
+    const int64_t num_tokens = hidden.size(0);
+    at::Tensor residual;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& layer = layers_[i];
+      at::Tensor x;
+      if (i == 0) {
+        residual = hidden;
+        x = rms_norm(hidden, layer.input_norm, eps_);
+      } else {
+        std::tie(x, residual) = fused_add_rms_norm(hidden, residual, layer.input_norm, eps_);
+      }
+      at::Tensor heads = layer.qkv(x).view({num_tokens, -1, head_dim_});  // [T, Hq+2Hkv, D]
+      at::Tensor qk = rotary(heads, cos, sin, num_qo_heads_ + num_kv_heads_);
+      at::Tensor q = qk.narrow(1, 0, num_qo_heads_);               // [T, Hq, D]
+      at::Tensor k = qk.narrow(1, num_qo_heads_, num_kv_heads_);   // [T, Hkv, D]
+      at::Tensor v = heads.narrow(1, num_qo_heads_ + num_kv_heads_, num_kv_heads_);
+      at::Tensor cache = caches[i];
+      store_kv(k, v, cache, slots);
+      at::Tensor attended = decode_attention(q, cache, kv_indices, page_starts, seq_lens, scale,
+                                             -1, 0.0);  // [T, Hq, D]
+      at::Tensor attn_out = layer.o(attended.reshape({num_tokens, -1}));  // [T, hidden]
+      std::tie(x, residual) =
+          fused_add_rms_norm(attn_out, residual, layer.post_attention_norm, eps_);
+      hidden = layer.down(silu_and_mul(layer.gate_up(x)));  // [T, hidden]
+    }
+    return {hidden, residual};
+  }
+
+ private:
+  std::vector<Layer> layers_;
+  int64_t num_qo_heads_, num_kv_heads_, head_dim_;
+  double eps_;
+};
+
+}  // namespace
+
+void bind_decoder_stack(pybind11::module_& m) {
+  pybind11::class_<Int4DecoderStack>(m, "Int4DecoderStack")
+      .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          int64_t, int64_t, int64_t, double>(),
+           pybind11::arg("norms"), pybind11::arg("weights"), pybind11::arg("num_qo_heads"),
+           pybind11::arg("num_kv_heads"), pybind11::arg("head_dim"), pybind11::arg("eps"))
+      .def("forward", &Int4DecoderStack::forward,
+           pybind11::call_guard<pybind11::gil_scoped_release>());
+}
+
+}  // namespace toolkit_ops

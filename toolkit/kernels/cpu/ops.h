@@ -1,0 +1,34 @@
+// The entry points of ops.cpp that another file of the module calls (decoder_stack.cpp),
+// and the binding that file adds to the module. Shapes and dtypes as ops.cpp documents.
+
+#pragma once
+
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace toolkit_ops {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+std::tuple<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x,
+                                                      const at::Tensor& residual,
+                                                      const at::Tensor& weight, double eps);
+
+at::Tensor silu_and_mul(const at::Tensor& gate_up);
+
+at::Tensor rotary(const at::Tensor& heads, const at::Tensor& cos, const at::Tensor& sin,
+                  int64_t num_rotated);
+
+void store_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
+              const at::Tensor& slots);
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
+                            const at::Tensor& kv_indices, const at::Tensor& page_starts,
+                            const at::Tensor& seq_lens, double scale, int64_t window_left,
+                            double soft_cap);
+
+// Adds decoder_stack.cpp's Int4DecoderStack to the module.
+void bind_decoder_stack(pybind11::module_& m);
+
+}  // namespace toolkit_ops
