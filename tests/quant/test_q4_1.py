@@ -9,6 +9,7 @@ from test_fp8 import TINY, _logits, _tiny_weights, _write_model
 
 from toolkit.compose import compose_config
 from toolkit.config.schema import QuantConfig
+from toolkit.kernels.route import TORCH
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.models.source import resolve_model_dir
 from toolkit.quant.int8_lm_head import Int8LMHead
@@ -31,9 +32,10 @@ def _q4_1_weight(out_features: int, in_features: int, seed: int) -> tuple[torch.
         scale, minimum
 
 
-def _layer(weight: torch.Tensor, max_int4_tokens: int = 8) -> QuantLinear:
-    layer = QuantLinear(weight.shape[1], (weight.shape[0],), False,
-                        Q4_1Method(32, max_int4_tokens, prepack_weights=True), weight.dtype)
+def _layer(weight: torch.Tensor, max_int4_tokens: int = 8, kernels=TORCH) -> QuantLinear:
+    method = Q4_1Method(32, max_int4_tokens, prepack_weights=True)
+    method.kernels = kernels
+    layer = QuantLinear(weight.shape[1], (weight.shape[0],), False, method, weight.dtype)
     layer.load_shard("weight", weight)
     layer.finish_loading()
     return layer
@@ -81,6 +83,21 @@ def test_both_routes_multiply_the_dequantized_weights(num_tokens):
     first_row_alone = layer(x[:1]).float()
     torch.testing.assert_close(first_row_alone, got[:1], rtol=2e-2,
                                atol=2e-2 * expected.abs().max().item())
+
+
+def test_native_route_takes_the_q4_1_int8_kernel_up_to_max_int4_tokens(native_kernels):
+    """On the native route the codes are kept in the Q4_1 x int8 kernel's layout (no torch
+    int4 copy); short inputs run it, longer ones the bf16 copy."""
+    weight = _q4_1_weight(128, 96, seed=1)[0].to(torch.bfloat16)
+    layer = _layer(weight, kernels=native_kernels)
+    assert layer.int4pack is None and layer.q4_1_native is not None
+    assert layer.method.int4_route(layer).kernel == "q4_1"
+    x = torch.randn(9, 96, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    assert torch.equal(layer(x[:8]), native_kernels.ops.q4_1_linear(x[:8], *layer.q4_1_native))
+    assert torch.equal(layer(x), x @ layer.dense_weight.t())
+    expected = x.float() @ layer.dense_weight.float().t()
+    torch.testing.assert_close(layer(x[:8]).float(), expected[:8], rtol=3e-2,
+                               atol=3e-2 * expected.abs().max().item())
 
 
 def test_max_int4_tokens_zero_keeps_every_step_on_the_bf16_copy():

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
 """The module's main file (its bindings); SOURCES are all the files built into it."""
-SOURCES = (SOURCE, SOURCE.with_name("decoder_stack.cpp"))
+SOURCES = (SOURCE, SOURCE.with_name("q4_1.cpp"), SOURCE.with_name("decoder_stack.cpp"))
 HEADERS = (SOURCE.with_name("ops.h"),)
 DTYPES = (torch.float32, torch.bfloat16)
 """Tensor dtypes the kernels take; a call with others runs the torch twin."""

@@ -6,8 +6,9 @@ interpreter time was about a third of the step (experiments/step_breakdown.py). 
 step is exactly what ``Int4DecoderStack`` (toolkit/kernels/cpu/decoder_stack.cpp) does,
 the model hands its layer loop to it:
 
-- every projection takes torch's int4 CPU kernel for this many rows, without bias or LoRA
-  (QuantMethod.int4pack_route: q4_1, AWQ and GPTQ on the CPU, bfloat16);
+- every projection takes a 4-bit CPU kernel for this many rows, without bias or LoRA
+  (QuantMethod.int4_route: q4_1's Q4_1 x int8 kernel; torch's int4 one for AWQ, GPTQ
+  and q4_1 where its own does not fit; bfloat16);
 - the model runs the native kernel route, and its attention backend planned a step of
   decode rows only, over an unquantized pool, every layer plain
   (AttentionBackend.native_decode_step);
@@ -42,13 +43,11 @@ class NativeDecoderStack:
         """Steps of at most this many rows run here (every projection's int4 limit)."""
         norms = [norm for layer in layers
                  for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
-        weights = []
-        for proj in self.projections:
-            route = proj.method.int4pack_route(proj)
-            weights += [route.packed, route.scales_and_zeros]
-        self.stack = kernels.ops.Int4DecoderStack(norms, weights, first.num_qo_heads,
-                                                  first.num_kv_heads, first.head_dim,
-                                                  first.eps)
+        routes = [proj.method.int4_route(proj) for proj in self.projections]
+        weights = [t for route in routes for t in (route.packed, route.scales_and_zeros)]
+        self.stack = kernels.ops.Int4DecoderStack(
+            norms, weights, [route.kernel == "q4_1" for route in routes], first.num_qo_heads,
+            first.num_kv_heads, first.head_dim, first.eps)
 
     @classmethod
     def for_layers(cls, layers: Sequence[nn.Module], rotary: RotaryEmbedding,
@@ -60,7 +59,7 @@ class NativeDecoderStack:
         max_rows = None
         for layer in layers:
             for proj in layer.projections():
-                route = proj.method.int4pack_route(proj)
+                route = proj.method.int4_route(proj)
                 if route is None or proj.bias_tensor is not None:
                     return None
                 max_rows = route.max_rows if max_rows is None else min(max_rows, route.max_rows)

@@ -59,14 +59,18 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class Int4PackRoute:
-    """A projection's weight as torch's int4 CPU kernel takes it (toolkit/quant/awq_cpu.py),
-    and the inputs ``apply`` sends there."""
+class Int4Route:
+    """A projection's 4-bit weight as one of two CPU kernels takes it, and the inputs
+    ``apply`` sends there."""
 
+    kernel: str
+    """``int4pack``: torch's int4 kernel (toolkit/quant/awq_cpu.py; packed uint8 [N, K/2],
+    scales_and_zeros [K/G, N, 2] in the activations' dtype); ``q4_1``: the native Q4_1 x
+    int8 kernel (toolkit/kernels/q4_1_linear.py, its layout)."""
     packed: torch.Tensor
-    """uint8 [N, K/2], the int4pack layout."""
+    """The codes, in the kernel's layout."""
     scales_and_zeros: torch.Tensor
-    """[K/G, N, 2] in the activations' dtype."""
+    """The scales and zeros, in the kernel's layout."""
     max_rows: int
     """Inputs of at most this many rows take the kernel; longer ones another route."""
 
@@ -138,9 +142,9 @@ class QuantMethod(ABC):
             return "no packed weight"
         return batch_variance(layer.weight, packed, self.invariant_min_rows)
 
-    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
-        """Where ``apply`` is nothing but torch's int4 CPU kernel on ``layer`` for small
-        inputs (then the bias, if any): those tensors and the row limit, so that native
+    def int4_route(self, layer: nn.Module) -> Int4Route | None:
+        """Where ``apply`` is nothing but a 4-bit CPU kernel on ``layer`` for small inputs
+        (then the bias, if any): the kernel, its tensors and the row limit, so that native
         code may run the projection itself (toolkit/models/native_decoder.py); None, the
         default, where it is not."""
         return None

@@ -16,12 +16,16 @@ fp16 ``m``, 16 bytes of codes, element j in the low nibble of byte j, element 16
 high nibble): they map one to one onto (codes, scale = d, minimum = m), so the method
 loads them without requantizing (``unpack_gguf_q4_1``).
 
-Where it runs (CPU, bfloat16, N a multiple of 64): steps of at most ``max_int4_tokens``
-rows (decode: bound by memory bandwidth) use torch's int4 kernel on the packed codes,
-about 0.3x of the bf16 bytes; longer inputs (prefill, large batches: bound by compute)
-use a bf16 copy of the same dequantized weights on oneDNN/AMX. Both paths multiply the
-same weights, so a request's tokens do not depend on which path its step took beyond
-rounding. Elsewhere (float32, CUDA) the dequantized weights run dense.
+Where it runs (CPU, bfloat16): steps of at most ``max_int4_tokens`` rows (decode: bound
+by memory bandwidth) read the 4-bit codes, about 0.3x of the bf16 bytes; on the native
+kernel route through the Q4_1 x int8 kernel (toolkit/kernels/q4_1_linear.py: activations
+quantized per block of 32 to 8 bits and integer dot products, as llama.cpp computes its
+Q4_1 files; batch-invariant; 1.1-1.9x faster than torch's kernel at 1-8 rows), on the
+torch route (N a multiple of 64) through torch's int4 kernel with bf16 activations.
+Longer inputs (prefill, large batches: bound by compute) use a bf16 copy of the same
+dequantized weights on oneDNN/AMX. Every path multiplies the same weights; the int8
+activations of the native one add their rounding (measured in experiments/perplexity.py,
+``q4_1_decode``). Elsewhere (float32, CUDA) the dequantized weights run dense.
 Resident: the bf16 weight (twice with ``device.prepack_weights``, as for ``none``) plus the
 4-bit codes: ~2.3x of the plain bf16 bytes, ~1.3x without pre-packing.
 The LM head gets an int8 copy for one-stream steps (toolkit/quant/int8_lm_head.py), as
@@ -34,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from toolkit.kernels.q4_1_linear import LANES, pack_q4_1
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import Int4PackRoute, ModelLoadError, ParamSpec, QuantMethod
+from toolkit.quant.base import Int4Route, ModelLoadError, ParamSpec, QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
@@ -138,22 +143,37 @@ class Q4_1Method(QuantMethod):
             codes, scale, minimum = quantize_q4_1(layer.weight, self.group_size)
             layer.weight.copy_(dequantize_q4_1(codes, scale, minimum, layer.weight.dtype))
         self.dense.after_load(layer)
-        layer.int4pack = None
-        if awq_cpu.can_use_int4pack(layer.out_features, self.group_size, layer.dtype,
-                                    layer.weight.device):
+        layer.int4pack = layer.q4_1_native = None
+        device = layer.weight.device
+        if self._native_kernel_fits(layer):
+            layer.q4_1_native = pack_q4_1(codes, scale, minimum)
+        elif awq_cpu.can_use_int4pack(layer.out_features, self.group_size, layer.dtype, device):
             layer.int4pack = to_int4pack(codes, scale, minimum, layer.dtype)
+
+    def _native_kernel_fits(self, layer: nn.Module) -> bool:
+        """The native Q4_1 x int8 kernel takes this layer: the native route, a bf16 CPU
+        layer, llama.cpp's 32-wide groups and N a multiple of 8."""
+        return (self.kernels.is_native and layer.dtype == torch.bfloat16
+                and layer.weight.device.type == "cpu" and self.group_size == DEFAULT_GROUP_SIZE
+                and layer.out_features % LANES == 0)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
-        if layer.int4pack is not None and x.shape[0] <= self.max_int4_tokens:
-            return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
+        if x.shape[0] <= self.max_int4_tokens:
+            if layer.q4_1_native is not None and x.dtype == torch.bfloat16:
+                out = self.kernels.ops.q4_1_linear(x.contiguous(), *layer.q4_1_native)
+                return out if bias is None else out + bias  # [T, N]
+            if layer.int4pack is not None:
+                return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
         return self.dense.apply(layer, x, bias)
 
-    def int4pack_route(self, layer: nn.Module) -> Int4PackRoute | None:
+    def int4_route(self, layer: nn.Module) -> Int4Route | None:
+        if layer.q4_1_native is not None:
+            return Int4Route("q4_1", *layer.q4_1_native, self.max_int4_tokens)
         if layer.int4pack is None:
             return None
         max_rows = min(self.max_int4_tokens, awq_cpu.MAX_INT4_MM_ROWS)
-        return Int4PackRoute(*layer.int4pack, max_rows)
+        return Int4Route("int4pack", *layer.int4pack, max_rows)
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         if self.max_int4_tokens < 1:  # every step on the bf16 copy: the head too
@@ -163,8 +183,9 @@ class Q4_1Method(QuantMethod):
     def resident_bytes(self, layer: nn.Module) -> int:
         """The dense copy (twice when oneDNN-packed) plus the int4 codes and scales."""
         total = self.dense.resident_bytes(layer)
-        if layer.int4pack is not None:
-            total += sum(t.numel() * t.element_size() for t in layer.int4pack)
+        for codes in (layer.int4pack, layer.q4_1_native):
+            if codes is not None:
+                total += sum(t.numel() * t.element_size() for t in codes)
         return total
 
 

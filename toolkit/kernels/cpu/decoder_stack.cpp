@@ -1,5 +1,5 @@
-// The decoder layers of a Llama-family step in one call, projections on torch's int4 CPU
-// kernel: LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for
+// The decoder layers of a Llama-family step in one call, projections on a 4-bit CPU
+// kernel (torch's int4 one or q4_1.cpp's): LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for
 // op, with the same kernels in the same order and TorchRefBackend's decode attention, so
 // its outputs are bit-identical to the Python loop's. What it removes is the interpreter
 // between a layer's ten kernel calls (toolkit/models/native_decoder.py says when it runs).
@@ -12,18 +12,23 @@
 namespace toolkit_ops {
 namespace {
 
-// One projection as torch's int4 kernel holds it (toolkit/quant/awq_cpu.py).
+// One projection as its kernel holds it (toolkit/quant/base.py Int4Route): torch's int4
+// kernel (packed uint8 [N, K/2], scales_and_zeros [K/G, N, 2]) or, with ``q4_1``, the
+// Q4_1 x int8 kernel of q4_1.cpp (its layout).
 struct Int4Weight {
-  at::Tensor packed;            // uint8 [N, K/2]
-  at::Tensor scales_and_zeros;  // [K/G, N, 2]
+  at::Tensor packed;
+  at::Tensor scales_and_zeros;
+  bool q4_1;
   int64_t group_size;
 
-  Int4Weight(at::Tensor packed_, at::Tensor scales_and_zeros_)
-      : packed(std::move(packed_)), scales_and_zeros(std::move(scales_and_zeros_)) {
-    group_size = packed.size(1) * 2 / scales_and_zeros.size(0);
+  Int4Weight(at::Tensor packed_, at::Tensor scales_and_zeros_, bool q4_1_)
+      : packed(std::move(packed_)), scales_and_zeros(std::move(scales_and_zeros_)),
+        q4_1(q4_1_) {
+    group_size = q4_1 ? 32 : packed.size(1) * 2 / scales_and_zeros.size(0);
   }
 
   at::Tensor operator()(const at::Tensor& x) const {  // [T, K] -> [T, N]
+    if (q4_1) return q4_1_linear(x, packed, scales_and_zeros);
     return at::_weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros);
   }
 };
@@ -37,17 +42,22 @@ struct Layer {
 class Int4DecoderStack {
  public:
   // Per layer: norms = (input, post-attention), weights = (packed, scales_and_zeros) of
-  // qkv, o, gate_up and down, in that order.
+  // qkv, o, gate_up and down, in that order, and q4_1 = whether each of the four takes
+  // the Q4_1 x int8 kernel.
   Int4DecoderStack(const std::vector<at::Tensor>& norms, const std::vector<at::Tensor>& weights,
-                   int64_t num_qo_heads, int64_t num_kv_heads, int64_t head_dim, double eps)
+                   const std::vector<bool>& q4_1, int64_t num_qo_heads, int64_t num_kv_heads,
+                   int64_t head_dim, double eps)
       : num_qo_heads_(num_qo_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
         eps_(eps) {
-    TORCH_CHECK(weights.size() == norms.size() * 4, "Int4DecoderStack: 2 norms and 4 "
-                "(packed, scales_and_zeros) pairs per layer expected");
+    TORCH_CHECK(weights.size() == norms.size() * 4 && q4_1.size() == norms.size() * 2,
+                "Int4DecoderStack: 2 norms, 4 (packed, scales_and_zeros) pairs and 4 kernel "
+                "flags per layer expected");
     for (size_t i = 0; i < norms.size() / 2; ++i) {
       const at::Tensor* w = weights.data() + i * 8;
-      layers_.push_back({norms[2 * i], norms[2 * i + 1], {w[0], w[1]}, {w[2], w[3]},
-                         {w[4], w[5]}, {w[6], w[7]}});
+      const size_t f = i * 4;
+      layers_.push_back({norms[2 * i], norms[2 * i + 1], {w[0], w[1], q4_1[f]},
+                         {w[2], w[3], q4_1[f + 1]}, {w[4], w[5], q4_1[f + 2]},
+                         {w[6], w[7], q4_1[f + 3]}});
     }
   }
 
@@ -101,8 +111,9 @@ class Int4DecoderStack {
 void bind_decoder_stack(pybind11::module_& m) {
   pybind11::class_<Int4DecoderStack>(m, "Int4DecoderStack")
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
-                          int64_t, int64_t, int64_t, double>(),
-           pybind11::arg("norms"), pybind11::arg("weights"), pybind11::arg("num_qo_heads"),
+                          const std::vector<bool>&, int64_t, int64_t, int64_t, double>(),
+           pybind11::arg("norms"), pybind11::arg("weights"), pybind11::arg("q4_1"),
+           pybind11::arg("num_qo_heads"),
            pybind11::arg("num_kv_heads"), pybind11::arg("head_dim"), pybind11::arg("eps"))
       .def("forward", &Int4DecoderStack::forward,
            pybind11::call_guard<pybind11::gil_scoped_release>());

@@ -860,5 +860,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lora_bgmv", &lora_bgmv);
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
+  m.def("q4_1_linear", &q4_1_linear);
   bind_decoder_stack(m);
 }

@@ -28,6 +28,12 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
                             const at::Tensor& seq_lens, double scale, int64_t window_left,
                             double soft_cap);
 
+// q4_1.cpp: x [T, K] (float32 or bfloat16) times Q4_1 weights in its layout (uint8 codes
+// [N/8, K/32 * 128], bfloat16 scales_zeros [N/8, K/32 * 16]) through int8 activations
+// -> [T, N] in x's dtype.
+at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
+                       const at::Tensor& scales_zeros);
+
 // Adds decoder_stack.cpp's Int4DecoderStack to the module.
 void bind_decoder_stack(pybind11::module_& m);
 

@@ -1,0 +1,248 @@
+// Q4_1 weights times int8 activations, as llama.cpp multiplies its Q4_1 files (Q4_1 x
+// Q8_1), for decode-sized inputs. Each block of 32 input features of a row of x is
+// quantized to int8 with its own step dx (max |x| / 127); a block's dot product with 32
+// 4-bit codes is then an exact integer sum, and each output is
+//
+//     y[t, n] = sum over blocks g, in order, of
+//               s[n, g] dx[t, g] dot(q[n, g], xq[t, g])  +  (z[n, g] - 8 s[n, g]) xs[t, g]
+//
+// for the weight W = (q - 8) s + z of torch's int4 convention (s, z bfloat16) and
+// xs = dx * sum(xq). Every output follows this one order of float operations (the two
+// terms in their own accumulators, added last), so a row's bits depend on that row and
+// the weight only: not on the other rows of the call, the threads, or which of the code
+// paths below ran (VNNI's vpdpbusd, AVX2's maddubs + madd, or plain C++ give the same
+// integer sums). toolkit/kernels/q4_1_linear.py holds the layout and the torch twin.
+//
+// Layout: 8 output rows share each vector (lane i = row n0 + i). ``codes`` uint8
+// [N/8, K/32, 4, 8, 4]: for row group r, block g and step p, lane i's 4 bytes b hold
+// q[n0 + i, 32g + 4p + b] in their low nibble and q[n0 + i, 32g + 16 + 4p + b] in the high
+// one; ``scales_zeros`` bfloat16 [N/8, K/32, 2, 8]: the group's 8 scales, then its 8 zeros.
+
+#include "ops.h"
+
+#include <ATen/Parallel.h>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace toolkit_ops {
+namespace {
+
+constexpr int64_t kBlock = 32;        // input features per block
+constexpr int64_t kLanes = 8;         // output rows per vector
+constexpr int64_t kGroupBytes = 128;  // codes of one row group's block: 8 rows x 32 / 2
+constexpr int64_t kMaxRows = 4;       // rows of x that share each expansion of the codes
+constexpr int64_t kGroupGrain = 8;    // row groups per parallel chunk, at least
+
+inline float bf16_bits_to_f32(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float out;
+  std::memcpy(&out, &wide, sizeof(out));
+  return out;
+}
+
+inline uint16_t f32_to_bf16_bits(float x) {  // round to nearest even, NaN kept quiet
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <typename T>
+inline float value_of(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return bf16_bits_to_f32(x);
+  }
+}
+
+// One row of x [K] -> xq int8 [K] and, per block g, dx[g] = max |x| / 127 and
+// xs[g] = dx[g] * sum(xq of g); q = round-half-even(x / dx).
+template <typename T>
+void quantize_row(const T* x, int64_t num_blocks, int8_t* xq, float* dx, float* xs) {
+  for (int64_t g = 0; g < num_blocks; ++g) {
+    const T* block = x + g * kBlock;
+    float amax = 0.f;
+    for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(value_of(block[i])));
+    const float step = amax / 127.f;
+    const float inverse = step > 0.f ? 1.f / step : 0.f;
+    int32_t sum = 0;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      const int32_t q = static_cast<int32_t>(std::nearbyint(value_of(block[i]) * inverse));
+      xq[g * kBlock + i] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    dx[g] = step;
+    xs[g] = step * static_cast<float>(sum);
+  }
+}
+
+#if defined(__AVX2__)
+
+// dst lanes += sum over 4 bytes of codes (u8) times the 4 bytes of x (s8), per lane.
+inline __m256i dot4(__m256i acc, __m256i codes, int32_t x_bytes) {
+  const __m256i x = _mm256_set1_epi32(x_bytes);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, codes, x);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x),
+                                                 _mm256_set1_epi16(1)));
+#endif
+}
+
+inline __m256 bf16x8_to_f32(const uint16_t* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+// Row group ``group`` (8 outputs) for ROWS rows of x.
+template <int ROWS>
+void q4_1_group(const uint8_t* codes, const uint16_t* scales_zeros, const int8_t* xq,
+                const float* dx, const float* xs, int64_t num_blocks, int64_t k,
+                float (*out)[kLanes]) {
+  __m256 dots[ROWS], minimums[ROWS];
+  for (int r = 0; r < ROWS; ++r) {
+    dots[r] = _mm256_setzero_ps();
+    minimums[r] = _mm256_setzero_ps();
+  }
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t g = 0; g < num_blocks; ++g) {
+    const uint8_t* block = codes + g * kGroupBytes;
+    __m256i lo[4], hi[4];
+    for (int p = 0; p < 4; ++p) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * p));
+      lo[p] = _mm256_and_si256(bytes, low4);
+      hi[p] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+    }
+    const __m256 scale = bf16x8_to_f32(scales_zeros + g * 16);
+    const __m256 zero = bf16x8_to_f32(scales_zeros + g * 16 + 8);
+    const __m256 minimum = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), scale, zero);
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t words[8];
+      std::memcpy(words, xq + r * k + g * kBlock, sizeof(words));
+      __m256i sums = _mm256_setzero_si256();
+      for (int p = 0; p < 4; ++p) sums = dot4(sums, lo[p], words[p]);
+      for (int p = 0; p < 4; ++p) sums = dot4(sums, hi[p], words[4 + p]);
+      const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx[r * num_blocks + g]));
+      dots[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), step, dots[r]);
+      minimums[r] = _mm256_fmadd_ps(minimum, _mm256_set1_ps(xs[r * num_blocks + g]),
+                                    minimums[r]);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(out[r], _mm256_add_ps(dots[r], minimums[r]));
+}
+
+#else
+
+template <int ROWS>
+void q4_1_group(const uint8_t* codes, const uint16_t* scales_zeros, const int8_t* xq,
+                const float* dx, const float* xs, int64_t num_blocks, int64_t k,
+                float (*out)[kLanes]) {
+  for (int64_t lane = 0; lane < kLanes; ++lane) {
+    for (int r = 0; r < ROWS; ++r) {
+      float dot_acc = 0.f, minimum_acc = 0.f;
+      for (int64_t g = 0; g < num_blocks; ++g) {
+        const uint8_t* block = codes + g * kGroupBytes;
+        const int8_t* x = xq + r * k + g * kBlock;
+        int32_t sum = 0;
+        for (int p = 0; p < 4; ++p) {
+          for (int b = 0; b < 4; ++b) {
+            const uint8_t byte = block[32 * p + 4 * lane + b];
+            sum += (byte & 0x0F) * x[4 * p + b] + (byte >> 4) * x[16 + 4 * p + b];
+          }
+        }
+        const float scale = bf16_bits_to_f32(scales_zeros[g * 16 + lane]);
+        const float zero = bf16_bits_to_f32(scales_zeros[g * 16 + 8 + lane]);
+        const float minimum = std::fma(-8.f, scale, zero);
+        dot_acc = std::fma(static_cast<float>(sum), scale * dx[r * num_blocks + g], dot_acc);
+        minimum_acc = std::fma(minimum, xs[r * num_blocks + g], minimum_acc);
+      }
+      out[r][lane] = dot_acc + minimum_acc;
+    }
+  }
+}
+
+#endif
+
+template <typename T>
+void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
+                      const at::Tensor& scales_zeros, at::Tensor& out) {
+  const int64_t num_rows = x.size(0);
+  const int64_t k = x.size(1);
+  const int64_t num_blocks = k / kBlock;
+  const int64_t n = codes.size(0) * kLanes;
+  std::vector<int8_t> xq(num_rows * k);
+  std::vector<float> dx(num_rows * num_blocks), xs(num_rows * num_blocks);
+  const T* x_data = static_cast<const T*>(x.data_ptr());
+  for (int64_t t = 0; t < num_rows; ++t) {
+    quantize_row(x_data + t * k, num_blocks, xq.data() + t * k, dx.data() + t * num_blocks,
+                 xs.data() + t * num_blocks);
+  }
+  const uint8_t* code_data = codes.data_ptr<uint8_t>();
+  const uint16_t* sz_data = reinterpret_cast<const uint16_t*>(scales_zeros.data_ptr());
+  T* out_data = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, codes.size(0), kGroupGrain, [&](int64_t begin, int64_t end) {
+    float group_out[kMaxRows][kLanes];
+    for (int64_t group = begin; group < end; ++group) {
+      const uint8_t* group_codes = code_data + group * num_blocks * kGroupBytes;
+      const uint16_t* group_sz = sz_data + group * num_blocks * 16;
+      for (int64_t t = 0; t < num_rows; t += kMaxRows) {
+        const int64_t rows = std::min(kMaxRows, num_rows - t);
+        const int8_t* q = xq.data() + t * k;
+        const float* d = dx.data() + t * num_blocks;
+        const float* s = xs.data() + t * num_blocks;
+        switch (rows) {
+          case 1: q4_1_group<1>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
+          case 2: q4_1_group<2>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
+          case 3: q4_1_group<3>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
+          default: q4_1_group<4>(group_codes, group_sz, q, d, s, num_blocks, k, group_out);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          T* y = out_data + (t + r) * n + group * kLanes;
+          for (int64_t lane = 0; lane < kLanes; ++lane) {
+            if constexpr (std::is_same_v<T, float>) {
+              y[lane] = group_out[r][lane];
+            } else {
+              y[lane] = f32_to_bf16_bits(group_out[r][lane]);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
+                       const at::Tensor& scales_zeros) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.size(1) % kBlock == 0,
+              "q4_1_linear: contiguous x [T, K] with K a multiple of 32 expected");
+  const int64_t num_blocks = x.size(1) / kBlock;
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 2 &&
+                  codes.size(1) == num_blocks * kGroupBytes,
+              "q4_1_linear: uint8 codes [N/8, K/32 * 128] expected");
+  TORCH_CHECK(scales_zeros.scalar_type() == at::kBFloat16 && scales_zeros.is_contiguous() &&
+                  scales_zeros.numel() == codes.size(0) * num_blocks * 16,
+              "q4_1_linear: bfloat16 scales_zeros [N/8, K/32, 2, 8] expected");
+  at::Tensor out = at::empty({x.size(0), codes.size(0) * kLanes}, x.options());
+  if (x.scalar_type() == at::kBFloat16) {
+    q4_1_linear_impl<uint16_t>(x, codes, scales_zeros, out);
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "q4_1_linear: float32 or bfloat16 x expected");
+    q4_1_linear_impl<float>(x, codes, scales_zeros, out);
+  }
+  return out;
+}
+
+}  // namespace toolkit_ops
