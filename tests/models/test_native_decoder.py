@@ -26,9 +26,9 @@ def checkpoint(tmp_path_factory):
                             num_hidden_layers=3)
 
 
-def _model(checkpoint, kernels, method: str = "q4_1"):
-    return load_model(checkpoint, torch.bfloat16, "cpu", quant=QuantConfig(method=method),
-                      kernels=kernels)
+def _model(checkpoint, kernels, method: str = "q4_1", group_size: int | None = None):
+    return load_model(checkpoint, torch.bfloat16, "cpu", kernels=kernels,
+                      quant=QuantConfig(method=method, group_size=group_size))
 
 
 def _attention(model, kernels) -> TorchRefBackend:
@@ -49,8 +49,13 @@ def _decode_rows(lengths: list[int], step: int) -> list[tuple[list[int], int, li
             for i, length in enumerate(lengths)]
 
 
-def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernels):
-    model = _model(checkpoint, native_kernels)
+@pytest.mark.parametrize(("group_size", "kernel"), [(32, "q4_1"), (64, "int4pack")])
+def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernels, group_size,
+                                                       kernel):
+    """Both projection kernels: q4_1's own (groups of 32), torch's int4 one (64)."""
+    model = _model(checkpoint, native_kernels, group_size=group_size)
+    proj = model.layers[0].qkv_proj
+    assert proj.method.int4_route(proj).kernel == kernel
     stack = model._native_stack()
     assert stack is not None and stack.max_rows >= 3
     attention = _attention(model, native_kernels)
