@@ -1,6 +1,7 @@
 """TorchRefBackend's batch-invariant route: a query row's output is bitwise the same
 whether its request is prefilled whole, in chunks, after cached pages or decoded, and
-whatever other requests share the step (SmolLM2's head shapes, bfloat16)."""
+whatever other requests share the step (SmolLM2's head shapes, bfloat16 activations over a
+bfloat16 cache and over an fp8 one)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from paged_batch import build_forward_batch
 
 from toolkit.attention.registry import ATTENTION_BACKENDS
 from toolkit.kernels.route import TORCH, KernelRoute
-from toolkit.kv.cache_pool import KVCachePool
+from toolkit.kv.cache_pool import KVCachePool, quantize_kv
 
 PAGE_SIZE = 16
 NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM = 9, 3, 64
@@ -18,10 +19,16 @@ SEQ_LEN = 300  # three of the kernel's 128-position ranges
 PAGES = [33, 2, 17, 40, 5, 29, 11, 0, 21, 8, 36, 14, 25, 3, 19, 30, 7, 44, 12]
 
 
-def _backend(kernels: KernelRoute):
+@pytest.fixture(scope="module", params=[torch.bfloat16, torch.float8_e4m3fn],
+                ids=["bf16-cache", "fp8-cache"])
+def cache_dtype(request) -> torch.dtype:
+    return request.param
+
+
+def _backend(kernels: KernelRoute, cache_dtype: torch.dtype = torch.bfloat16):
     """A backend built with ``kernels``, batch-invariant where that route allows."""
     pool = KVCachePool(num_layers=1, num_pages=64, page_size=PAGE_SIZE,
-                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=torch.bfloat16)
+                       num_kv_heads=NUM_KV_HEADS, head_dim=HEAD_DIM, dtype=cache_dtype)
     backend = ATTENTION_BACKENDS.get("torch_ref")(pool, NUM_QO_HEADS, NUM_KV_HEADS, HEAD_DIM,
                                                   kernels=kernels)
     assert backend.enable_batch_invariance() is kernels.is_native
@@ -58,8 +65,8 @@ def _steps(backend, qkv, cuts: list[int], others: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def whole(qkv, native_kernels):
-    return _steps(_backend(native_kernels), qkv, [0, SEQ_LEN])
+def whole(qkv, native_kernels, cache_dtype):
+    return _steps(_backend(native_kernels, cache_dtype), qkv, [0, SEQ_LEN])
 
 
 @pytest.mark.parametrize("cuts", [
@@ -69,21 +76,28 @@ def whole(qkv, native_kernels):
     [0, 128, 129, 130, 134, SEQ_LEN],  # drafts verified across a range boundary
 ])
 @pytest.mark.parametrize("others", [0, 2, 7])
-def test_rows_equal_whatever_the_steps_and_neighbours(qkv, whole, cuts, others, native_kernels):
-    assert torch.equal(_steps(_backend(native_kernels), qkv, cuts, others), whole)
+def test_rows_equal_whatever_the_steps_and_neighbours(qkv, whole, cuts, others, native_kernels,
+                                                      cache_dtype):
+    backend = _backend(native_kernels, cache_dtype)
+    assert torch.equal(_steps(backend, qkv, cuts, others), whole)
 
 
-def test_rows_equal_on_one_thread(qkv, whole, native_kernels):
+def test_rows_equal_on_one_thread(qkv, whole, native_kernels, cache_dtype):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert torch.equal(_steps(_backend(native_kernels), qkv, [0, 100, SEQ_LEN]), whole)
+        backend = _backend(native_kernels, cache_dtype)
+        assert torch.equal(_steps(backend, qkv, [0, 100, SEQ_LEN]), whole)
     finally:
         torch.set_num_threads(threads)
 
 
-def test_invariant_route_is_causal_attention(qkv, whole):
-    q, k, v = (t.double() for t in qkv)
+def test_invariant_route_is_causal_attention(qkv, whole, cache_dtype):
+    """Exact attention over the K/V the cache holds (fp8: dequantized in float32)."""
+    q, k, v = qkv
+    if cache_dtype == torch.float8_e4m3fn:
+        k, v = ((values.float() * scales[..., None]) for values, scales in map(quantize_kv, (k, v)))
+    q, k, v = (t.double() for t in (q, k, v))
     group = NUM_QO_HEADS // NUM_KV_HEADS
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = torch.einsum("qhd,shd->hqs", q, k) * HEAD_DIM**-0.5

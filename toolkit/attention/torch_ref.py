@@ -5,9 +5,11 @@ It consumes exactly the FlashInfer page table (kv_indptr, kv_indices, kv_last_pa
 index_copy_ for the new K/V, one gather plus one SDPA call for all decode requests
 together, and one gather plus one SDPA call per prefill chunk. An fp8 pool (see
 KVCachePool) is quantized as it is written and dequantized to q's dtype as it is gathered.
-Built with the native route (``kernels``, toolkit.kernels.route) over an unquantized CPU
-cache of a dtype the C++ kernels take, the store is one call and decode attention one call
-that walks the pages itself, with no gather; this is decided once, at construction.
+Built with the native route (``kernels``, toolkit.kernels.route) over a CPU cache the C++
+kernels take (float32/bfloat16, or fp8 e4m3 with its scales), the store is one call and
+decode attention one call that walks the pages itself, with no gather (an fp8 cache read
+in place: half the bytes of bfloat16, the most of a many-stream decode step); this is
+decided once, at construction.
 
 Batch-invariant (``enable_batch_invariance``, native kernels only): every query row, prefill
 rows included, is attended as a decode of its own position by the native kernel, which cuts
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +154,24 @@ def _blocked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     return out
 
 
+def _native_cache_ops(kernels: KernelRoute, kv_pool: KVCachePool) -> ModuleType | None:
+    """The C++ kernels when the route is native and they take the pool's caches: float32
+    or bfloat16 on the CPU, or fp8 e4m3 (with float32 scales; q, k and v then go in as
+    float32 or bfloat16, see _kernel_dtype)."""
+    cache = kv_pool.caches[0]
+    if not kv_pool.quantized:
+        return kernels.native_ops(cache)
+    if kernels.is_native and cache.is_cpu and cache.dtype == torch.float8_e4m3fn:
+        return kernels.ops
+    return None
+
+
+def _kernel_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x itself in float32/bfloat16, else x in float32 (exact from float16), for the fp8
+    kernels."""
+    return x if x.dtype in (torch.float32, torch.bfloat16) else x.float()
+
+
 def _gather_fp8(flat: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
                 dtype: torch.dtype) -> torch.Tensor:
     """Rows [R] of an fp8 cache (flat [num_pages * 2P, Hkv, D], scales [.., Hkv]),
@@ -168,9 +189,9 @@ class TorchRefBackend(AttentionBackend):
         super().__init__(kv_pool, num_qo_heads, num_kv_heads, head_dim, scale, kernels=kernels,
                          layers=layers)
         self.group_size = num_qo_heads // num_kv_heads
-        self._ops = None if kv_pool.quantized else kernels.native_ops(kv_pool.caches[0])
+        self._ops = _native_cache_ops(kernels, kv_pool)
         """The C++ kernels that store and attend to decodes (the native route over a pool
-        they take: an unquantized CPU cache of float32/bfloat16), or None: torch ops."""
+        they take), or None: torch ops."""
         self._native = self._ops is not None
         """Every step stores and attends to decodes with the native kernels."""
         self._write_k_rows: torch.Tensor | None = None
@@ -185,8 +206,8 @@ class TorchRefBackend(AttentionBackend):
         layer without a window); plan masks each."""
 
     def enable_batch_invariance(self) -> bool:
-        """Possible when built with the native route over a pool its kernels take (an
-        unquantized CPU cache of float32/bfloat16)."""
+        """Possible when built with the native route over a pool its kernels take (a CPU
+        cache of float32/bfloat16, or fp8 e4m3: each position quantized alone)."""
         self.batch_invariant = self._native
         return self.batch_invariant
 
@@ -297,7 +318,11 @@ class TorchRefBackend(AttentionBackend):
         cache = self.kv_pool.caches[layer_id]
         flat = cache.view(-1, self.num_kv_heads, self.head_dim)  # [num_pages * 2P, Hkv, D]
         scales = None
-        if self.kv_pool.scales is not None:
+        if self.kv_pool.scales is not None and self._native:
+            self._ops.store_kv_fp8(_kernel_dtype(k), _kernel_dtype(v), cache,
+                                   self.kv_pool.scales[layer_id], self._slots)
+            scales = self.kv_pool.scales[layer_id].view(-1, self.num_kv_heads)
+        elif self.kv_pool.scales is not None:
             scales = self._write_fp8(layer_id, flat, k, v)
         else:
             if k.dtype != cache.dtype:  # (a no-op .to still costs a dispatch per layer)
@@ -340,7 +365,7 @@ class TorchRefBackend(AttentionBackend):
     def native_decode_step(self) -> NativeDecodeStep | None:
         plan = self._decode
         if (not self._native or self._prefills or plan is None or plan.query_rows is not None
-                or self.has_layer_variants):
+                or self.has_layer_variants or self.kv_pool.quantized):
             return None
         return NativeDecodeStep(self.kv_pool.caches, self._slots, self._kv_indices,
                                 plan.page_starts, plan.seq_lens, self.scale)
@@ -352,9 +377,11 @@ class TorchRefBackend(AttentionBackend):
         how this layer attends."""
         plan = self._decode
         if self._native:
-            out = self._ops.decode_attention(q.to(cache.dtype), cache, self._kv_indices,
-                                             plan.page_starts, plan.seq_lens, layer.scale,
-                                             layer.window_left, layer.logits_soft_cap)
+            out = self._ops.decode_attention(
+                _kernel_dtype(q) if scales is not None else q.to(cache.dtype), cache,
+                self._kv_indices,
+                plan.page_starts, plan.seq_lens, layer.scale, layer.window_left,
+                layer.logits_soft_cap, kv_scales=scales)
             return out.to(q.dtype)  # [Bd, Hq, D]
         num_decodes = q.shape[0]
         shape = (num_decodes, plan.max_len, self.num_kv_heads, self.head_dim)

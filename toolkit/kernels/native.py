@@ -11,6 +11,9 @@ one call, rounding where its torch twin rounds:
     store_kv, decode_attention     TorchRefBackend's index_copy_ and decode SDPA (with a
                                    layer's sliding window and soft-capped logits: the
                                    masked, tanh-capped attention of its torch route)
+    store_kv_fp8                   quantize_kv (toolkit/kv/cache_pool.py) and index_copy_
+                                   into an fp8 cache, which decode_attention then reads
+                                   in place with its kv_scales
     quantize_rows, dequantize_rows toolkit/kernels/int8_rows.py (quant=w8a8's per-token
                                    int8 activations, and the scaling of its int32 matmul)
     lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's

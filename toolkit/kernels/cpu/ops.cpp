@@ -209,6 +209,60 @@ void store_kv_impl(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
   }
 }
 
+// x with |x| <= 448 -> its float8_e4m3fn byte, rounded to nearest even as torch's
+// .to(torch.float8_e4m3fn) rounds: below 2^-6 (subnormal) on the grid of 2^-9, above by
+// rounding float32's mantissa to 3 bits (a carry moves into the exponent) and rebiasing.
+inline uint8_t fp8_bits(float x) {
+  uint32_t raw;
+  std::memcpy(&raw, &x, sizeof(raw));
+  const uint32_t magnitude_bits = raw & 0x7fffffffu;
+  float magnitude;
+  std::memcpy(&magnitude, &magnitude_bits, sizeof(magnitude));
+  const uint32_t rounded = magnitude_bits + 0x7ffffu + ((magnitude_bits >> 20) & 1u);
+  const uint32_t normal = (rounded >> 20) - (120u << 3);
+  const uint32_t subnormal = static_cast<uint32_t>(std::nearbyint(magnitude * 512.f));
+  const uint32_t code = magnitude < 0x1p-6f ? subnormal : normal;
+  return static_cast<uint8_t>(code | ((raw >> 24) & 0x80u));
+}
+
+// k, v: [T, Hkv, D] (token stride free) -> the fp8 cache [pages, 2, P, Hkv, D] (as bytes)
+// and its scales [pages, 2, P, Hkv] at slots [T] (negative: skipped), one scale per head
+// vector: the twin of toolkit/kv/cache_pool.py quantize_kv (scale = amax / 448, values =
+// clamp(x * (448 / amax)) in float32, zero for an all-zero vector; torch evaluates
+// 448 / amax as reciprocal(amax) * 448) and index_copy_.
+template <typename T>
+void store_kv_fp8_impl(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
+                       at::Tensor& scales, const at::Tensor& slots) {
+  const int64_t page_size = cache.size(2);
+  const int64_t num_kv_heads = cache.size(3);
+  const int64_t dim = cache.size(4);
+  const int64_t* slot_data = slots.data_ptr<int64_t>();
+  uint8_t* cache_data = static_cast<uint8_t*>(cache.data_ptr());
+  float* scale_data = scales.data_ptr<float>();
+  for (int64_t t = 0; t < k.size(0); ++t) {
+    const int64_t slot = slot_data[t];
+    if (slot < 0) continue;
+    const int64_t k_row = (slot / page_size) * 2 * page_size + slot % page_size;
+    for (int64_t part = 0; part < 2; ++part) {  // K, then V page_size rows further
+      const at::Tensor& src = part == 0 ? k : v;
+      const int64_t cache_row = k_row + part * page_size;
+      for (int64_t h = 0; h < num_kv_heads; ++h) {
+        const T* x = static_cast<const T*>(src.data_ptr()) + t * src.stride(0) + h * dim;
+        float amax = 0.f;
+#pragma omp simd reduction(max : amax)
+        for (int64_t d = 0; d < dim; ++d) amax = std::max(amax, std::fabs(f32(x[d])));
+        const float inverse = amax > 0.f ? (1.f / amax) * 448.f : 0.f;  // as 448 / tensor
+        scale_data[cache_row * num_kv_heads + h] = amax / 448.f;
+        uint8_t* out = cache_data + (cache_row * num_kv_heads + h) * dim;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) {
+          out[d] = fp8_bits(std::min(std::max(f32(x[d]) * inverse, -448.f), 448.f));
+        }
+      }
+    }
+  }
+}
+
 constexpr int64_t kAlignFloats = 16;  // 64 bytes
 
 inline int64_t padded(int64_t count) {
@@ -254,6 +308,46 @@ inline Vec8 load8(const uint16_t* p) {
   Vec8 v;
   std::memcpy(&v, &widened, sizeof(v));
   return v;
+}
+
+// An fp8 cache element (float8_e4m3fn: sign, 4 exponent bits of bias 7, 3 mantissa bits;
+// no infinities): its byte.
+struct Fp8 {
+  uint8_t bits;
+};
+typedef uint8_t Bytes8 __attribute__((vector_size(8)));
+
+// 2^-8 times eight fp8 values, exactly (float16 holds every e4m3 value times 2^-8;
+// attend_block puts the 2^8 back into the scales). Without F16C the 7 magnitude bits placed
+// at float32's exponent/mantissa boundary read as 2^-120 times the value (e4m3's
+// subnormals land on float32's); one exact multiply by 2^112 rebiases, then the sign is
+// put back.
+constexpr float kFp8LoadScale = 256.f;
+inline Vec8 load8(const Fp8* p) {
+#if defined(__AVX2__) && defined(__F16C__)
+  // Each byte to the top of a 16-bit lane, shifted right once with its sign repeated and
+  // that repeat cleared: float16 bits of 2^-8 times the value (subnormals included).
+  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i high = _mm_unpacklo_epi8(_mm_setzero_si128(), bytes);
+  const __m128i half = _mm_and_si128(_mm_srai_epi16(high, 1), _mm_set1_epi16(-16385));
+  const __m256 value = _mm256_cvtph_ps(half);
+  Vec8 v;
+  std::memcpy(&v, &value, sizeof(v));
+  return v;
+#else
+  Bytes8 bytes;
+  std::memcpy(&bytes, p, sizeof(bytes));
+  const Wide8 wide = __builtin_convertvector(bytes, Wide8);
+  const Wide8 magnitude = (wide & 0x7fu) << 20;
+  Vec8 v;
+  std::memcpy(&v, &magnitude, sizeof(v));
+  v *= 0x1p112f;
+  Wide8 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  bits |= (wide & 0x80u) << 24;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+#endif
 }
 
 template <typename T>
@@ -398,13 +492,13 @@ inline float max_of(const float* scores, int64_t count) {
 
 // The heads of a GQA group in bundles of at most 3 (24 accumulators in dots):
 // fn(first head, the bundle's dots, its weighted_sums).
-template <typename T, typename Fn>
+template <typename C, typename Fn>
 inline void for_head_bundles(int64_t group, Fn fn) {
   for (int64_t g = 0; g < group; g += 3) {
     switch (std::min<int64_t>(3, group - g)) {
-      case 3: fn(g, dots<3, T>, weighted_sums<3, T>); break;
-      case 2: fn(g, dots<2, T>, weighted_sums<2, T>); break;
-      default: fn(g, dots<1, T>, weighted_sums<1, T>); break;
+      case 3: fn(g, dots<3, C>, weighted_sums<3, C>); break;
+      case 2: fn(g, dots<2, C>, weighted_sums<2, C>); break;
+      default: fn(g, dots<1, C>, weighted_sums<1, C>); break;
     }
   }
 }
@@ -415,19 +509,23 @@ inline void for_head_bundles(int64_t group, Fn fn) {
 // positions [len - 1 - window_left, len)). soft_cap > 0 caps each scaled score s to
 // soft_cap * tanh(s / soft_cap). A range of a row that lies wholly before its window
 // gets an empty partial (max score -inf, weight 0), which the merge ignores.
-// K and V are read in place, converted to float32 in registers. A row's scores are dot
+// K and V (of type C: T, or Fp8 with kv_scales, one float32 per position and kv head laid
+// out as the cache without its D axis) are read in place, converted to float32 in
+// registers; an fp8 key's scale multiplies its dot product, a value's scale its softmax
+// weight after the weights' sum is taken. A row's scores are dot
 // products over D, each computed by the same vector loop (dots), and its softmax and sum
 // of V run over its own positions in order, so its partial (per head [D + 2]: the sum of
 // exp(score - max) * V, the max score, the sum of exp(score - max)) depends on that row
 // and its positions alone: prefill, chunked prefill, drafts and the decode of one
 // position give the same bits.
-template <typename T>
-void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const T* cache,
-                  const int32_t* pages, const int32_t* lens, const RowBlock& block,
+template <typename T, typename C>
+void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const C* cache,
+                  const float* kv_scales, const int32_t* pages, const int32_t* lens,
+                  const RowBlock& block,
                   int64_t first, int64_t range_length, int64_t page_size, int64_t num_kv_heads,
                   int64_t kv_head, int64_t group, int64_t dim, float scale,
                   int64_t window_left, float soft_cap, float* const* row_partials,
-                  std::vector<float>& buffer, std::vector<const T*>& positions) {
+                  std::vector<float>& buffer, std::vector<const C*>& positions) {
   const int64_t row = num_kv_heads * dim;  // one position's K (or V) over all kv heads
   const int64_t last = std::min(block.max_len, first + range_length);
   const int64_t length = last - first, stride = padded(dim);
@@ -435,18 +533,26 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
     return window_left < 0 ? first : std::max<int64_t>(first, lens[r] - 1 - window_left);
   };
   const int64_t score_stride = padded(length);
-  buffer.resize(2 * group * stride + group * score_stride);
+  buffer.resize(2 * group * stride + group * score_stride + 2 * score_stride);
   float* q_f = buffer.data();             // [G, stride], pre-scaled, zero past D
   float* sums = q_f + group * stride;     // [G, stride]
   float* scores = sums + group * stride;  // [G, score_stride]
+  float* key_scales = scores + group * score_stride;  // [length] (kv_scales only)
+  float* value_scales = key_scales + score_stride;    // [length]
   positions.resize(2 * length);
-  const T** keys = positions.data();      // [length]: this head's K row of each position
-  const T** values = keys + length;       // [length]
+  const C** keys = positions.data();      // [length]: this head's K row of each position
+  const C** values = keys + length;       // [length]
   for (int64_t start = first; start < last; start += page_size) {  // first: a page start
-    const T* k_rows = cache + pages[start / page_size] * 2 * page_size * row + kv_head * dim;
+    const int64_t page_row = pages[start / page_size] * 2 * page_size;
+    const C* k_rows = cache + page_row * row + kv_head * dim;
     for (int64_t i = 0; i < std::min(page_size, last - start); ++i) {
       keys[start - first + i] = k_rows + i * row;
       values[start - first + i] = k_rows + (page_size + i) * row;
+      if (kv_scales != nullptr) {
+        const float* k_scale = kv_scales + (page_row + i) * num_kv_heads + kv_head;
+        key_scales[start - first + i] = *k_scale * kFp8LoadScale;
+        value_scales[start - first + i] = k_scale[page_size * num_kv_heads] * kFp8LoadScale;
+      }
     }
   }
   for (int64_t r = 0; r < block.num_rows; ++r) {
@@ -462,8 +568,8 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       }
       continue;
     }
-    const T* const* row_keys = keys + (lo - first);
-    const T* const* row_values = values + (lo - first);
+    const C* const* row_keys = keys + (lo - first);
+    const C* const* row_values = values + (lo - first);
     const T* q_row = q + r * q_row_stride;
     for (int64_t g = 0; g < group; ++g) {
       float* qg = q_f + g * stride;
@@ -471,12 +577,19 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       for (int64_t d = 0; d < dim; ++d) qg[d] = f32(q_row[g * q_head_stride + d]) * scale;
       std::fill(qg + dim, qg + stride, 0.f);
     }
-    for_head_bundles<T>(group, [&](int64_t g, auto dots_of, auto) {
+    for_head_bundles<C>(group, [&](int64_t g, auto dots_of, auto) {
       dots_of(q_f + g * stride, stride, row_keys, row_values, dim, count,
               scores + g * score_stride, score_stride);
     });
+    const float* row_key_scales = key_scales + (lo - first);
+    const float* row_value_scales = value_scales + (lo - first);
     for (int64_t g = 0; g < group; ++g) {
       float* head_scores = scores + g * score_stride;
+      if (kv_scales != nullptr) {  // the padding past count repeats the last key, and scale
+        for (int64_t l = 0; l < (count + 7) / 8 * 8; ++l) {
+          head_scores[l] *= row_key_scales[std::min(l, count - 1)];
+        }
+      }
       if (soft_cap > 0.f) {
         for (int64_t l = 0; l < (count + 7) / 8 * 8; ++l) {
           head_scores[l] = soft_cap * std::tanh(head_scores[l] / soft_cap);
@@ -492,8 +605,12 @@ void attend_block(const T* q, int64_t q_row_stride, int64_t q_head_stride, const
       float* head = row_partials[r] + g * (dim + 2);
       head[dim] = max_score;
       head[dim + 1] = total;
+      if (kv_scales != nullptr) {
+#pragma omp simd
+        for (int64_t l = 0; l < count; ++l) head_scores[l] *= row_value_scales[l];
+      }
     }
-    for_head_bundles<T>(group, [&](int64_t g, auto, auto weighted_sums_of) {
+    for_head_bundles<C>(group, [&](int64_t g, auto, auto weighted_sums_of) {
       weighted_sums_of(scores + g * score_stride, score_stride, row_values, dim, count,
                        sums + g * stride, stride);
     });
@@ -540,9 +657,10 @@ std::vector<RowBlock> row_blocks(const int32_t* page_starts, const int32_t* lens
   return blocks;
 }
 
-template <typename T>
+template <typename T, typename C>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
-                           const at::Tensor& kv_indices, const at::Tensor& page_starts,
+                           const float* kv_scales, const at::Tensor& kv_indices,
+                           const at::Tensor& page_starts,
                            const at::Tensor& seq_lens, at::Tensor& out, float scale,
                            int64_t window_left, float soft_cap) {
   const int64_t num_rows = q.size(0);
@@ -552,7 +670,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   const int64_t page_size = cache.size(2);
   const int64_t group = num_qo_heads / num_kv_heads;
   const T* q_data = static_cast<const T*>(q.data_ptr());
-  const T* cache_data = static_cast<const T*>(cache.data_ptr());
+  const C* cache_data = static_cast<const C*>(cache.data_ptr());
   const int32_t* index_data = kv_indices.data_ptr<int32_t>();
   const int32_t* start_data = page_starts.data_ptr<int32_t>();
   const int32_t* len_data = seq_lens.data_ptr<int32_t>();
@@ -572,7 +690,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
   std::vector<float> partials(first_range[num_rows] * num_kv_heads * partial_size);
   at::parallel_for(0, first_item.back() * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
-    std::vector<const T*> positions;
+    std::vector<const C*> positions;
     std::vector<float*> row_partials(kRowBlock);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t h = item % num_kv_heads;
@@ -586,7 +704,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
         row_partials[r] = partials.data() + (row_range * num_kv_heads + h) * partial_size;
       }
       attend_block(q_data + block.first_row * q.stride(0) + h * group * q.stride(1),
-                   q.stride(0), q.stride(1), cache_data,
+                   q.stride(0), q.stride(1), cache_data, kv_scales,
                    index_data + start_data[block.first_row], len_data + block.first_row,
                    block, range * range_length, range_length, page_size, num_kv_heads, h,
                    group, dim, scale, window_left, soft_cap, row_partials.data(), buffer,
@@ -776,20 +894,48 @@ void store_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
                    [&] { store_kv_impl<scalar_t>(k_rows, v_rows, cache, slots); });
 }
 
+void store_kv_fp8(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
+                  at::Tensor& scales, const at::Tensor& slots) {
+  TORCH_CHECK(k.scalar_type() == v.scalar_type() &&
+                  cache.scalar_type() == at::kFloat8_e4m3fn && cache.is_contiguous() &&
+                  scales.scalar_type() == at::kFloat && scales.is_contiguous() &&
+                  slots.scalar_type() == at::kLong,
+              "store_kv_fp8: k, v of one dtype, a contiguous float8_e4m3fn cache, float32 "
+              "scales and int64 slots expected");
+  const at::Tensor k_rows = dense_rows(k), v_rows = dense_rows(v);
+  TOOLKIT_DISPATCH(k.scalar_type(),
+                   [&] { store_kv_fp8_impl<scalar_t>(k_rows, v_rows, cache, scales, slots); });
+}
+
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
                             const at::Tensor& kv_indices, const at::Tensor& page_starts,
                             const at::Tensor& seq_lens, double scale, int64_t window_left,
-                            double soft_cap) {
-  TORCH_CHECK(q.scalar_type() == cache.scalar_type() && cache.is_contiguous(),
-              "decode_attention: q and a contiguous cache of one dtype expected");
+                            double soft_cap, const std::optional<at::Tensor>& kv_scales) {
+  const bool fp8 = cache.scalar_type() == at::kFloat8_e4m3fn;
+  TORCH_CHECK((fp8 || q.scalar_type() == cache.scalar_type()) && cache.is_contiguous(),
+              "decode_attention: a contiguous cache of q's dtype or of float8_e4m3fn expected");
+  TORCH_CHECK(fp8 == kv_scales.has_value(),
+              "decode_attention: kv_scales go with a float8_e4m3fn cache, and only with it");
+  if (fp8) {
+    TORCH_CHECK(kv_scales->scalar_type() == at::kFloat && kv_scales->is_contiguous() &&
+                    kv_scales->numel() * cache.size(4) == cache.numel(),
+                "decode_attention: float32 kv_scales [pages, 2, P, Hkv] expected");
+  }
   TORCH_CHECK(kv_indices.scalar_type() == at::kInt && page_starts.scalar_type() == at::kInt &&
                   seq_lens.scalar_type() == at::kInt,
               "decode_attention: int32 page tables expected");
   const at::Tensor q_rows = dense_rows(q);
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   TOOLKIT_DISPATCH(q.scalar_type(), [&] {
-    decode_attention_impl<scalar_t>(q_rows, cache, kv_indices, page_starts, seq_lens, out,
-                                    scale, window_left, soft_cap);
+    if (fp8) {
+      decode_attention_impl<scalar_t, Fp8>(q_rows, cache, kv_scales->data_ptr<float>(),
+                                           kv_indices, page_starts, seq_lens, out, scale,
+                                           window_left, soft_cap);
+    } else {
+      decode_attention_impl<scalar_t, scalar_t>(q_rows, cache, nullptr, kv_indices,
+                                                page_starts, seq_lens, out, scale,
+                                                window_left, soft_cap);
+    }
   });
   return out;
 }
@@ -855,7 +1001,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, pybind11::arg("q"), pybind11::arg("cache"),
         pybind11::arg("kv_indices"), pybind11::arg("page_starts"), pybind11::arg("seq_lens"),
         pybind11::arg("scale"), pybind11::arg("window_left") = -1,
-        pybind11::arg("soft_cap") = 0.0);
+        pybind11::arg("soft_cap") = 0.0, pybind11::arg("kv_scales") = pybind11::none());
+  m.def("store_kv_fp8", &store_kv_fp8);
   m.def("quantize_rows", &quantize_rows);
   m.def("lora_bgmv", &lora_bgmv);
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),

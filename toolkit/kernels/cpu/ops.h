@@ -5,6 +5,7 @@
 
 #include <torch/extension.h>
 
+#include <optional>
 #include <tuple>
 
 namespace toolkit_ops {
@@ -23,10 +24,12 @@ at::Tensor rotary(const at::Tensor& heads, const at::Tensor& cos, const at::Tens
 void store_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& cache,
               const at::Tensor& slots);
 
+// kv_scales: with a float8_e4m3fn cache (written by store_kv_fp8), its scales.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
                             const at::Tensor& kv_indices, const at::Tensor& page_starts,
                             const at::Tensor& seq_lens, double scale, int64_t window_left,
-                            double soft_cap);
+                            double soft_cap,
+                            const std::optional<at::Tensor>& kv_scales = std::nullopt);
 
 // q4_1.cpp: x [T, K] (float32 or bfloat16) times Q4_1 weights in its layout (uint8 codes
 // [N/8, K/32 * 128], bfloat16 scales_zeros [N/8, K/32 * 16]) through int8 activations
