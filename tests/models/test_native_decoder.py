@@ -49,15 +49,20 @@ def _decode_rows(lengths: list[int], step: int) -> list[tuple[list[int], int, li
             for i, length in enumerate(lengths)]
 
 
-@pytest.mark.parametrize(("group_size", "kernel"), [(32, "q4_1"), (64, "int4pack")])
-def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernels, group_size,
-                                                       kernel):
-    """Both projection kernels: q4_1's own (groups of 32), torch's int4 one (64)."""
-    model = _model(checkpoint, native_kernels, group_size=group_size)
+@pytest.mark.parametrize(("method", "group_size", "kernel"), [
+    ("q4_1", 32, "q4_1"), ("q4_1", 64, "int4pack"), ("w8a8", None, "w8a8")])
+def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernels, method,
+                                                       group_size, kernel):
+    """Every projection kernel: q4_1's own (groups of 32), torch's int4 one (64), w8a8's
+    int8 rows and int32 matmul."""
+    model = _model(checkpoint, native_kernels, method, group_size)
     proj = model.layers[0].qkv_proj
-    assert proj.method.int4_route(proj).kernel == kernel
+    assert proj.method.native_projection(proj).kernel == kernel
     stack = model._native_stack()
     assert stack is not None and stack.max_rows >= 3
+    ran = []
+    run_stack = stack.forward
+    stack.forward = lambda *args: ran.append(run_stack(*args)) or ran[-1]
     attention = _attention(model, native_kernels)
     lengths = [5, 9, 2]
     prompts = [(list(range(10, 10 + n)), 0, list(range(3 * i + 1, 3 * i + 4)))
@@ -68,6 +73,7 @@ def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernel
         attention.plan(batch)
         assert attention.native_decode_step() is not None
         stacked = _forward(model, attention, batch)
+        assert ran.pop() is not None  # the stack ran the step
         caches = [cache.clone() for cache in attention.kv_pool.caches]
         model.decoder_stack = None  # the loop, over the same pages
         looped = _forward(model, attention, batch)
@@ -86,7 +92,7 @@ def test_prefill_and_mixed_steps_take_the_loop(checkpoint, native_kernels):
     assert attention.native_decode_step() is None
 
 
-def test_no_stack_without_int4_projections_or_the_native_route(checkpoint, native_kernels):
+def test_no_stack_without_quantized_projections_or_the_native_route(checkpoint, native_kernels):
     assert _model(checkpoint, native_kernels, method="none")._native_stack() is None
     assert _model(checkpoint, TORCH)._native_stack() is None
     assert _attention(_model(checkpoint, TORCH), TORCH).native_decode_step() is None

@@ -91,7 +91,7 @@ def test_native_route_takes_the_q4_1_int8_kernel_up_to_max_int4_tokens(native_ke
     weight = _q4_1_weight(128, 96, seed=1)[0].to(torch.bfloat16)
     layer = _layer(weight, kernels=native_kernels)
     assert layer.int4pack is None and layer.q4_1_native is not None
-    assert layer.method.int4_route(layer).kernel == "q4_1"
+    assert layer.method.native_projection(layer).kernel == "q4_1"
     x = torch.randn(9, 96, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     assert torch.equal(layer(x[:8]), native_kernels.ops.q4_1_linear(x[:8], *layer.q4_1_native))
     assert torch.equal(layer(x), x @ layer.dense_weight.t())

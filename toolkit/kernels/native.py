@@ -18,7 +18,7 @@ one call, rounding where its torch twin rounds:
                                    int8 activations, and the scaling of its int32 matmul)
     lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's
                                    LoRA delta through its own adapter slot)
-    Int4DecoderStack               (cpu/decoder_stack.cpp) a Llama decode step's layers
+    DecoderStack                   (cpu/decoder_stack.cpp) a Llama decode step's layers
                                    in one call, toolkit/models/native_decoder.py
 
 ``load()`` compiles the files with torch.utils.cpp_extension (g++ and ninja; ~30 s once,

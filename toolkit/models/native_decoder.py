@@ -3,12 +3,13 @@
 At one stream a small model's CPU decode step is mostly kernel calls of a few microseconds
 each, ten a layer, with Python between them: for SmolLM2 under ``quant=q4_1`` that
 interpreter time was about a third of the step (experiments/step_breakdown.py). Where a
-step is exactly what ``Int4DecoderStack`` (toolkit/kernels/cpu/decoder_stack.cpp) does,
+step is exactly what ``DecoderStack`` (toolkit/kernels/cpu/decoder_stack.cpp) does,
 the model hands its layer loop to it:
 
-- every projection takes a 4-bit CPU kernel for this many rows, without bias or LoRA
-  (QuantMethod.int4_route: q4_1's Q4_1 x int8 kernel; torch's int4 one for AWQ, GPTQ
-  and q4_1 where its own does not fit; bfloat16);
+- every projection takes a quantized CPU kernel for this many rows, without bias or LoRA
+  (QuantMethod.native_projection: q4_1's Q4_1 x int8 kernel; torch's int4 one for AWQ,
+  GPTQ and q4_1 where its own does not fit; w8a8's int8 rows and int32 matmul at any
+  number of rows; bfloat16);
 - the model runs the native kernel route, and its attention backend planned a step of
   decode rows only, over an unquantized pool, every layer plain
   (AttentionBackend.native_decode_step);
@@ -33,20 +34,20 @@ from toolkit.layers.rotary import RotaryEmbedding
 
 class NativeDecoderStack:
     """The layers of one model (LlamaDecoderLayers, toolkit/models/llama.py) as an
-    ``Int4DecoderStack``; build with ``for_layers``."""
+    ``DecoderStack``; build with ``for_layers``."""
 
     def __init__(self, layers: Sequence[nn.Module], kernels: KernelRoute,
                  max_rows: int) -> None:
         first = layers[0]
         self.projections = [proj for layer in layers for proj in layer.projections()]
         self.max_rows = max_rows
-        """Steps of at most this many rows run here (every projection's int4 limit)."""
+        """Steps of at most this many rows run here (every projection's kernel limit)."""
         norms = [norm for layer in layers
                  for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
-        routes = [proj.method.int4_route(proj) for proj in self.projections]
-        weights = [t for route in routes for t in (route.packed, route.scales_and_zeros)]
-        self.stack = kernels.ops.Int4DecoderStack(
-            norms, weights, [route.kernel == "q4_1" for route in routes], first.num_qo_heads,
+        routes = [proj.method.native_projection(proj) for proj in self.projections]
+        weights = [t for route in routes for t in (route.weight, route.scales)]
+        self.stack = kernels.ops.DecoderStack(
+            norms, weights, [route.kernel for route in routes], first.num_qo_heads,
             first.num_kv_heads, first.head_dim, first.eps)
 
     @classmethod
@@ -59,7 +60,7 @@ class NativeDecoderStack:
         max_rows = None
         for layer in layers:
             for proj in layer.projections():
-                route = proj.method.int4_route(proj)
+                route = proj.method.native_projection(proj)
                 if route is None or proj.bias_tensor is not None:
                     return None
                 max_rows = route.max_rows if max_rows is None else min(max_rows, route.max_rows)

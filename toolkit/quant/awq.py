@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from toolkit.kernels.awq_format import PACK_FACTOR, dequantize_awq
 from toolkit.quant import awq_cpu
 from toolkit.quant.base import (
-    Int4Route,
     ModelLoadError,
+    NativeProjection,
     ParamSpec,
     QuantMethod,
     check_group_size,
@@ -89,10 +89,10 @@ class AWQMethod(QuantMethod):
         layer.register_buffer("scales_and_zeros", scales_and_zeros)  # [K/G, N, 2]
         layer.int4pack = True
 
-    def int4_route(self, layer: nn.Module) -> Int4Route | None:
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
         if not layer.int4pack:
             return None
-        return Int4Route("int4pack", layer.int4_weight, layer.scales_and_zeros,
+        return NativeProjection("int4pack", layer.int4_weight, layer.scales_and_zeros,
                              awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,

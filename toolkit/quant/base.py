@@ -59,18 +59,20 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class Int4Route:
-    """A projection's 4-bit weight as one of two CPU kernels takes it, and the inputs
-    ``apply`` sends there."""
+class NativeProjection:
+    """A projection's weight as one of the CPU kernels the native decoder stack calls
+    (toolkit/kernels/cpu/decoder_stack.cpp) takes it, and the inputs ``apply`` sends there."""
 
     kernel: str
-    """``int4pack``: torch's int4 kernel (toolkit/quant/awq_cpu.py; packed uint8 [N, K/2],
-    scales_and_zeros [K/G, N, 2] in the activations' dtype); ``q4_1``: the native Q4_1 x
-    int8 kernel (toolkit/kernels/q4_1_linear.py, its layout)."""
-    packed: torch.Tensor
+    """``int4pack``: torch's int4 kernel (toolkit/quant/awq_cpu.py; weight uint8 [N, K/2],
+    scales [K/G, N, 2] in the activations' dtype: scales and zeros); ``q4_1``: the native
+    Q4_1 x int8 kernel (toolkit/kernels/q4_1_linear.py, its layout); ``w8a8``: per-row int8
+    activations, torch's int32 matmul, dequantization (toolkit/quant/w8a8.py; weight int8
+    [K, N], scales float32 [N] per output channel)."""
+    weight: torch.Tensor
     """The codes, in the kernel's layout."""
-    scales_and_zeros: torch.Tensor
-    """The scales and zeros, in the kernel's layout."""
+    scales: torch.Tensor
+    """The scales (and zeros), in the kernel's layout."""
     max_rows: int
     """Inputs of at most this many rows take the kernel; longer ones another route."""
 
@@ -142,11 +144,11 @@ class QuantMethod(ABC):
             return "no packed weight"
         return batch_variance(layer.weight, packed, self.invariant_min_rows)
 
-    def int4_route(self, layer: nn.Module) -> Int4Route | None:
-        """Where ``apply`` is nothing but a 4-bit CPU kernel on ``layer`` for small inputs
-        (then the bias, if any): the kernel, its tensors and the row limit, so that native
-        code may run the projection itself (toolkit/models/native_decoder.py); None, the
-        default, where it is not."""
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
+        """Where ``apply`` is nothing but one of NativeProjection's CPU kernels on ``layer``
+        for inputs of up to some rows (then the bias, if any): the kernel, its tensors and
+        the row limit, so that native code may run the projection itself
+        (toolkit/models/native_decoder.py); None, the default, where it is not."""
         return None
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from toolkit.kernels.awq_format import to_awq_tensors
 from toolkit.quant import awq_cpu
 from toolkit.quant.base import (
-    Int4Route,
     ModelLoadError,
+    NativeProjection,
     ParamSpec,
     QuantMethod,
     check_group_size,
@@ -148,10 +148,10 @@ class GPTQMethod(QuantMethod):
             for name, tensor in awq.items():  # qweight [K, N/8], qzeros [K/G, N/8], scales
                 layer.register_buffer(name, tensor)
 
-    def int4_route(self, layer: nn.Module) -> Int4Route | None:
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
         if layer.route != ROUTE_INT4PACK or layer.input_order is not None:
             return None
-        return Int4Route("int4pack", layer.int4_weight, layer.scales_and_zeros,
+        return NativeProjection("int4pack", layer.int4_weight, layer.scales_and_zeros,
                              awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,

@@ -40,7 +40,7 @@ import torch
 
 from toolkit.kernels.q4_1_linear import LANES, pack_q4_1
 from toolkit.quant import awq_cpu
-from toolkit.quant.base import Int4Route, ModelLoadError, ParamSpec, QuantMethod
+from toolkit.quant.base import ModelLoadError, NativeProjection, ParamSpec, QuantMethod
 from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.none import NoQuant
 
@@ -167,13 +167,13 @@ class Q4_1Method(QuantMethod):
                 return awq_cpu.int4pack_linear(x, *layer.int4pack, bias)  # [T, N]
         return self.dense.apply(layer, x, bias)
 
-    def int4_route(self, layer: nn.Module) -> Int4Route | None:
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
         if layer.q4_1_native is not None:
-            return Int4Route("q4_1", *layer.q4_1_native, self.max_int4_tokens)
+            return NativeProjection("q4_1", *layer.q4_1_native, self.max_int4_tokens)
         if layer.int4pack is None:
             return None
         max_rows = min(self.max_int4_tokens, awq_cpu.MAX_INT4_MM_ROWS)
-        return Int4Route("int4pack", *layer.int4pack, max_rows)
+        return NativeProjection("int4pack", *layer.int4pack, max_rows)
 
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         if self.max_int4_tokens < 1:  # every step on the bf16 copy: the head too

@@ -33,13 +33,14 @@ are multiples of 8; use quant=fp8 for a GPU).
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from toolkit.kernels.int8_rows import dequantize_rows, quantize_rows, quantize_rows_ref
-from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
+from toolkit.quant.base import ModelLoadError, NativeProjection, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
     from toolkit.config.schema import QuantConfig
@@ -83,6 +84,11 @@ class W8A8Method(QuantMethod):
         codes, row_scales = quantize_rows(x, self.kernels)  # int8 [T, K], float32 [T]
         acc = torch._int_mm(codes, layer.weight_t)  # int32 [T, N]
         return dequantize_rows(acc, row_scales, layer.col_scales, bias, x.dtype, self.kernels)
+
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
+        """The whole of ``apply`` at any number of rows (the native decoder stack runs the
+        same three kernels; quantize_rows and dequantize_rows take the native route there)."""
+        return NativeProjection("w8a8", layer.weight_t, layer.col_scales, sys.maxsize)
 
     def batch_variance(self, layer: nn.Module) -> str | None:
         """Where a row's bits differ alone or among a few rows from among 131 rows."""

@@ -1,63 +1,81 @@
-// The decoder layers of a Llama-family step in one call, projections on a 4-bit CPU
-// kernel (torch's int4 one or q4_1.cpp's): LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for
-// op, with the same kernels in the same order and TorchRefBackend's decode attention, so
+// The decoder layers of a Llama-family step in one call, projections on a quantized CPU
+// kernel (torch's int4 one, q4_1.cpp's, or w8a8's int8 rows and int32 matmul):
+// LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for op, with the same kernels in the same order and TorchRefBackend's decode attention, so
 // its outputs are bit-identical to the Python loop's. What it removes is the interpreter
 // between a layer's ten kernel calls (toolkit/models/native_decoder.py says when it runs).
 
 #include "ops.h"
 
+#include <string>
 #include <utility>
 #include <vector>
 
 namespace toolkit_ops {
 namespace {
 
-// One projection as its kernel holds it (toolkit/quant/base.py Int4Route): torch's int4
-// kernel (packed uint8 [N, K/2], scales_and_zeros [K/G, N, 2]) or, with ``q4_1``, the
-// Q4_1 x int8 kernel of q4_1.cpp (its layout).
-struct Int4Weight {
-  at::Tensor packed;
-  at::Tensor scales_and_zeros;
-  bool q4_1;
-  int64_t group_size;
+// One projection as its kernel holds it (toolkit/quant/base.py NativeProjection): torch's
+// int4 kernel (weight uint8 [N, K/2], scales [K/G, N, 2]: scales and zeros), q4_1.cpp's
+// Q4_1 x int8 kernel (its layout), or w8a8 (weight int8 [K, N], per-channel float32 scales
+// [N]: quantize_rows, the int32 matmul, dequantize_rows, as W8A8Method.apply).
+struct Projection {
+  enum class Kernel { kInt4Pack, kQ4_1, kW8A8 };
+  at::Tensor weight;
+  at::Tensor scales;
+  Kernel kernel;
+  int64_t group_size = 0;
 
-  Int4Weight(at::Tensor packed_, at::Tensor scales_and_zeros_, bool q4_1_)
-      : packed(std::move(packed_)), scales_and_zeros(std::move(scales_and_zeros_)),
-        q4_1(q4_1_) {
-    group_size = q4_1 ? 32 : packed.size(1) * 2 / scales_and_zeros.size(0);
+  Projection(at::Tensor weight_, at::Tensor scales_, const std::string& name)
+      : weight(std::move(weight_)), scales(std::move(scales_)) {
+    if (name == "int4pack") {
+      kernel = Kernel::kInt4Pack;
+      group_size = weight.size(1) * 2 / scales.size(0);
+    } else if (name == "q4_1") {
+      kernel = Kernel::kQ4_1;
+    } else {
+      TORCH_CHECK(name == "w8a8", "DecoderStack: unknown projection kernel ", name);
+      kernel = Kernel::kW8A8;
+    }
   }
 
   at::Tensor operator()(const at::Tensor& x) const {  // [T, K] -> [T, N]
-    if (q4_1) return q4_1_linear(x, packed, scales_and_zeros);
-    return at::_weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros);
+    switch (kernel) {
+      case Kernel::kQ4_1:
+        return q4_1_linear(x, weight, scales);
+      case Kernel::kW8A8: {
+        const auto [codes, row_scales] = quantize_rows(x);
+        return dequantize_rows(at::_int_mm(codes, weight), row_scales, scales, c10::nullopt,
+                               x.scalar_type());
+      }
+      default:
+        return at::_weight_int4pack_mm_for_cpu(x, weight, group_size, scales);
+    }
   }
 };
 
 struct Layer {
   at::Tensor input_norm;           // [hidden]
   at::Tensor post_attention_norm;  // [hidden]
-  Int4Weight qkv, o, gate_up, down;
+  Projection qkv, o, gate_up, down;
 };
 
-class Int4DecoderStack {
+class DecoderStack {
  public:
-  // Per layer: norms = (input, post-attention), weights = (packed, scales_and_zeros) of
-  // qkv, o, gate_up and down, in that order, and q4_1 = whether each of the four takes
-  // the Q4_1 x int8 kernel.
-  Int4DecoderStack(const std::vector<at::Tensor>& norms, const std::vector<at::Tensor>& weights,
-                   const std::vector<bool>& q4_1, int64_t num_qo_heads, int64_t num_kv_heads,
-                   int64_t head_dim, double eps)
+  // Per layer: norms = (input, post-attention), weights = (weight, scales) of qkv, o,
+  // gate_up and down, in that order, and kernels = the kernel each of the four takes.
+  DecoderStack(const std::vector<at::Tensor>& norms, const std::vector<at::Tensor>& weights,
+               const std::vector<std::string>& kernels, int64_t num_qo_heads,
+               int64_t num_kv_heads, int64_t head_dim, double eps)
       : num_qo_heads_(num_qo_heads), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
         eps_(eps) {
-    TORCH_CHECK(weights.size() == norms.size() * 4 && q4_1.size() == norms.size() * 2,
-                "Int4DecoderStack: 2 norms, 4 (packed, scales_and_zeros) pairs and 4 kernel "
-                "flags per layer expected");
+    TORCH_CHECK(weights.size() == norms.size() * 4 && kernels.size() == norms.size() * 2,
+                "DecoderStack: 2 norms, 4 (weight, scales) pairs and 4 kernel names per "
+                "layer expected");
     for (size_t i = 0; i < norms.size() / 2; ++i) {
       const at::Tensor* w = weights.data() + i * 8;
       const size_t f = i * 4;
-      layers_.push_back({norms[2 * i], norms[2 * i + 1], {w[0], w[1], q4_1[f]},
-                         {w[2], w[3], q4_1[f + 1]}, {w[4], w[5], q4_1[f + 2]},
-                         {w[6], w[7], q4_1[f + 3]}});
+      layers_.push_back({norms[2 * i], norms[2 * i + 1], {w[0], w[1], kernels[f]},
+                         {w[2], w[3], kernels[f + 1]}, {w[4], w[5], kernels[f + 2]},
+                         {w[6], w[7], kernels[f + 3]}});
     }
   }
 
@@ -71,7 +89,7 @@ class Int4DecoderStack {
                                              const at::Tensor& kv_indices,
                                              const at::Tensor& page_starts,
                                              const at::Tensor& seq_lens, double scale) const {
-    TORCH_CHECK(caches.size() == layers_.size(), "Int4DecoderStack: one cache per layer");
+    TORCH_CHECK(caches.size() == layers_.size(), "DecoderStack: one cache per layer");
     const int64_t num_tokens = hidden.size(0);
     at::Tensor residual;
     for (size_t i = 0; i < layers_.size(); ++i) {
@@ -109,13 +127,14 @@ class Int4DecoderStack {
 }  // namespace
 
 void bind_decoder_stack(pybind11::module_& m) {
-  pybind11::class_<Int4DecoderStack>(m, "Int4DecoderStack")
+  pybind11::class_<DecoderStack>(m, "DecoderStack")
       .def(pybind11::init<const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
-                          const std::vector<bool>&, int64_t, int64_t, int64_t, double>(),
-           pybind11::arg("norms"), pybind11::arg("weights"), pybind11::arg("q4_1"),
+                          const std::vector<std::string>&, int64_t, int64_t, int64_t,
+                          double>(),
+           pybind11::arg("norms"), pybind11::arg("weights"), pybind11::arg("kernels"),
            pybind11::arg("num_qo_heads"),
            pybind11::arg("num_kv_heads"), pybind11::arg("head_dim"), pybind11::arg("eps"))
-      .def("forward", &Int4DecoderStack::forward,
+      .def("forward", &DecoderStack::forward,
            pybind11::call_guard<pybind11::gil_scoped_release>());
 }
 

@@ -31,13 +31,20 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
                             double soft_cap,
                             const std::optional<at::Tensor>& kv_scales = std::nullopt);
 
+// quant=w8a8's activations and the scaling of its int32 matmul (toolkit/kernels/int8_rows.py).
+std::tuple<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x);
+
+at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
+                           const at::Tensor& col_scales, const c10::optional<at::Tensor>& bias,
+                           at::ScalarType dtype);
+
 // q4_1.cpp: x [T, K] (float32 or bfloat16) times Q4_1 weights in its layout (uint8 codes
 // [N/8, K/32 * 128], bfloat16 scales_zeros [N/8, K/32 * 16]) through int8 activations
 // -> [T, N] in x's dtype.
 at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
                        const at::Tensor& scales_zeros);
 
-// Adds decoder_stack.cpp's Int4DecoderStack to the module.
+// Adds decoder_stack.cpp's DecoderStack to the module.
 void bind_decoder_stack(pybind11::module_& m);
 
 }  // namespace toolkit_ops
