@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
 
+import httpx
 import pytest
 import uvicorn
 from tiny_model import tiny_overrides
 
 from toolkit.api.app import build_app
+from toolkit.bench.http_client import HttpClient
 from toolkit.bench.main import run_bench
+from toolkit.bench.records import RequestRecord
+from toolkit.bench.workload import BenchRequest
 from toolkit.compose import compose_config
 from toolkit.config.schema import ServerConfig
 from toolkit.runtime import build_runtime
@@ -102,3 +107,41 @@ def test_a_server_error_is_counted_with_its_status(tiny_base_url, tmp_path):
                      f"bench.output_dir={tmp_path}"])
     assert run.results[0].metrics["num_errors"] == 1
     assert run.results[0].records[0].error.startswith("RuntimeError: HTTP 404: ")
+
+
+def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again():
+    """A server that closes every connection unanswered at its second request (as
+    llama-server does at its sixth): each request still completes, on a fresh connection."""
+    event = json.dumps({"choices": [{"text": "hi"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    body = f"data: {event}\n\ndata: [DONE]\n\n".encode()
+    connections = []
+
+    async def handle(reader, writer):
+        connections.append(writer)
+        for _ in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            await reader.readexactly(length)
+            if _:  # the second request on this connection: dropped
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpClient(httpx.AsyncClient(), f"http://127.0.0.1:{port}/v1", "m", 0.0, True)
+        records = [RequestRecord(time.perf_counter()) for _ in range(3)]
+        for record in records:
+            await client.send(BenchRequest(prompt="x", max_tokens=1), record)
+        await client.close()
+        server.close()
+        return records
+
+    records = asyncio.run(main())
+    assert [record.num_output_tokens for record in records] == [1, 1, 1]
+    assert len(connections) >= 3  # the dropped requests went out again on new connections

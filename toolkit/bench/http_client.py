@@ -3,6 +3,7 @@
 Text prompts go to /completions, chats to /chat/completions, both with `stream: true` and
 `stream_options.include_usage`; the event stream is read with httpx-sse. Token counts
 come from the usage chunk when the server sends one, else one token per content chunk.
+A request dropped unanswered on a kept-alive connection is sent again (HttpClient.send).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from httpx_sse import aconnect_sse
 
 from toolkit.bench.records import RequestRecord
 from toolkit.bench.workload import BenchRequest
+
+MAX_STALE_RETRIES = 2
+"""Resends of a request dropped unanswered (see HttpClient.send)."""
 
 
 class HttpClient:
@@ -39,7 +43,20 @@ class HttpClient:
         return cls(client, base_url, model, temperature, ignore_eos)
 
     async def send(self, request: BenchRequest, record: RequestRecord) -> None:
-        """Stream one request to the end, filling `record`; raise on an HTTP or stream error."""
+        """Stream one request to the end, filling `record`; raise on an HTTP or stream error.
+
+        A request that a server drops before answering on a kept-alive connection is sent
+        again, at most MAX_STALE_RETRIES times: servers close idle or much-used connections
+        (llama.cpp's llama-server after 5 requests on one) and httpx, unlike a browser,
+        does not resend on a fresh one itself. Once a chunk has arrived it is an error."""
+        for attempt in range(MAX_STALE_RETRIES + 1):
+            try:
+                return await self._stream(request, record)
+            except httpx.RemoteProtocolError:
+                if record.chunk_times or attempt == MAX_STALE_RETRIES:
+                    raise
+
+    async def _stream(self, request: BenchRequest, record: RequestRecord) -> None:
         path, body = self._body(request)
         usage = None
         async with aconnect_sse(self.client, "POST", self.base_url + path,

@@ -93,7 +93,7 @@ class AWQMethod(QuantMethod):
         if not layer.int4pack:
             return None
         return NativeProjection("int4pack", layer.int4_weight, layer.scales_and_zeros,
-                             awq_cpu.MAX_INT4_MM_ROWS)
+                                awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:

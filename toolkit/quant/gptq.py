@@ -152,7 +152,7 @@ class GPTQMethod(QuantMethod):
         if layer.route != ROUTE_INT4PACK or layer.input_order is not None:
             return None
         return NativeProjection("int4pack", layer.int4_weight, layer.scales_and_zeros,
-                             awq_cpu.MAX_INT4_MM_ROWS)
+                                awq_cpu.MAX_INT4_MM_ROWS)
 
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
