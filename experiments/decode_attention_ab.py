@@ -7,8 +7,8 @@ of 64, pages of 16 scattered over the cache as a served batch leaves them).
     python experiments/decode_attention_ab.py --rows 1 --context 2000 /tmp/old.cpp NEW.cpp
     python experiments/decode_attention_ab.py --prefill --rows 2 --context 228 OLD NEW
 
-Each file is compiled as its own extension (as toolkit/kernels/native.py builds the kernels,
-~30 s each the first time). A step: one decode_attention call per layer for --rows requests of
+Each file is compiled as its own extension with this tree's other sources and ops.h (as
+toolkit/kernels/native.py builds the kernels, ~30 s each the first time). A step: one decode_attention call per layer for --rows requests of
 --context positions each (or, with --prefill, every position of --rows prompts attended as
 its own row, the batch-invariant route's prefill). Prints each version's median and best step
 time over --rounds rounds (the first two left out) and the KV bytes a step reads per second.
@@ -31,8 +31,12 @@ NUM_LAYERS, PAGE_SIZE, NUM_KV_HEADS, GROUP, HEAD_DIM = 30, 16, 3, 3, 64
 
 
 def build(path: pathlib.Path):
-    tag = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
-    return cpp_extension.load(name=f"decode_attention_ab_{tag}", sources=[str(path)],
+    """``path`` as the module's ops.cpp, with this tree's other sources and header."""
+    others = native.SOURCES[1:]
+    tag = hashlib.sha1(b"".join(p.read_bytes() for p in (path, *others, *native.HEADERS)))
+    return cpp_extension.load(name=f"decode_attention_ab_{tag.hexdigest()[:10]}",
+                              sources=[str(p) for p in (path, *others)],
+                              extra_include_paths=[str(native.SOURCE.parent)],
                               extra_cflags=native.CFLAGS, extra_ldflags=["-fopenmp"])
 
 
