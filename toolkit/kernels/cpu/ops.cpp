@@ -350,7 +350,8 @@ inline Vec8 load8(const Fp8* p) {
 #endif
 }
 
-// Sixteen elements of p as float32 lanes: two load8s, or one widening load with AVX-512.
+// Sixteen elements of p as float32 lanes: two load8s, or for bfloat16 one widening load
+// with AVX-512.
 typedef float Vec16 __attribute__((vector_size(64)));
 
 template <typename T>
@@ -368,17 +369,6 @@ inline Vec16 load16(const uint16_t* p) {
   const __m512i widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16);
   Vec16 v;
   std::memcpy(&v, &widened, sizeof(v));
-  return v;
-}
-
-template <>
-inline Vec16 load16(const Fp8* p) {  // load8(const Fp8*)'s steps on 16 lanes
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i high = _mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes), 8);
-  const __m256i half = _mm256_and_si256(_mm256_srai_epi16(high, 1), _mm256_set1_epi16(-16385));
-  const __m512 value = _mm512_cvtph_ps(half);
-  Vec16 v;
-  std::memcpy(&v, &value, sizeof(v));
   return v;
 }
 #endif
