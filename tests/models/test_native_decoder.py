@@ -26,9 +26,11 @@ def checkpoint(tmp_path_factory):
                             num_hidden_layers=3)
 
 
-def _model(checkpoint, kernels, method: str = "q4_1", group_size: int | None = None):
+def _model(checkpoint, kernels, method: str = "q4_1", group_size: int | None = None,
+           batch_invariant: bool = False, prepack_weights: bool = True):
     return load_model(checkpoint, torch.bfloat16, "cpu", kernels=kernels,
-                      quant=QuantConfig(method=method, group_size=group_size))
+                      quant=QuantConfig(method=method, group_size=group_size),
+                      batch_invariant=batch_invariant, prepack_weights=prepack_weights)
 
 
 def _attention(model, kernels) -> TorchRefBackend:
@@ -49,13 +51,17 @@ def _decode_rows(lengths: list[int], step: int) -> list[tuple[list[int], int, li
             for i, length in enumerate(lengths)]
 
 
-@pytest.mark.parametrize(("method", "group_size", "kernel"), [
-    ("q4_1", 32, "q4_1"), ("q4_1", 64, "int4pack"), ("w8a8", None, "w8a8")])
+@pytest.mark.parametrize(("method", "group_size", "batch_invariant", "kernel"), [
+    ("q4_1", 32, False, "q4_1"), ("q4_1", 64, False, "int4pack"), ("w8a8", None, False, "w8a8"),
+    ("none", None, False, "dense"), ("none", None, True, "dense")])
+@pytest.mark.parametrize("num_rows", [1, 3])
 def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernels, method,
-                                                       group_size, kernel):
+                                                       group_size, batch_invariant, kernel,
+                                                       num_rows):
     """Every projection kernel: q4_1's own (groups of 32), torch's int4 one (64), w8a8's
-    int8 rows and int32 matmul."""
-    model = _model(checkpoint, native_kernels, method, group_size)
+    int8 rows and int32 matmul, oneDNN's packed bfloat16 matmul (batch-invariant: one row
+    padded to two, as the loop pads it); at one row and at three."""
+    model = _model(checkpoint, native_kernels, method, group_size, batch_invariant)
     proj = model.layers[0].qkv_proj
     assert proj.method.native_projection(proj).kernel == kernel
     stack = model._native_stack()
@@ -64,7 +70,7 @@ def test_decode_steps_equal_the_layer_loop_bit_for_bit(checkpoint, native_kernel
     run_stack = stack.forward
     stack.forward = lambda *args: ran.append(run_stack(*args)) or ran[-1]
     attention = _attention(model, native_kernels)
-    lengths = [5, 9, 2]
+    lengths = [5, 9, 2][:num_rows]
     prompts = [(list(range(10, 10 + n)), 0, list(range(3 * i + 1, 3 * i + 4)))
                for i, n in enumerate(lengths)]
     _forward(model, attention, build_forward_batch(prompts, PAGE_SIZE))  # the loop
@@ -92,7 +98,8 @@ def test_prefill_and_mixed_steps_take_the_loop(checkpoint, native_kernels):
     assert attention.native_decode_step() is None
 
 
-def test_no_stack_without_quantized_projections_or_the_native_route(checkpoint, native_kernels):
-    assert _model(checkpoint, native_kernels, method="none")._native_stack() is None
+def test_no_stack_without_native_projections_or_the_native_route(checkpoint, native_kernels):
+    unpacked = _model(checkpoint, native_kernels, method="none", prepack_weights=False)
+    assert unpacked._native_stack() is None
     assert _model(checkpoint, TORCH)._native_stack() is None
     assert _attention(_model(checkpoint, TORCH), TORCH).native_decode_step() is None

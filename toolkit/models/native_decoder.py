@@ -6,10 +6,10 @@ interpreter time was about a third of the step (experiments/step_breakdown.py). 
 step is exactly what ``DecoderStack`` (toolkit/kernels/cpu/decoder_stack.cpp) does,
 the model hands its layer loop to it:
 
-- every projection takes a quantized CPU kernel for this many rows, without bias or LoRA
+- every projection takes a native CPU kernel for this many rows, without bias or LoRA
   (QuantMethod.native_projection: q4_1's Q4_1 x int8 kernel; torch's int4 one for AWQ,
   GPTQ and q4_1 where its own does not fit; w8a8's int8 rows and int32 matmul at any
-  number of rows; bfloat16);
+  number of rows; oneDNN's packed bfloat16 matmul, up to 128 rows, for dense weights);
 - the model runs the native kernel route, and its attention backend planned a step of
   decode rows only, over an unquantized pool, every layer plain
   (AttentionBackend.native_decode_step);
@@ -45,10 +45,13 @@ class NativeDecoderStack:
         norms = [norm for layer in layers
                  for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
         routes = [proj.method.native_projection(proj) for proj in self.projections]
-        weights = [t for route in routes for t in (route.weight, route.scales)]
+        no_scales = torch.empty(0)
+        weights = [t for route in routes
+                   for t in (route.weight, no_scales if route.scales is None else route.scales)]
         self.stack = kernels.ops.DecoderStack(
-            norms, weights, [route.kernel for route in routes], first.num_qo_heads,
-            first.num_kv_heads, first.head_dim, first.eps)
+            norms, weights, [route.kernel for route in routes],
+            [route.min_rows for route in routes], first.num_qo_heads, first.num_kv_heads,
+            first.head_dim, first.eps)
 
     @classmethod
     def for_layers(cls, layers: Sequence[nn.Module], rotary: RotaryEmbedding,

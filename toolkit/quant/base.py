@@ -68,13 +68,17 @@ class NativeProjection:
     scales [K/G, N, 2] in the activations' dtype: scales and zeros); ``q4_1``: the native
     Q4_1 x int8 kernel (toolkit/kernels/q4_1_linear.py, its layout); ``w8a8``: per-row int8
     activations, torch's int32 matmul, dequantization (toolkit/quant/w8a8.py; weight int8
-    [K, N], scales float32 [N] per output channel)."""
+    [K, N], scales float32 [N] per output channel); ``dense``: oneDNN's matmul on a
+    bfloat16 weight it packed (toolkit/layers/linear.py; no scales)."""
     weight: torch.Tensor
-    """The codes, in the kernel's layout."""
-    scales: torch.Tensor
-    """The scales (and zeros), in the kernel's layout."""
+    """The codes (or the packed weight), in the kernel's layout."""
+    scales: torch.Tensor | None
+    """The scales (and zeros), in the kernel's layout; None for ``dense``."""
     max_rows: int
     """Inputs of at most this many rows take the kernel; longer ones another route."""
+    min_rows: int = 1
+    """Inputs of fewer rows are padded to this many with copies of their last row (the
+    batch-invariant dense route's shortest call, toolkit.layers.linear.invariant_linear)."""
 
 
 class QuantMethod(ABC):

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from toolkit.layers.linear import linear, pack_weight
-from toolkit.quant.base import ModelLoadError, ParamSpec, QuantMethod
+from toolkit.layers.linear import PACKED_MAX_TOKENS, linear, pack_weight
+from toolkit.quant.base import ModelLoadError, NativeProjection, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,6 +50,15 @@ class NoQuant(QuantMethod):
               bias: torch.Tensor | None) -> torch.Tensor:
         return linear(x, layer.dense_weight, bias, layer.packed_weight, self.batch_invariant,
                       self.invariant_min_rows)
+
+    def native_projection(self, layer: nn.Module) -> NativeProjection | None:
+        """oneDNN's matmul on the packed bfloat16 weight, with ``linear``'s padding, for the
+        inputs ``linear`` sends there whole (its batch-invariant calls are at most
+        MAX_INVARIANT_ROWS = PACKED_MAX_TOKENS rows); None where nothing is packed."""
+        if layer.packed_weight is None or layer.weight.dtype != torch.bfloat16:
+            return None
+        min_rows = self.invariant_min_rows if self.batch_invariant else 1
+        return NativeProjection("dense", layer.packed_weight, None, PACKED_MAX_TOKENS, min_rows)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The weight (and bias); the packed copy, when there is one, is the same size."""
