@@ -1,9 +1,10 @@
 // The decoder layers of a Llama-family step in one call, projections on a CPU kernel
 // (torch's int4 one, q4_1.cpp's, w8a8's int8 rows and int32 matmul, or oneDNN's bfloat16
-// matmul on a packed weight):
-// LlamaDecoderLayer.forward (toolkit/models/llama.py) on the native route, op for op, with the same kernels in the same order and TorchRefBackend's decode attention, so
-// its outputs are bit-identical to the Python loop's. What it removes is the interpreter
-// between a layer's ten kernel calls (toolkit/models/native_decoder.py says when it runs).
+// matmul on a packed weight): LlamaDecoderLayer.forward (toolkit/models/llama.py) on the
+// native route, op for op, with the same kernels in the same order and TorchRefBackend's
+// decode attention, so its outputs are bit-identical to the Python loop's. What it removes
+// is the interpreter between a layer's ten kernel calls (toolkit/models/native_decoder.py
+// says when it runs).
 
 #include "ops.h"
 

@@ -493,7 +493,8 @@ inline void dots_bf16(const uint16_t* q, int64_t q_head_stride, const uint16_t* 
             reinterpret_cast<const __m256i*>(q + g * q_head_stride + d));
       }
       for (int64_t j = 0; j < 8; ++j) {
-        const __m256bh kd = (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[j] + d));
+        const __m256bh kd =
+            (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[j] + d));
         for (int g = 0; g < G; ++g) acc[g][j] = _mm256_dpbf16_ps(acc[g][j], qd[g], kd);
       }
     }
