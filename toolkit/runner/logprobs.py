@@ -23,13 +23,24 @@ def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor,
     chosen = log_probs.gather(1, token_ids.view(-1, 1).to(log_probs.device))
     ranks = (log_probs > chosen).sum(dim=-1) + 1
     k = max(num_top, default=0)
-    top_values, top_ids = log_probs.topk(k, dim=-1) if k else (None, None)
+    tops = _top(log_probs, k) if k else [((), ())] * len(num_top)
     chosen_list, rank_list = chosen.squeeze(1).tolist(), ranks.tolist()
-    values_list = top_values.tolist() if k else [[]] * len(num_top)
-    ids_list = top_ids.tolist() if k else [[]] * len(num_top)
     ids = token_ids.tolist()
     return [
         TokenLogprobs(ids[i], chosen_list[i], rank_list[i],
-                      tuple(zip(ids_list[i][: num_top[i]], values_list[i][: num_top[i]])))
+                      tuple(zip(tops[i][0][: num_top[i]], tops[i][1][: num_top[i]])))
         for i in range(len(ids))
     ]
+
+
+def _top(log_probs: torch.Tensor, k: int) -> list[tuple[list[int], list[float]]]:
+    """log_probs [M, V] -> per row the ids and values of its k largest, equal values in token
+    order (as argmax, hence greedy sampling, breaks ties; topk's order among them is
+    unspecified, and bf16 logits tie often)."""
+    floors = log_probs.topk(k, dim=-1).values[:, -1]  # [M]
+    tops = []
+    for row, floor in zip(log_probs, floors):
+        candidates = (row >= floor).nonzero().squeeze(1)  # ascending ids, k or more
+        values, order = row[candidates].sort(descending=True, stable=True)
+        tops.append((candidates[order[:k]].tolist(), values[:k].tolist()))
+    return tops
