@@ -423,6 +423,17 @@ inline void prefetch_rows(const T* const* rows, int64_t count, int64_t d0, int64
   }
 }
 
+// The eight keys from position l on (a short last group repeats its last key) into k, the
+// keys kPrefetchAhead positions on and these positions' values requested: one step of dots.
+template <typename T>
+inline void key_group(const T* const* keys, const T* const* values, int64_t l, int64_t count,
+                      int64_t dim, const T* (&k)[8]) {
+  for (int64_t j = 0; j < 8; ++j) k[j] = keys[std::min(l + j, count - 1)];
+  prefetch_rows(keys + l + kPrefetchAhead, std::min<int64_t>(8, count - l - kPrefetchAhead),
+                0, dim);
+  prefetch_rows(values + l, std::min<int64_t>(8, count - l), 0, dim);
+}
+
 // scores[g * score_stride + l] = q[g] . keys[l][:dim] for g < G, l < count, written up to
 // a multiple of 8 (q [G, stride] float32, zero past dim; keys, values: one pointer per
 // position into the cache, the values only requested for weighted_sums). Eight keys at a
@@ -437,10 +448,7 @@ inline void dots(const float* q, int64_t stride, const T* const* keys, const T* 
   const int64_t whole = dim / 8 * 8;
   for (int64_t l = 0; l < count; l += 8) {
     const T* k[8];
-    for (int64_t j = 0; j < 8; ++j) k[j] = keys[std::min(l + j, count - 1)];
-    prefetch_rows(keys + l + kPrefetchAhead, std::min<int64_t>(8, count - l - kPrefetchAhead),
-                  0, dim);
-    prefetch_rows(values + l, std::min<int64_t>(8, count - l), 0, dim);
+    key_group(keys, values, l, count, dim, k);
     Vec8 acc[G][8] = {};
     for (int64_t d = 0; d < whole; d += 8) {
       Vec8 qd[G];
@@ -478,10 +486,7 @@ inline void dots_bf16(const uint16_t* q, int64_t q_head_stride, const uint16_t* 
   prefetch_rows(keys, std::min(count, kPrefetchAhead), 0, dim);
   for (int64_t l = 0; l < count; l += 8) {
     const uint16_t* k[8];
-    for (int64_t j = 0; j < 8; ++j) k[j] = keys[std::min(l + j, count - 1)];
-    prefetch_rows(keys + l + kPrefetchAhead, std::min<int64_t>(8, count - l - kPrefetchAhead),
-                  0, dim);
-    prefetch_rows(values + l, std::min<int64_t>(8, count - l), 0, dim);
+    key_group(keys, values, l, count, dim, k);
     __m256 acc[G][8];
     for (int g = 0; g < G; ++g) {
       for (int j = 0; j < 8; ++j) acc[g][j] = _mm256_setzero_ps();
