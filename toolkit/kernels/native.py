@@ -18,6 +18,8 @@ one call, rounding where its torch twin rounds:
                                    int8 activations, and the scaling of its int32 matmul)
     lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's
                                    LoRA delta through its own adapter slot)
+    q4_1_linear, q8_linear         toolkit/kernels/q4_1_linear.py, q8_linear.py (cpu/q4_1.cpp,
+                                   cpu/q8.cpp: 4- and 8-bit weights times int8 activations)
     DecoderStack                   (cpu/decoder_stack.cpp) a Llama decode step's layers
                                    in one call, toolkit/models/native_decoder.py
 
@@ -43,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 SOURCE = pathlib.Path(__file__).parent / "cpu" / "ops.cpp"
 """The module's main file (its bindings); SOURCES are all the files built into it."""
-SOURCES = (SOURCE, SOURCE.with_name("q4_1.cpp"), SOURCE.with_name("decoder_stack.cpp"))
-HEADERS = (SOURCE.with_name("ops.h"),)
+SOURCES = tuple(SOURCE.with_name(name) for name in (
+    "ops.cpp", "q4_1.cpp", "q8.cpp", "decoder_stack.cpp"))
+HEADERS = (SOURCE.with_name("ops.h"), SOURCE.with_name("int8_blocks.h"))
 DTYPES = (torch.float32, torch.bfloat16)
 """Tensor dtypes the kernels take; a call with others runs the torch twin."""
 

@@ -1,15 +1,21 @@
 """An int8 copy of the LM head for small steps (what a quantization scheme may offer the model).
 
 Per output row (token) one scale, ``scale = amax(|W[v]|) / 127``, and int8 codes
-``round(W[v] / scale)``; decode steps multiply them with torch's int8 weight-only CPU
-kernel (``aten._weight_int8pack_mm``), half the bytes of the bf16 head. llama.cpp's Q4_1
-GGUF of SmolLM2 keeps its (tied) output matrix in 8 bits too (Q8_0). On SmolLM2 with
-``quant=q4_1`` the held-out perplexity moved from 16.282 to 16.288 and a one-stream decode
-step was ~1.1 ms (6 %) shorter on 2 cores (docs/performance.md).
+``round(W[v] / scale)``, half the bytes of the bf16 head; llama.cpp's Q4_1 GGUF of SmolLM2
+keeps its (tied) output matrix in 8 bits too (Q8_0). Two kernels multiply them:
 
-Only one-row steps use it: the kernel's time grows with the rows (SmolLM2's head, hot in
-cache, 2 threads: 1.55 / 2.34 / 4.41 ms at 1 / 4 / 8 rows, against 1.63-1.69 ms for the
-oneDNN-packed bf16 head), so batches keep the bf16 head.
+    native   toolkit/kernels/q8_linear.py: the activations quantized per block of 32 to
+             int8 and integer dot products (VNNI), as llama.cpp multiplies Q8_0 by Q8_0;
+             batch-invariant
+    torch    aten._weight_int8pack_mm with bf16 activations
+
+SmolLM2's head read from DRAM, as in a decode step (Zen 4, 2 threads, ms at 1 / 4 / 8 / 16
+rows, ``python experiments/lm_head_ab.py --cold``): q8_linear 0.73 / 0.91 / 1.70 / 3.70,
+_weight_int8pack_mm 2.14 / 3.17 / 6.76 / 13.25, the oneDNN-packed bf16 head 2.52 / 2.17 /
+2.81 / 3.66. So steps of up to MAX_NATIVE_ROWS rows take q8_linear on the native route and
+one-row steps the torch kernel on the torch route; longer steps (batches, prompt logprobs)
+keep the dense head. Held-out perplexity with ``quant=q4_1`` on SmolLM2: docs/performance.md
+(experiments/perplexity.py).
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
+from toolkit.kernels.q4_1_linear import BLOCK
+from toolkit.kernels.q8_linear import LANES, pack_q8
+from toolkit.kernels.route import TORCH, KernelRoute
+
 MAX_CODE = 127
 MAX_ROWS = 1
-"""Default ``max_rows``."""
+"""``max_rows`` on the torch route."""
+MAX_NATIVE_ROWS = 8
+"""``max_rows`` on the native route (where q8_linear stops beating the bf16 head)."""
 
 
 @dataclass(frozen=True)
@@ -28,26 +40,39 @@ class Int8LMHead:
     """The int8 codes and scales of an LM head, used for steps of at most ``max_rows`` rows."""
 
     codes: torch.Tensor
-    """[V, H] int8."""
+    """[V, H] int8 on the torch route; on the native one in q8_linear's layout (uint8
+    [V/8, H/32 * 256])."""
     scales: torch.Tensor
-    """[V] in the activations' dtype."""
-    max_rows: int = MAX_ROWS
+    """[V]: in the activations' dtype on the torch route, float32 on the native one."""
+    max_rows: int
     """Hidden-state rows (sampled tokens) up to which the int8 kernel runs; more rows
-    (batches, prompt logprobs) take the dense head. bench/perplexity.py raises it to score
-    the int8 head on held-out text."""
+    take the dense head. experiments/perplexity.py raises it to score the int8 head on
+    held-out text."""
+    kernels: KernelRoute = TORCH
+    """The kernel route (native: q8_linear; torch: _weight_int8pack_mm)."""
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor) -> Int8LMHead | None:
-        """weight [V, H] -> its int8 copy, or None where the kernel does not apply (it is
-        a CPU kernel and is used here for bfloat16 models only)."""
+    def quantize(cls, weight: torch.Tensor, kernels: KernelRoute = TORCH) -> Int8LMHead | None:
+        """weight [V, H] -> its int8 copy, or None where no kernel applies (they are CPU
+        kernels and are used here for bfloat16 models only). The native route needs V a
+        multiple of 8 and H of 32, else the head takes the torch kernel."""
         if weight.device.type != "cpu" or weight.dtype != torch.bfloat16:
             return None
         scales = weight.float().abs().amax(dim=1).clamp_min(1e-12) / MAX_CODE  # [V]
         codes = torch.round(weight.float() / scales[:, None]).clamp_(-MAX_CODE, MAX_CODE)
-        return cls(codes.to(torch.int8).contiguous(), scales.to(weight.dtype))
+        codes = codes.to(torch.int8)
+        vocab_size, hidden_size = weight.shape
+        if kernels.is_native and vocab_size % LANES == 0 and hidden_size % BLOCK == 0:
+            return cls(pack_q8(codes), scales, MAX_NATIVE_ROWS, kernels)
+        return cls(codes.contiguous(), scales.to(weight.dtype), MAX_ROWS)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """hidden [N, H] -> logits [N, V] in hidden's dtype, or None for N > max_rows."""
-        if hidden.shape[0] > self.max_rows or hidden.dtype != self.scales.dtype:
+        """hidden [N, H] -> logits [N, V] in hidden's dtype, or None for N > max_rows (and,
+        on the torch route, for hidden not in the scales' dtype)."""
+        if hidden.shape[0] > self.max_rows:
+            return None
+        if self.kernels.is_native:
+            return self.kernels.ops.q8_linear(hidden.contiguous(), self.codes, self.scales)
+        if hidden.dtype != self.scales.dtype:
             return None
         return torch.ops.aten._weight_int8pack_mm(hidden.contiguous(), self.codes, self.scales)

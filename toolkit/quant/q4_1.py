@@ -28,8 +28,9 @@ activations of the native one add their rounding (measured in experiments/perple
 ``q4_1_decode``). Elsewhere (float32, CUDA) the dequantized weights run dense.
 Resident: the bf16 weight (twice with ``device.prepack_weights``, as for ``none``) plus the
 4-bit codes: ~2.3x of the plain bf16 bytes, ~1.3x without pre-packing.
-The LM head gets an int8 copy for one-stream steps (toolkit/quant/int8_lm_head.py), as
-llama.cpp's Q4_1 file keeps its output matrix in 8 bits.
+The LM head gets an int8 copy for short steps (toolkit/quant/int8_lm_head.py: up to 8 rows
+on the native route, one row on the torch one), as llama.cpp's Q4_1 file keeps its output
+matrix in 8 bits.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class Q4_1Method(QuantMethod):
     def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
         if self.max_int4_tokens < 1:  # every step on the bf16 copy: the head too
             return None
-        return Int8LMHead.quantize(weight)
+        return Int8LMHead.quantize(weight, self.kernels)
 
     def resident_bytes(self, layer: nn.Module) -> int:
         """The dense copy (twice when oneDNN-packed) plus the int4 codes and scales."""

@@ -1133,5 +1133,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
   m.def("q4_1_linear", &q4_1_linear);
+  m.def("q8_linear", &q8_linear);
   bind_decoder_stack(m);
 }

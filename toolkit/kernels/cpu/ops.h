@@ -44,6 +44,11 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
 at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
                        const at::Tensor& scales_zeros);
 
+// q8.cpp: x [T, K] (float32 or bfloat16) times int8 weights with a scale per output row in
+// its layout (uint8 codes [N/8, K/32 * 256], float32 scales [N]) through int8 activations
+// -> [T, N] in x's dtype.
+at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales);
+
 // Adds decoder_stack.cpp's DecoderStack to the module.
 void bind_decoder_stack(pybind11::module_& m);
 

@@ -18,87 +18,27 @@
 // q[n0 + i, 32g + 4p + b] in their low nibble and q[n0 + i, 32g + 16 + 4p + b] in the high
 // one; ``scales_zeros`` bfloat16 [N/8, K/32, 2, 8]: the group's 8 scales, then its 8 zeros.
 
+#include "int8_blocks.h"
 #include "ops.h"
 
 #include <ATen/Parallel.h>
-
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 namespace toolkit_ops {
 namespace {
 
-constexpr int64_t kBlock = 32;        // input features per block
-constexpr int64_t kLanes = 8;         // output rows per vector
-constexpr int64_t kGroupBytes = 128;  // codes of one row group's block: 8 rows x 32 / 2
-constexpr int64_t kMaxRows = 4;       // rows of x that share each expansion of the codes
-constexpr int64_t kGroupGrain = 8;    // row groups per parallel chunk, at least
-
-inline float bf16_bits_to_f32(uint16_t bits) {
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float out;
-  std::memcpy(&out, &wide, sizeof(out));
-  return out;
-}
-
-inline uint16_t f32_to_bf16_bits(float x) {  // round to nearest even, NaN kept quiet
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-template <typename T>
-inline float value_of(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return bf16_bits_to_f32(x);
-  }
-}
-
-// One row of x [K] -> xq int8 [K] and, per block g, dx[g] = max |x| / 127 and
-// xs[g] = dx[g] * sum(xq of g); q = round-half-even(x / dx).
-template <typename T>
-void quantize_row(const T* x, int64_t num_blocks, int8_t* xq, float* dx, float* xs) {
-  for (int64_t g = 0; g < num_blocks; ++g) {
-    const T* block = x + g * kBlock;
-    float amax = 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(value_of(block[i])));
-    const float step = amax / 127.f;
-    const float inverse = step > 0.f ? 1.f / step : 0.f;
-    int32_t sum = 0;
-    for (int64_t i = 0; i < kBlock; ++i) {
-      const int32_t q = static_cast<int32_t>(std::nearbyint(value_of(block[i]) * inverse));
-      xq[g * kBlock + i] = static_cast<int8_t>(q);
-      sum += q;
-    }
-    dx[g] = step;
-    xs[g] = step * static_cast<float>(sum);
-  }
-}
+constexpr int64_t kBlock = kInt8Block;  // input features per block
+constexpr int64_t kLanes = 8;           // output rows per vector
+constexpr int64_t kGroupBytes = 128;    // codes of one row group's block: 8 rows x 32 / 2
+constexpr int64_t kMaxRows = 4;         // rows of x that share each expansion of the codes
+constexpr int64_t kGroupGrain = 8;      // row groups per parallel chunk, at least
 
 #if defined(__AVX2__)
-
-// dst lanes += sum over 4 bytes of codes (u8) times the 4 bytes of x (s8), per lane.
-inline __m256i dot4(__m256i acc, __m256i codes, int32_t x_bytes) {
-  const __m256i x = _mm256_set1_epi32(x_bytes);
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(acc, codes, x);
-#else
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, x),
-                                                 _mm256_set1_epi16(1)));
-#endif
-}
 
 inline __m256 bf16x8_to_f32(const uint16_t* p) {
   const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -110,6 +50,7 @@ template <int ROWS>
 void q4_1_group(const uint8_t* codes, const uint16_t* scales_zeros, const int8_t* xq,
                 const float* dx, const float* xs, int64_t num_blocks, int64_t k,
                 float (*out)[kLanes]) {
+  constexpr int kChains = chains_for(ROWS);
   __m256 dots[ROWS], minimums[ROWS];
   for (int r = 0; r < ROWS; ++r) {
     dots[r] = _mm256_setzero_ps();
@@ -130,9 +71,14 @@ void q4_1_group(const uint8_t* codes, const uint16_t* scales_zeros, const int8_t
     for (int r = 0; r < ROWS; ++r) {
       int32_t words[8];
       std::memcpy(words, xq + r * k + g * kBlock, sizeof(words));
-      __m256i sums = _mm256_setzero_si256();
-      for (int p = 0; p < 4; ++p) sums = dot4(sums, lo[p], words[p]);
-      for (int p = 0; p < 4; ++p) sums = dot4(sums, hi[p], words[4 + p]);
+      __m256i chains[kChains];
+      for (int c = 0; c < kChains; ++c) chains[c] = _mm256_setzero_si256();
+      for (int p = 0; p < 4; ++p) {
+        chains[p % kChains] = dot4(chains[p % kChains], lo[p], words[p]);
+        chains[p % kChains] = dot4(chains[p % kChains], hi[p], words[4 + p]);
+      }
+      __m256i sums = chains[0];
+      for (int c = 1; c < kChains; ++c) sums = _mm256_add_epi32(sums, chains[c]);
       const __m256 step = _mm256_mul_ps(scale, _mm256_set1_ps(dx[r * num_blocks + g]));
       dots[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), step, dots[r]);
       minimums[r] = _mm256_fmadd_ps(minimum, _mm256_set1_ps(xs[r * num_blocks + g]),
@@ -183,11 +129,13 @@ void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
   const int64_t n = codes.size(0) * kLanes;
   std::vector<int8_t> xq(num_rows * k);
   std::vector<float> dx(num_rows * num_blocks), xs(num_rows * num_blocks);
+  std::vector<int32_t> sums(num_rows * num_blocks);
   const T* x_data = static_cast<const T*>(x.data_ptr());
   for (int64_t t = 0; t < num_rows; ++t) {
-    quantize_row(x_data + t * k, num_blocks, xq.data() + t * k, dx.data() + t * num_blocks,
-                 xs.data() + t * num_blocks);
+    quantize_blocks(x_data + t * k, num_blocks, xq.data() + t * k, dx.data() + t * num_blocks,
+                    sums.data() + t * num_blocks);
   }
+  for (int64_t i = 0; i < num_rows * num_blocks; ++i) xs[i] = dx[i] * static_cast<float>(sums[i]);
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
   const uint16_t* sz_data = reinterpret_cast<const uint16_t*>(scales_zeros.data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
@@ -209,13 +157,7 @@ void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
         }
         for (int64_t r = 0; r < rows; ++r) {
           T* y = out_data + (t + r) * n + group * kLanes;
-          for (int64_t lane = 0; lane < kLanes; ++lane) {
-            if constexpr (std::is_same_v<T, float>) {
-              y[lane] = group_out[r][lane];
-            } else {
-              y[lane] = f32_to_bf16_bits(group_out[r][lane]);
-            }
-          }
+          for (int64_t lane = 0; lane < kLanes; ++lane) y[lane] = stored_as<T>(group_out[r][lane]);
         }
       }
     }

@@ -1,0 +1,70 @@
+"""The native int8 x int8 kernel (toolkit/kernels/cpu/q8.cpp) against its torch twin, the
+dense weights it stands for, and itself across batch and thread counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from toolkit.kernels.q8_linear import pack_q8, q8_linear_ref, unpack_q8
+
+
+def _weights(out_features: int, in_features: int, seed: int = 0):
+    """Random int8 codes [N, K] spanning -127..127 and float32 scales [N]."""
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-127, 128, (out_features, in_features), generator=generator)
+    codes[:, 0], codes[:, 1] = -127, 127  # the extremes: 1 and 255 once offset
+    scales = torch.rand(out_features, generator=generator) * 0.01 + 1e-4
+    return codes.to(torch.int8), scales
+
+
+def _x(num_rows: int, in_features: int, dtype=torch.bfloat16, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_rows, in_features, generator=generator).to(dtype)
+
+
+def test_packing_keeps_every_code():
+    codes, _ = _weights(24, 96)
+    assert torch.equal(unpack_q8(pack_q8(codes)), codes)
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(64, 32), (24, 576), (16, 1536)])
+def test_kernel_equals_its_torch_twin(native_kernels, out_features, in_features):
+    codes, scales = _weights(out_features, in_features)
+    packed = pack_q8(codes)
+    x = _x(5, in_features, torch.float32)  # float32 out: no bf16 rounding to hide behind
+    x[1, :32] = 0  # an all-zero block: step 0
+    got = native_kernels.ops.q8_linear(x, packed, scales)
+    torch.testing.assert_close(got, q8_linear_ref(x, packed, scales), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_is_within_int8_rounding_of_the_dense_weights(native_kernels):
+    codes, scales = _weights(64, 576)
+    x = _x(3, 576)
+    dense = x.float() @ (codes.float() * scales[:, None]).t()
+    got = native_kernels.ops.q8_linear(x, pack_q8(codes), scales).float()
+    assert ((got - dense).norm() / dense.norm()).item() < 0.01
+
+
+def test_a_row_has_the_same_bits_alone_in_any_batch_and_on_any_thread_count(native_kernels):
+    codes, scales = _weights(128, 576)
+    packed = pack_q8(codes)
+    x = _x(9, 576)
+    whole = native_kernels.ops.q8_linear(x, packed, scales)
+    for num_rows in (1, 2, 3, 4, 5, 8):
+        assert torch.equal(native_kernels.ops.q8_linear(x[:num_rows], packed, scales),
+                           whole[:num_rows])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(native_kernels.ops.q8_linear(x, packed, scales), whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_bad_shapes_are_refused(native_kernels):
+    codes, scales = _weights(16, 64)
+    with pytest.raises(RuntimeError, match="K a multiple of 32"):
+        native_kernels.ops.q8_linear(_x(1, 48), pack_q8(codes), scales)
+    with pytest.raises(RuntimeError, match="float32 scales"):
+        native_kernels.ops.q8_linear(_x(1, 64), pack_q8(codes), scales[:8])
