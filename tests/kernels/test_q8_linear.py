@@ -68,3 +68,19 @@ def test_bad_shapes_are_refused(native_kernels):
         native_kernels.ops.q8_linear(_x(1, 48), pack_q8(codes), scales)
     with pytest.raises(RuntimeError, match="float32 scales"):
         native_kernels.ops.q8_linear(_x(1, 64), pack_q8(codes), scales[:8])
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(8, 32), (40, 96), (96, 576),
+                                                           (64, 1536)])
+def test_int_mm_gives_int_mms_exact_sums_at_every_row_count(native_kernels, out_features,
+                                                           in_features):
+    """Every tile shape: 1-4 groups of 8 outputs (40 = one tile and a 1-group tail, 96 =
+    three tiles) by 1-4 rows (up to 9 rows: two full row blocks and a tail)."""
+    codes, _ = _weights(out_features, in_features)
+    packed = pack_q8(codes)
+    generator = torch.Generator().manual_seed(2)
+    xq = torch.randint(-127, 128, (9, in_features), generator=generator, dtype=torch.int8)
+    xq[0] = 127  # the largest sums
+    for num_rows in (0, 1, 2, 3, 4, 5, 9):
+        expected = xq[:num_rows].int() @ codes.int().t()
+        assert torch.equal(native_kernels.ops.q8_int_mm(xq[:num_rows], packed), expected)

@@ -13,6 +13,7 @@ from tiny_checkpoint import write_tiny_llama
 
 from toolkit.config.schema import QuantConfig
 from toolkit.kernels.int8_rows import MAX_CODE, quantize_rows_ref
+from toolkit.kernels.q8_linear import unpack_q8
 from toolkit.kernels.route import TORCH
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.protocol import SamplingParams
@@ -100,6 +101,23 @@ def test_native_and_torch_routes_give_the_same_bits(native_kernels, dtype):
     assert torch.equal(native_layer(x), torch_layer(x))
     for layer in (native_layer, torch_layer):  # an empty step
         assert layer(x[:0]).shape == (0, 64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_route_keeps_the_codes_in_q8_layout_with_the_same_bits(native_kernels, dtype):
+    """N a multiple of 8 and K of 32: the native route's q8_int_mm, alone and in the
+    decoder stack's projection, gives the torch route's bits."""
+    generator = torch.Generator().manual_seed(4)
+    weight = (torch.randn(48, 64, generator=generator) * 0.1).to(dtype)
+    x = torch.randn(6, 64, generator=generator).to(dtype)
+    native_layer = _w8a8_layer(weight, (16, 32), None, native_kernels)
+    torch_layer = _w8a8_layer(weight, (16, 32), None, TORCH)
+    assert native_layer.weight_t is None and native_layer.weight.dtype == torch.uint8
+    assert torch.equal(unpack_q8(native_layer.weight), torch_layer.weight)
+    assert torch.equal(native_layer(x), torch_layer(x))
+    projection = native_layer.method.native_projection(native_layer)
+    assert projection.kernel == "w8a8" and projection.weight is native_layer.weight
+    assert native_layer.method.resident_bytes(native_layer) == 48 * 64 + 48 * 4
 
 
 def test_resident_bytes_are_one_per_weight_and_the_dense_weight_is_gone():

@@ -67,8 +67,9 @@ class NativeProjection:
     """``int4pack``: torch's int4 kernel (toolkit/quant/awq_cpu.py; weight uint8 [N, K/2],
     scales [K/G, N, 2] in the activations' dtype: scales and zeros); ``q4_1``: the native
     Q4_1 x int8 kernel (toolkit/kernels/q4_1_linear.py, its layout); ``w8a8``: per-row int8
-    activations, torch's int32 matmul, dequantization (toolkit/quant/w8a8.py; weight int8
-    [K, N], scales float32 [N] per output channel); ``dense``: oneDNN's matmul on a
+    activations, an int32 matmul, dequantization (toolkit/quant/w8a8.py; weight int8 [K, N]
+    for torch's ``_int_mm`` or uint8 in q8_linear's layout for the native ``q8_int_mm``,
+    scales float32 [N] per output channel); ``dense``: oneDNN's matmul on a
     bfloat16 weight it packed (toolkit/layers/linear.py; no scales)."""
     weight: torch.Tensor
     """The codes (or the packed weight), in the kernel's layout."""

@@ -1134,5 +1134,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
   m.def("q4_1_linear", &q4_1_linear);
   m.def("q8_linear", &q8_linear);
+  m.def("q8_int_mm", &q8_int_mm);
   bind_decoder_stack(m);
 }

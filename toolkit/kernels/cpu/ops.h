@@ -49,6 +49,10 @@ at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
 // -> [T, N] in x's dtype.
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales);
 
+// q8.cpp: int8 xq [T, K] times int8 weights in q8_linear's layout -> int32 [T, N], the exact
+// sums (what at::_int_mm gives for xq and the weights' [K, N] transpose).
+at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes);
+
 // Adds decoder_stack.cpp's DecoderStack to the module.
 void bind_decoder_stack(pybind11::module_& m);
 

@@ -35,6 +35,7 @@ constexpr int64_t kGroupBytes = 256;    // codes of one row group's block: 8 row
 constexpr int64_t kMaxRows = 4;         // rows of x that share each load of the codes
 constexpr int64_t kGroupGrain = 16;     // row groups per parallel chunk, at least
 constexpr int32_t kOffset = 128;        // u = w + kOffset
+constexpr int64_t kTileGroups = 4;      // row groups of one int8_mm tile (32 outputs)
 
 #if defined(__AVX2__)
 
@@ -152,6 +153,115 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   });
 }
 
+// int8_mm: a tile of ROWS rows of xq by GROUPS row groups (8 outputs each), the int32 sums
+// over all of K (offset included: out = dot(u, xq) - 128 sum(xq) = dot(w, xq), exact).
+// ``codes`` is the tile's first group; the next ones follow every ``group_bytes``.
+template <int ROWS, int GROUPS>
+void int_mm_tile(const uint8_t* codes, int64_t group_bytes, const int8_t* xq, int64_t k,
+                 const int32_t* offsets, int32_t* out, int64_t n) {
+#if defined(__AVX2__)
+  __m256i acc[ROWS][GROUPS];
+  for (int r = 0; r < ROWS; ++r) {
+    for (int g = 0; g < GROUPS; ++g) acc[r][g] = _mm256_set1_epi32(-offsets[r]);
+  }
+  for (int64_t step = 0; step < k / 4; ++step) {
+    __m256i u[GROUPS];
+    for (int g = 0; g < GROUPS; ++g) {
+      u[g] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(codes + g * group_bytes + step * 32));
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t x_bytes;
+      std::memcpy(&x_bytes, xq + r * k + 4 * step, sizeof(x_bytes));
+      for (int g = 0; g < GROUPS; ++g) acc[r][g] = dot4_bytes(acc[r][g], u[g], x_bytes);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (int g = 0; g < GROUPS; ++g) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n + g * kLanes), acc[r][g]);
+    }
+  }
+#else
+  for (int r = 0; r < ROWS; ++r) {
+    for (int g = 0; g < GROUPS; ++g) {
+      for (int64_t lane = 0; lane < kLanes; ++lane) {
+        int32_t sum = -offsets[r];
+        for (int64_t step = 0; step < k / 4; ++step) {
+          for (int b = 0; b < 4; ++b) {
+            sum += codes[g * group_bytes + step * 32 + lane * 4 + b] * xq[r * k + 4 * step + b];
+          }
+        }
+        out[r * n + g * kLanes + lane] = sum;
+      }
+    }
+  }
+#endif
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+
+// int_mm_tile<4, 4> written out: 16 accumulators held in registers (GCC keeps an array of
+// them moving between registers every step, which costs more than the vpdpbusd).
+void int_mm_tile_4x4(const uint8_t* codes, int64_t group_bytes, const int8_t* xq, int64_t k,
+                     const int32_t* offsets, int32_t* out, int64_t n) {
+  __m256i a00 = _mm256_set1_epi32(-offsets[0]), a01 = a00, a02 = a00, a03 = a00;
+  __m256i a10 = _mm256_set1_epi32(-offsets[1]), a11 = a10, a12 = a10, a13 = a10;
+  __m256i a20 = _mm256_set1_epi32(-offsets[2]), a21 = a20, a22 = a20, a23 = a20;
+  __m256i a30 = _mm256_set1_epi32(-offsets[3]), a31 = a30, a32 = a30, a33 = a30;
+  const uint8_t* c0 = codes;
+  const uint8_t* c1 = codes + group_bytes;
+  const uint8_t* c2 = codes + 2 * group_bytes;
+  const uint8_t* c3 = codes + 3 * group_bytes;
+  for (int64_t step = 0; step < k / 4; ++step) {
+    const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0 + step * 32));
+    const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1 + step * 32));
+    const __m256i u2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c2 + step * 32));
+    const __m256i u3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c3 + step * 32));
+    int32_t b0, b1, b2, b3;
+    std::memcpy(&b0, xq + 4 * step, 4);
+    std::memcpy(&b1, xq + k + 4 * step, 4);
+    std::memcpy(&b2, xq + 2 * k + 4 * step, 4);
+    std::memcpy(&b3, xq + 3 * k + 4 * step, 4);
+    const __m256i x0 = _mm256_set1_epi32(b0), x1 = _mm256_set1_epi32(b1);
+    const __m256i x2 = _mm256_set1_epi32(b2), x3 = _mm256_set1_epi32(b3);
+    a00 = _mm256_dpbusd_epi32(a00, u0, x0), a01 = _mm256_dpbusd_epi32(a01, u1, x0);
+    a02 = _mm256_dpbusd_epi32(a02, u2, x0), a03 = _mm256_dpbusd_epi32(a03, u3, x0);
+    a10 = _mm256_dpbusd_epi32(a10, u0, x1), a11 = _mm256_dpbusd_epi32(a11, u1, x1);
+    a12 = _mm256_dpbusd_epi32(a12, u2, x1), a13 = _mm256_dpbusd_epi32(a13, u3, x1);
+    a20 = _mm256_dpbusd_epi32(a20, u0, x2), a21 = _mm256_dpbusd_epi32(a21, u1, x2);
+    a22 = _mm256_dpbusd_epi32(a22, u2, x2), a23 = _mm256_dpbusd_epi32(a23, u3, x2);
+    a30 = _mm256_dpbusd_epi32(a30, u0, x3), a31 = _mm256_dpbusd_epi32(a31, u1, x3);
+    a32 = _mm256_dpbusd_epi32(a32, u2, x3), a33 = _mm256_dpbusd_epi32(a33, u3, x3);
+  }
+  const __m256i rows[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13},
+                              {a20, a21, a22, a23}, {a30, a31, a32, a33}};
+  for (int r = 0; r < 4; ++r) {
+    for (int g = 0; g < 4; ++g) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * n + g * kLanes), rows[r][g]);
+    }
+  }
+}
+
+#endif
+
+template <int ROWS>
+void int_mm_rows(int groups, const uint8_t* codes, int64_t group_bytes, const int8_t* xq,
+                 int64_t k, const int32_t* offsets, int32_t* out, int64_t n) {
+  switch (groups) {
+    case 1: int_mm_tile<ROWS, 1>(codes, group_bytes, xq, k, offsets, out, n); break;
+    case 2: int_mm_tile<ROWS, 2>(codes, group_bytes, xq, k, offsets, out, n); break;
+    case 3: int_mm_tile<ROWS, 3>(codes, group_bytes, xq, k, offsets, out, n); break;
+    default:
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      if constexpr (ROWS == 4) {
+        int_mm_tile_4x4(codes, group_bytes, xq, k, offsets, out, n);
+        break;
+      }
+#endif
+      int_mm_tile<ROWS, 4>(codes, group_bytes, xq, k, offsets, out, n);
+  }
+}
+
 }  // namespace
 
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales) {
@@ -171,6 +281,48 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
     TORCH_CHECK(x.scalar_type() == at::kFloat, "q8_linear: float32 or bfloat16 x expected");
     q8_linear_impl<float>(x, codes, scales, out);
   }
+  return out;
+}
+
+at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes) {
+  TORCH_CHECK(xq.dim() == 2 && xq.is_contiguous() && xq.scalar_type() == at::kChar &&
+                  xq.size(1) % kBlock == 0,
+              "q8_int_mm: contiguous int8 xq [T, K] with K a multiple of 32 expected");
+  const int64_t num_rows = xq.size(0), k = xq.size(1);
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 2 &&
+                  codes.size(1) == k * kLanes,
+              "q8_int_mm: uint8 codes [N/8, K/32 * 256] expected");
+  const int64_t num_groups = codes.size(0), n = num_groups * kLanes;
+  at::Tensor out = at::empty({num_rows, n}, xq.options().dtype(at::kInt));
+  const int8_t* x_data = xq.data_ptr<int8_t>();
+  std::vector<int32_t> offsets(num_rows);  // 128 sum(xq) per row
+  for (int64_t t = 0; t < num_rows; ++t) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += x_data[t * k + i];
+    offsets[t] = kOffset * sum;
+  }
+  const uint8_t* code_data = codes.data_ptr<uint8_t>();
+  int32_t* out_data = out.data_ptr<int32_t>();
+  const int64_t group_bytes = k * kLanes;
+  const int64_t num_tiles = (num_groups + kTileGroups - 1) / kTileGroups;
+  at::parallel_for(0, num_tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t group = tile * kTileGroups;
+      const int groups = static_cast<int>(std::min(kTileGroups, num_groups - group));
+      const uint8_t* tile_codes = code_data + group * group_bytes;
+      for (int64_t t = 0; t < num_rows; t += kMaxRows) {
+        const int8_t* x = x_data + t * k;
+        int32_t* y = out_data + t * n + group * kLanes;
+        const int32_t* o = offsets.data() + t;
+        switch (std::min(kMaxRows, num_rows - t)) {
+          case 1: int_mm_rows<1>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
+          case 2: int_mm_rows<2>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
+          case 3: int_mm_rows<3>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
+          default: int_mm_rows<4>(groups, tile_codes, group_bytes, x, k, o, y, n);
+        }
+      }
+    }
+  });
   return out;
 }
 
