@@ -1,5 +1,5 @@
 """int8 weights with one scale per output row times int8 activations (the native route of
-toolkit/quant/int8_lm_head.py): the layout, the torch twin and the call.
+toolkit/quant/int8_lm_head.py and of quant=w8a8): the layout, the torch twin and the call.
 
 llama.cpp multiplies its Q8_0 output matrix with activations quantized per block of 32 to
 8 bits, so each block's dot product is an integer sum; the C++ kernel
@@ -7,6 +7,11 @@ llama.cpp multiplies its Q8_0 output matrix with activations quantized per block
 VNNI, where torch's int8 weight-only kernel converts every weight to bfloat16. Its rows
 depend on themselves alone (batch-invariant); its results differ from bf16 activations by
 the activations' int8 rounding (experiments/perplexity.py measures it).
+
+The same layout holds quant=w8a8's weights on the native route (toolkit/quant/w8a8.py):
+``q8_int_mm(xq, codes)`` multiplies int8 rows xq [T, K] (one scale per row, applied by the
+caller) by them and returns the exact int32 sums [T, N], ``xq @ codes.T`` as torch's
+``_int_mm`` gives them.
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from toolkit.kernels.q4_1_linear import BLOCK
-from toolkit.kernels.q8_linear import LANES, pack_q8
+from toolkit.kernels.q8_linear import BLOCK, LANES, pack_q8
 from toolkit.kernels.route import TORCH, KernelRoute
 
 MAX_CODE = 127

@@ -12,9 +12,9 @@ replaces it by per-output-channel symmetric codes and frees the dense copy:
 On the native kernel route (N a multiple of 8, K of 32) the codes are stored in
 q8_linear's layout (toolkit/kernels/q8_linear.py: offset by 128, 8 output channels per
 vector) and multiplied by the native ``q8_int_mm`` (toolkit/kernels/cpu/q8.cpp, VNNI):
-the same exact int32 sums as ``_int_mm``, so the same bits, and no repacking of the
-weight by oneDNN on each call (SmolLM2's 30 layers, Zen 4, 2 threads: 1.6-1.8x faster at
-1-16 rows, 1.3x at 64; ``python experiments/int8_matmul_ab.py``). Elsewhere they are
+the same exact int32 sums as ``_int_mm``, so the same bits, in less time (SmolLM2's 30
+layers, Zen 4, 2 threads: 1.5-2x faster at 1-16 rows, 1.3x at 64, even from 256 rows up;
+``python experiments/int8_matmul_ab.py``). Elsewhere they are
 stored [N, K] row-major and handed to ``_int_mm`` as its transpose [K, N]: measured on an
 AMD EPYC (AVX-512 VNNI, no AMX, 1 thread), as fast as a [K, N] contiguous copy from 16 rows
 up and 3-5x faster at one row (576x3072: 0.029 vs 0.105 ms). Resident: one byte per weight

@@ -1,13 +1,16 @@
-// What q4_1.cpp and q8.cpp share: bfloat16 bits <-> float, and the quantization of
-// activations to int8 per block of 32 features (llama.cpp's Q8 blocks).
+// What q4_1.cpp and q8.cpp share: bfloat16 bits <-> float, the quantization of activations
+// to int8 per block of 32 features (llama.cpp's Q8 blocks), and the loop over row groups.
 
 #pragma once
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -16,6 +19,8 @@
 namespace toolkit_ops {
 
 constexpr int64_t kInt8Block = 32;  // input features per activation block
+constexpr int64_t kLanes = 8;       // outputs of a row group: one vector of 8 floats
+constexpr int64_t kMaxRows = 4;     // rows of x per call of a row group's kernel
 
 inline float bf16_bits_to_f32(uint16_t bits) {
   const uint32_t wide = static_cast<uint32_t>(bits) << 16;
@@ -72,6 +77,36 @@ void quantize_blocks(const T* x, int64_t num_blocks, int8_t* xq, float* dx, int3
     dx[g] = step;
     sums[g] = sum;
   }
+}
+
+// The outer loop of q4_1_linear and q8_linear: every row group of 8 outputs (in parallel,
+// at least ``grain`` groups a chunk) for every run of up to kMaxRows rows of x from row t:
+// kernel(std::integral_constant<int, ROWS>, group, t, out) writes the run's outputs to
+// out[ROWS][8], which are then stored, rounded to T, in y [T, num_groups * 8].
+template <typename T, typename Kernel>
+void for_each_row_group(int64_t num_groups, int64_t num_rows, int64_t grain, T* y,
+                        const Kernel& kernel) {
+  const int64_t n = num_groups * kLanes;
+  at::parallel_for(0, num_groups, grain, [&](int64_t begin, int64_t end) {
+    float group_out[kMaxRows][kLanes];
+    for (int64_t group = begin; group < end; ++group) {
+      for (int64_t t = 0; t < num_rows; t += kMaxRows) {
+        const int64_t rows = std::min(kMaxRows, num_rows - t);
+        switch (rows) {
+          case 1: kernel(std::integral_constant<int, 1>(), group, t, group_out); break;
+          case 2: kernel(std::integral_constant<int, 2>(), group, t, group_out); break;
+          case 3: kernel(std::integral_constant<int, 3>(), group, t, group_out); break;
+          default: kernel(std::integral_constant<int, 4>(), group, t, group_out);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          T* out = y + (t + r) * n + group * kLanes;
+          for (int64_t lane = 0; lane < kLanes; ++lane) {
+            out[lane] = stored_as<T>(group_out[r][lane]);
+          }
+        }
+      }
+    }
+  });
 }
 
 #ifdef __AVX2__

@@ -21,8 +21,6 @@
 #include "int8_blocks.h"
 #include "ops.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -33,9 +31,7 @@ namespace toolkit_ops {
 namespace {
 
 constexpr int64_t kBlock = kInt8Block;  // input features per block
-constexpr int64_t kLanes = 8;           // output rows per vector
 constexpr int64_t kGroupBytes = 128;    // codes of one row group's block: 8 rows x 32 / 2
-constexpr int64_t kMaxRows = 4;         // rows of x that share each expansion of the codes
 constexpr int64_t kGroupGrain = 8;      // row groups per parallel chunk, at least
 
 #if defined(__AVX2__)
@@ -126,7 +122,6 @@ void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
   const int64_t num_rows = x.size(0);
   const int64_t k = x.size(1);
   const int64_t num_blocks = k / kBlock;
-  const int64_t n = codes.size(0) * kLanes;
   std::vector<int8_t> xq(num_rows * k);
   std::vector<float> dx(num_rows * num_blocks), xs(num_rows * num_blocks);
   std::vector<int32_t> sums(num_rows * num_blocks);
@@ -138,29 +133,12 @@ void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
   for (int64_t i = 0; i < num_rows * num_blocks; ++i) xs[i] = dx[i] * static_cast<float>(sums[i]);
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
   const uint16_t* sz_data = reinterpret_cast<const uint16_t*>(scales_zeros.data_ptr());
-  T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, codes.size(0), kGroupGrain, [&](int64_t begin, int64_t end) {
-    float group_out[kMaxRows][kLanes];
-    for (int64_t group = begin; group < end; ++group) {
-      const uint8_t* group_codes = code_data + group * num_blocks * kGroupBytes;
-      const uint16_t* group_sz = sz_data + group * num_blocks * 16;
-      for (int64_t t = 0; t < num_rows; t += kMaxRows) {
-        const int64_t rows = std::min(kMaxRows, num_rows - t);
-        const int8_t* q = xq.data() + t * k;
-        const float* d = dx.data() + t * num_blocks;
-        const float* s = xs.data() + t * num_blocks;
-        switch (rows) {
-          case 1: q4_1_group<1>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
-          case 2: q4_1_group<2>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
-          case 3: q4_1_group<3>(group_codes, group_sz, q, d, s, num_blocks, k, group_out); break;
-          default: q4_1_group<4>(group_codes, group_sz, q, d, s, num_blocks, k, group_out);
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          T* y = out_data + (t + r) * n + group * kLanes;
-          for (int64_t lane = 0; lane < kLanes; ++lane) y[lane] = stored_as<T>(group_out[r][lane]);
-        }
-      }
-    }
+  for_each_row_group(codes.size(0), num_rows, kGroupGrain, static_cast<T*>(out.data_ptr()),
+                     [&](auto rows, int64_t group, int64_t t, float (*group_out)[kLanes]) {
+    q4_1_group<decltype(rows)::value>(code_data + group * num_blocks * kGroupBytes,
+                                      sz_data + group * num_blocks * 16, xq.data() + t * k,
+                                      dx.data() + t * num_blocks, xs.data() + t * num_blocks,
+                                      num_blocks, k, group_out);
   });
 }
 

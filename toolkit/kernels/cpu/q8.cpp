@@ -29,10 +29,8 @@ namespace toolkit_ops {
 namespace {
 
 constexpr int64_t kBlock = kInt8Block;  // input features per block
-constexpr int64_t kLanes = 8;           // output rows per vector
 constexpr int64_t kSteps = 8;           // 4-byte steps per block
 constexpr int64_t kGroupBytes = 256;    // codes of one row group's block: 8 rows x 32
-constexpr int64_t kMaxRows = 4;         // rows of x that share each load of the codes
 constexpr int64_t kGroupGrain = 16;     // row groups per parallel chunk, at least
 constexpr int32_t kOffset = 128;        // u = w + kOffset
 constexpr int64_t kTileGroups = 4;      // row groups of one int8_mm tile (32 outputs)
@@ -115,7 +113,6 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   const int64_t num_rows = x.size(0);
   const int64_t k = x.size(1);
   const int64_t num_blocks = k / kBlock;
-  const int64_t n = codes.size(0) * kLanes;
   std::vector<int8_t> xq(num_rows * k);
   std::vector<float> dx(num_rows * num_blocks);
   std::vector<int32_t> offsets(num_rows * num_blocks);  // 128 sum(xq) per block
@@ -127,29 +124,12 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   for (int32_t& offset : offsets) offset *= kOffset;
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
   const float* scale_data = scales.data_ptr<float>();
-  T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, codes.size(0), kGroupGrain, [&](int64_t begin, int64_t end) {
-    float group_out[kMaxRows][kLanes];
-    for (int64_t group = begin; group < end; ++group) {
-      const uint8_t* group_codes = code_data + group * num_blocks * kGroupBytes;
-      const float* group_scales = scale_data + group * kLanes;
-      for (int64_t t = 0; t < num_rows; t += kMaxRows) {
-        const int64_t rows = std::min(kMaxRows, num_rows - t);
-        const int8_t* q = xq.data() + t * k;
-        const float* d = dx.data() + t * num_blocks;
-        const int32_t* o = offsets.data() + t * num_blocks;
-        switch (rows) {
-          case 1: q8_group<1>(group_codes, group_scales, q, d, o, num_blocks, k, group_out); break;
-          case 2: q8_group<2>(group_codes, group_scales, q, d, o, num_blocks, k, group_out); break;
-          case 3: q8_group<3>(group_codes, group_scales, q, d, o, num_blocks, k, group_out); break;
-          default: q8_group<4>(group_codes, group_scales, q, d, o, num_blocks, k, group_out);
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          T* y = out_data + (t + r) * n + group * kLanes;
-          for (int64_t lane = 0; lane < kLanes; ++lane) y[lane] = stored_as<T>(group_out[r][lane]);
-        }
-      }
-    }
+  for_each_row_group(codes.size(0), num_rows, kGroupGrain, static_cast<T*>(out.data_ptr()),
+                     [&](auto rows, int64_t group, int64_t t, float (*group_out)[kLanes]) {
+    q8_group<decltype(rows)::value>(code_data + group * num_blocks * kGroupBytes,
+                                    scale_data + group * kLanes, xq.data() + t * k,
+                                    dx.data() + t * num_blocks, offsets.data() + t * num_blocks,
+                                    num_blocks, k, group_out);
   });
 }
 
