@@ -89,7 +89,7 @@ def run_ab(variants: list[str], base_overrides: list[str], streams: list[int],
                 for v in variants]
     prompt_ids = prompts(runtimes[0], max(streams))
     for runtime in runtimes:
-        run(runtime.core, prompt_ids, 2, 8)  # warm-up
+        run(runtime.core, prompt_ids, min(2, len(prompt_ids)), 8)  # warm-up
     print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {output_len}, "
           f"{rounds} rounds, variants interleaved")
     print(f"{'streams':>7} {'variant':>40} {'tok/s':>8} {'best':>8} {'decode tok/s':>13} "
@@ -129,7 +129,7 @@ def main() -> None:
         return
     runtime = build_runtime(compose_config(args.overrides))
     prompt_ids = prompts(runtime, max(args.streams))
-    run(runtime.core, prompt_ids, 2, 8)  # warm-up
+    run(runtime.core, prompt_ids, min(2, len(prompt_ids)), 8)  # warm-up
     print(f"prompt tokens: {len(prompt_ids[0])}, output tokens per stream: {args.output_len}")
     print(f"{'streams':>7} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'decode tok/s':>13} {'x single':>9}")
     single = None
