@@ -17,6 +17,7 @@ from toolkit.kernels.q8_linear import unpack_q8
 from toolkit.kernels.route import TORCH
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.protocol import SamplingParams
+from toolkit.quant import w8a8
 from toolkit.quant.linear import QuantLinear
 from toolkit.quant.registry import create_quant_method
 from toolkit.quant.w8a8 import W8A8Method, create_w8a8
@@ -104,9 +105,11 @@ def test_native_and_torch_routes_give_the_same_bits(native_kernels, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_native_route_keeps_the_codes_in_q8_layout_with_the_same_bits(native_kernels, dtype):
-    """N a multiple of 8 and K of 32: the native route's q8_int_mm, alone and in the
-    decoder stack's projection, gives the torch route's bits."""
+def test_native_route_keeps_the_codes_in_q8_layout_with_the_same_bits(native_kernels, dtype,
+                                                                     monkeypatch):
+    """N a multiple of 8 and K of 32 (on a CPU where q8_int_mm is preferred, as here by
+    force): the native route's q8_int_mm gives the torch route's bits."""
+    monkeypatch.setattr(w8a8, "q8_int_mm_preferred", lambda: True)
     generator = torch.Generator().manual_seed(4)
     weight = (torch.randn(48, 64, generator=generator) * 0.1).to(dtype)
     x = torch.randn(6, 64, generator=generator).to(dtype)
@@ -118,6 +121,9 @@ def test_native_route_keeps_the_codes_in_q8_layout_with_the_same_bits(native_ker
     projection = native_layer.method.native_projection(native_layer)
     assert projection.kernel == "w8a8" and projection.weight is native_layer.weight
     assert native_layer.method.resident_bytes(native_layer) == 48 * 64 + 48 * 4
+    monkeypatch.setattr(w8a8, "q8_int_mm_preferred", lambda: False)  # AMX: oneDNN's _int_mm
+    amx_layer = _w8a8_layer(weight, (16, 32), None, native_kernels)
+    assert amx_layer.weight_t is not None and torch.equal(amx_layer(x), torch_layer(x))
 
 
 def test_resident_bytes_are_one_per_weight_and_the_dense_weight_is_gone():

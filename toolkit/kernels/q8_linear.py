@@ -28,6 +28,15 @@ OFFSET = 128
 """The stored code is the weight plus OFFSET (0..254): vpdpbusd takes unsigned codes."""
 
 
+def q8_int_mm_preferred() -> bool:
+    """Whether quant=w8a8 multiplies with ``q8_int_mm`` on the native route: on CPUs without
+    AMX, where it was measured faster than oneDNN's ``_int_mm`` (AVX-512 VNNI, Zen 4:
+    experiments/int8_matmul_ab.py); with AMX tiles, oneDNN's AMX int8 path stays (not measured
+    against q8_int_mm, and AMX's tiles outrun VNNI on long inputs)."""
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return not (is_amx is not None and is_amx())
+
+
 def pack_q8(codes: torch.Tensor) -> torch.Tensor:
     """int8 codes [N, K] (-127..127) -> uint8 [N/8, K/32 * 256] in the kernel's layout."""
     out_features, in_features = codes.shape

@@ -9,7 +9,8 @@ replaces it by per-output-channel symmetric codes and frees the dense copy:
     weight int8 [N, K] = clamp(round(W / weight_scale[:, None]), -127, 127)
     weight_scale float32 [N] = amax(|W[n, :]|) / 127      (1 for an all-zero row)
 
-On the native kernel route (N a multiple of 8, K of 32) the codes are stored in
+On the native kernel route (N a multiple of 8, K of 32; a CPU without AMX, where it was
+measured: ``q8_int_mm_preferred``) the codes are stored in
 q8_linear's layout (toolkit/kernels/q8_linear.py: offset by 128, 8 output channels per
 vector) and multiplied by the native ``q8_int_mm`` (toolkit/kernels/cpu/q8.cpp, VNNI):
 the same exact int32 sums as ``_int_mm``, so the same bits, in less time (SmolLM2's 30
@@ -47,7 +48,7 @@ import torch
 from torch import nn
 
 from toolkit.kernels.int8_rows import dequantize_rows, quantize_rows, quantize_rows_ref
-from toolkit.kernels.q8_linear import BLOCK, LANES, pack_q8
+from toolkit.kernels.q8_linear import BLOCK, LANES, pack_q8, q8_int_mm_preferred
 from toolkit.quant.base import ModelLoadError, NativeProjection, ParamSpec, QuantMethod
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class W8A8Method(QuantMethod):
         layer.weight_scale = nn.Parameter(scales, requires_grad=False)  # float32 [N]
         # NOTE: plain attributes skip nn.Module's parameter lookup per call
         layer.col_scales = scales
-        if self.kernels.is_native and out_features % LANES == 0 and in_features % BLOCK == 0:
+        if (self.kernels.is_native and q8_int_mm_preferred() and out_features % LANES == 0
+                and in_features % BLOCK == 0):
             layer.weight = nn.Parameter(pack_q8(codes), requires_grad=False)  # q8 layout
             layer.weight_t = None
         else:
