@@ -15,6 +15,10 @@
 // Layout: 8 output rows share each vector (lane i = row n0 + i). ``codes`` uint8
 // [N/8, K/32, 8, 8, 4]: for row group r, block g and step p, lane i's 4 bytes b hold
 // u[n0 + i, 32g + 4p + b]; ``scales`` float32 [N].
+//
+// q8_int_mm: quant=w8a8's int32 matmul on the same layout, int8 rows xq [T, K] (their
+// scales applied by the caller) -> the exact sums dot(w[n], xq[t]) over all of K, in tiles
+// of 4 rows by 4 row groups (32 outputs) whose 16 accumulators stay in registers.
 
 #include "int8_blocks.h"
 #include "ops.h"
