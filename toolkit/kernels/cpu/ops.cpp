@@ -969,16 +969,6 @@ at::Tensor dense_rows(const at::Tensor& x) {
   return dense ? x : x.contiguous();
 }
 
-#define TOOLKIT_DISPATCH(dtype, ...)                                      \
-  if ((dtype) == at::kBFloat16) {                                         \
-    using scalar_t = uint16_t;                                       \
-    __VA_ARGS__();                                                        \
-  } else {                                                                \
-    TORCH_CHECK((dtype) == at::kFloat, "float32 or bfloat16 expected");   \
-    using scalar_t = float;                                               \
-    __VA_ARGS__();                                                        \
-  }
-
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor out = at::empty_like(x);
   TOOLKIT_DISPATCH(x.scalar_type(), [&] { rms_norm_impl<scalar_t>(x, weight, out, eps); });

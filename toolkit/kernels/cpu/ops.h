@@ -1,5 +1,6 @@
 // The entry points of ops.cpp that another file of the module calls (decoder_stack.cpp),
-// and the binding that file adds to the module. Shapes and dtypes as ops.cpp documents.
+// the binding that file adds to the module, and the dtype dispatch the files share. Shapes
+// and dtypes as ops.cpp documents.
 
 #pragma once
 
@@ -7,6 +8,18 @@
 
 #include <optional>
 #include <tuple>
+
+// Runs the lambda __VA_ARGS__ with scalar_t the element type of dtype's tensors: uint16_t
+// (a bfloat16's bits) or float; any other dtype is refused.
+#define TOOLKIT_DISPATCH(dtype, ...)                                      \
+  if ((dtype) == at::kBFloat16) {                                         \
+    using scalar_t = uint16_t;                                            \
+    __VA_ARGS__();                                                        \
+  } else {                                                                \
+    TORCH_CHECK((dtype) == at::kFloat, "float32 or bfloat16 expected");   \
+    using scalar_t = float;                                               \
+    __VA_ARGS__();                                                        \
+  }
 
 namespace toolkit_ops {
 

@@ -156,12 +156,8 @@ at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& codes,
                   scales_zeros.numel() == codes.size(0) * num_blocks * 16,
               "q4_1_linear: bfloat16 scales_zeros [N/8, K/32, 2, 8] expected");
   at::Tensor out = at::empty({x.size(0), codes.size(0) * kLanes}, x.options());
-  if (x.scalar_type() == at::kBFloat16) {
-    q4_1_linear_impl<uint16_t>(x, codes, scales_zeros, out);
-  } else {
-    TORCH_CHECK(x.scalar_type() == at::kFloat, "q4_1_linear: float32 or bfloat16 x expected");
-    q4_1_linear_impl<float>(x, codes, scales_zeros, out);
-  }
+  TOOLKIT_DISPATCH(x.scalar_type(),
+                   [&] { q4_1_linear_impl<scalar_t>(x, codes, scales_zeros, out); });
   return out;
 }
 

@@ -186,8 +186,9 @@ void int_mm_tile(const uint8_t* codes, int64_t group_bytes, const int8_t* xq, in
 
 // int_mm_tile<4, 4> written out: 16 accumulators held in registers (GCC keeps an array of
 // them moving between registers every step, which costs more than the vpdpbusd).
-void int_mm_tile_4x4(const uint8_t* codes, int64_t group_bytes, const int8_t* xq, int64_t k,
-                     const int32_t* offsets, int32_t* out, int64_t n) {
+template <>
+void int_mm_tile<4, 4>(const uint8_t* codes, int64_t group_bytes, const int8_t* xq, int64_t k,
+                       const int32_t* offsets, int32_t* out, int64_t n) {
   __m256i a00 = _mm256_set1_epi32(-offsets[0]), a01 = a00, a02 = a00, a03 = a00;
   __m256i a10 = _mm256_set1_epi32(-offsets[1]), a11 = a10, a12 = a10, a13 = a10;
   __m256i a20 = _mm256_set1_epi32(-offsets[2]), a21 = a20, a22 = a20, a23 = a20;
@@ -235,14 +236,7 @@ void int_mm_rows(int groups, const uint8_t* codes, int64_t group_bytes, const in
     case 1: int_mm_tile<ROWS, 1>(codes, group_bytes, xq, k, offsets, out, n); break;
     case 2: int_mm_tile<ROWS, 2>(codes, group_bytes, xq, k, offsets, out, n); break;
     case 3: int_mm_tile<ROWS, 3>(codes, group_bytes, xq, k, offsets, out, n); break;
-    default:
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-      if constexpr (ROWS == 4) {
-        int_mm_tile_4x4(codes, group_bytes, xq, k, offsets, out, n);
-        break;
-      }
-#endif
-      int_mm_tile<ROWS, 4>(codes, group_bytes, xq, k, offsets, out, n);
+    default: int_mm_tile<ROWS, 4>(codes, group_bytes, xq, k, offsets, out, n);
   }
 }
 
@@ -259,12 +253,7 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
                   scales.numel() == codes.size(0) * kLanes,
               "q8_linear: float32 scales [N] expected");
   at::Tensor out = at::empty({x.size(0), codes.size(0) * kLanes}, x.options());
-  if (x.scalar_type() == at::kBFloat16) {
-    q8_linear_impl<uint16_t>(x, codes, scales, out);
-  } else {
-    TORCH_CHECK(x.scalar_type() == at::kFloat, "q8_linear: float32 or bfloat16 x expected");
-    q8_linear_impl<float>(x, codes, scales, out);
-  }
+  TOOLKIT_DISPATCH(x.scalar_type(), [&] { q8_linear_impl<scalar_t>(x, codes, scales, out); });
   return out;
 }
 
