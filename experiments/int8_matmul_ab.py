@@ -1,13 +1,16 @@
-"""quant=w8a8's int32 matmuls over SmolLM2's 30 layers (q/k/v [960, 576], o [576, 576],
-gate/up [3072, 576], down [576, 1536]) through torch's ``_int_mm`` (oneDNN, the weight's
-[K, N] view) and the native ``q8_int_mm`` (toolkit/kernels/cpu/q8.cpp, the weight in
-q8_linear's layout), side by side in one process, at each --rows.
+"""quant=w8a8's projections over SmolLM2's 30 layers (q/k/v [960, 576], o [576, 576],
+gate/up [3072, 576], down [576, 1536]) after their activations' quantization: the int32
+matmul and the scaling to bf16 (toolkit/kernels/int8_rows.py dequantize_rows), through
+torch's ``_int_mm`` (oneDNN, the weight's [K, N] view), the native ``q8_int_mm``
+(toolkit/kernels/cpu/q8.cpp, the weight in q8_linear's layout), and ``q8_scaled_mm``, which
+scales each tile of q8_int_mm's sums in the same pass; side by side in one process, at
+each --rows.
 
     python experiments/int8_matmul_ab.py
     python experiments/int8_matmul_ab.py --rows 16 64 --rounds 8
 
-Both give the same int32 sums (checked on every layer first). Prints the best time of a
-pass over the 120 matmuls for each, alternating the two kernels --rounds times.
+All three give the same bits (checked on every layer first). Prints the best time of a
+pass over the 120 projections for each, alternating the kernels --rounds times.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ SHAPES = ((960, 576), (576, 576), (3072, 576), (576, 1536))
 NUM_LAYERS = 30
 
 
-def pass_ms(matmul, inputs, layers) -> float:
-    """One matmul per layer: its input by the input width, the layer's weight."""
+def pass_ms(projection, inputs, layers) -> float:
+    """One projection per layer: its input by the input width, the layer's weight and
+    scales."""
     started = time.perf_counter()
-    for in_features, weight in layers:
-        matmul(inputs[in_features], weight)
+    for in_features, weight, col_scales in layers:
+        projection(*inputs[in_features], weight, col_scales)
     return (time.perf_counter() - started) * 1e3
 
 
@@ -41,22 +45,38 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     codes = [torch.randint(-127, 128, shape, generator=generator, dtype=torch.int8)
              for _ in range(NUM_LAYERS) for shape in SHAPES]
-    onednn = [(w.shape[1], w.t()) for w in codes]
-    native = [(w.shape[1], pack_q8(w)) for w in codes]
-    print(f"{torch.get_num_threads()} threads")
-    print("| rows | _int_mm ms | q8_int_mm ms | speedup |\n|---|---|---|---|")
+    col_scales = [torch.rand(w.shape[0], generator=generator) * 1e-3 for w in codes]
+    onednn = [(w.shape[1], w.t(), s) for w, s in zip(codes, col_scales)]
+    native = [(w.shape[1], pack_q8(w), s) for w, s in zip(codes, col_scales)]
+
+    def dequantize(acc, row_scales, col):
+        return ops.dequantize_rows(acc, row_scales, col, None, torch.bfloat16)
+
+    kernels = {
+        "_int_mm": (onednn, lambda x, r, w, c: dequantize(torch._int_mm(x, w), r, c)),
+        "q8_int_mm": (native, lambda x, r, w, c: dequantize(ops.q8_int_mm(x, w), r, c)),
+        "q8_scaled_mm": (native, lambda x, r, w, c: ops.q8_scaled_mm(x, r, w, c, None,
+                                                                     torch.bfloat16)),
+    }
+    print(f"{torch.get_num_threads()} threads, ms per pass (int32 matmul + scaling to bf16)")
+    print("| rows | " + " | ".join(kernels) + " | speedup of the last |")
+    print("|---" * (len(kernels) + 2) + "|")
     for num_rows in args.rows:
-        inputs = {k: torch.randint(-127, 128, (num_rows, k), generator=generator,
-                                   dtype=torch.int8) for k in {k for _, k in SHAPES}}
-        for (k, weight_t), (_, packed) in zip(onednn, native):
-            assert torch.equal(torch._int_mm(inputs[k], weight_t),
-                               ops.q8_int_mm(inputs[k], packed))
-        times = [float("inf"), float("inf")]
-        for _ in range(args.rounds):  # alternate, so both see the same machine
-            times[0] = min(times[0], pass_ms(torch._int_mm, inputs, onednn))
-            times[1] = min(times[1], pass_ms(ops.q8_int_mm, inputs, native))
-        print(f"| {num_rows} | {times[0]:.2f} | {times[1]:.2f} | {times[0] / times[1]:.2f}x |",
-              flush=True)
+        inputs = {k: (torch.randint(-127, 128, (num_rows, k), generator=generator,
+                                    dtype=torch.int8),
+                      torch.rand(num_rows, generator=generator) * 1e-2)
+                  for k in {k for _, k in SHAPES}}
+        for index in range(len(codes)):
+            outputs = [call(*inputs[layers[index][0]], *layers[index][1:])
+                       for layers, call in kernels.values()]
+            assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+        times = {name: float("inf") for name in kernels}
+        for _ in range(args.rounds):  # alternate, so all see the same machine
+            for name, (layers, call) in kernels.items():
+                times[name] = min(times[name], pass_ms(call, inputs, layers))
+        first, last = times["_int_mm"], times["q8_scaled_mm"]
+        print(f"| {num_rows} | " + " | ".join(f"{ms:.2f}" for ms in times.values())
+              + f" | {first / last:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ with prompt_logprobs, so it measures exactly what `toolkit serve` would run:
     fp8_kv  cache.dtype=fp8_e4m3 (bf16 weights, fp8 KV cache)
     w8a8    quant=w8a8 (int8 per-channel weights, int8 per-token activations, made at
             load time)
+    w8a8_head  quant=w8a8 quant.int8_lm_head=true (the LM head int8 too)
 
 A variant that cannot be built yet (a missing checkpoint or a feature not in the toolkit)
 is skipped with a printed note, so the script can simply be rerun later.
@@ -29,7 +30,6 @@ is skipped with a printed note, so the script can simply be rerun later.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import pathlib
 import tempfile
@@ -40,7 +40,8 @@ from toolkit.protocol import SamplingParams
 from toolkit.quant.calibration import token_blocks
 from toolkit.runtime import build_runtime
 
-VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1", "q4_1_decode", "w8a8")
+VARIANTS = ("bf16", "rtn", "awq", "fp8", "fp8_kv", "q4_1", "q4_1_decode", "w8a8",
+            "w8a8_head")
 ENGINE = ["device=cpu", "model.dtype=bfloat16", "cache.enable_prefix_caching=false"]
 
 
@@ -53,6 +54,8 @@ def variant_overrides(name: str, args: argparse.Namespace, scratch: pathlib.Path
         return [f"quant={name}"]
     if name == "q4_1_decode":
         return ["quant=q4_1", f"quant.max_int4_tokens={1 << 20}"]
+    if name == "w8a8_head":
+        return ["quant=w8a8", "quant.int8_lm_head=true"]
     if name == "fp8_kv":
         return ["quant=none", "cache.dtype=fp8_e4m3"]
     if name == "awq":
@@ -111,9 +114,6 @@ def score(name: str, overrides: list[str], blocks: list[list[int]]) -> dict | st
         runtime = build_runtime(compose_config([*ENGINE, *overrides]))
     except Exception as exc:  # noqa: BLE001 - report and move on to the next variant
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if name == "q4_1_decode":  # the int8 head on every row, not only one-row steps
-        model = runtime.core.runner.model
-        model.quantized_lm_head = dataclasses.replace(model.quantized_lm_head, max_rows=1 << 20)
     started = time.perf_counter()
     total, count = negative_log_likelihood(runtime.core, blocks)
     expected = sum(len(b) - 1 for b in blocks)

@@ -12,7 +12,7 @@ from toolkit.config.schema import QuantConfig
 from toolkit.kernels.route import TORCH
 from toolkit.models.loader import ModelLoadError, load_model
 from toolkit.models.source import resolve_model_dir
-from toolkit.quant.int8_lm_head import MAX_NATIVE_ROWS, Int8LMHead
+from toolkit.quant.int8_lm_head import Int8LMHead
 from toolkit.quant.linear import QuantLinear
 from toolkit.quant.q4_1 import Q4_1Method, create_q4_1, dequantize_q4_1, quantize_q4_1
 from toolkit.quant.registry import create_quant_method
@@ -157,15 +157,15 @@ def test_int8_lm_head_is_within_int8_rounding_of_the_dense_head():
     assert Int8LMHead.quantize(weight.float()) is None  # a CPU bfloat16 kernel only
 
 
-def test_native_int8_lm_head_runs_q8_linear_up_to_eight_rows(native_kernels):
+def test_native_int8_lm_head_runs_q8_linear_at_every_row_count(native_kernels):
     weight = _head_weight()
     head = Int8LMHead.quantize(weight, native_kernels)
-    assert head.max_rows == MAX_NATIVE_ROWS and head.codes.dtype == torch.uint8
-    hidden = torch.randn(9, 96, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
-    _assert_close_to_dense(head, weight, hidden[:MAX_NATIVE_ROWS])
+    assert head.codes.dtype == torch.uint8
+    hidden = torch.randn(40, 96, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    _assert_close_to_dense(head, weight, hidden[:8])
     assert torch.equal(head.logits(hidden[:3]),
                        native_kernels.ops.q8_linear(hidden[:3], head.codes, head.scales))
-    assert head.logits(hidden) is None
+    assert torch.equal(head.logits(hidden)[:3], head.logits(hidden[:3]))
     odd_vocab = Int8LMHead.quantize(weight[:1999], native_kernels)  # not a multiple of 8
     assert odd_vocab.max_rows == 1 and odd_vocab.codes.dtype == torch.int8
 
@@ -185,12 +185,12 @@ def test_q4_1_model_uses_the_int8_head_for_one_row_only(tmp_path):
     assert no_int4.quantized_lm_head is None
 
 
-def test_q4_1_model_on_the_native_route_takes_q8_linear_for_small_steps(tmp_path,
+def test_q4_1_model_on_the_native_route_takes_q8_linear_for_every_step(tmp_path,
                                                                        native_kernels):
     directory = _write_model(tmp_path / "dense", _tiny_weights(torch.Generator().manual_seed(9)))
     model = load_model(directory, torch.bfloat16, "cpu", quant=QuantConfig(method="q4_1"),
                        kernels=native_kernels)
     head = model.quantized_lm_head
-    assert head.kernels.is_native and head.max_rows == MAX_NATIVE_ROWS
-    hidden = torch.randn(3, 32).to(torch.bfloat16)
+    assert head.kernels.is_native
+    hidden = torch.randn(20, 32).to(torch.bfloat16)
     assert torch.equal(model.compute_logits(hidden), head.logits(hidden).float())

@@ -168,6 +168,29 @@ def test_loaded_model_stays_close_to_quant_none(tiny_dir):
     assert 0 < relative < 0.05, relative
 
 
+def test_int8_lm_head_is_an_option_on_the_native_route(tiny_dir, native_kernels):
+    """quant.int8_lm_head: q8_linear for every step's logits (so still batch-invariant);
+    nothing on the torch route, where the int8 head covers one-row steps only; refused for
+    other methods."""
+    tokens = [3, 17, 5, 29, 11, 60, 38, 21, 7, 44, 9]
+    config = QuantConfig(method="w8a8", int8_lm_head=True)
+    model = load_model(tiny_dir, torch.bfloat16, "cpu", quant=config, kernels=native_kernels)
+    head = model.quantized_lm_head
+    assert head is not None and head.kernels.is_native
+    hidden = torch.randn(20, 64, generator=torch.Generator().manual_seed(2)).bfloat16()
+    assert torch.equal(model.compute_logits(hidden), head.logits(hidden).float())
+    assert torch.equal(model.compute_logits(hidden[:1]), model.compute_logits(hidden)[:1])
+    dense_head = load_model(tiny_dir, torch.bfloat16, "cpu", quant=QuantConfig(method="w8a8"),
+                            kernels=native_kernels)
+    assert dense_head.quantized_lm_head is None
+    ours, exact = _logits(model, tokens).float(), _logits(dense_head, tokens).float()
+    assert ((ours - exact).norm() / exact.norm()).item() < 0.02
+    torch_route = load_model(tiny_dir, torch.bfloat16, "cpu", quant=config)
+    assert torch_route.quantized_lm_head is None
+    with pytest.raises(ModelLoadError, match="int8_lm_head=true applies to quant=w8a8"):
+        create_quant_method(QuantConfig(method="none", int8_lm_head=True), {})
+
+
 def _run(core, requests) -> dict[str, list[int]]:
     tokens = {rid: [] for rid in requests}
     for rid, prompt in requests.items():
@@ -179,13 +202,16 @@ def _run(core, requests) -> dict[str, list[int]]:
     return tokens
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_engine_greedy_tokens_are_deterministic_across_runs_and_batches(tiny_dir, dtype):
+@pytest.mark.parametrize(("dtype", "int8_lm_head"),
+                         [("float32", False), ("bfloat16", False), ("bfloat16", True)])
+def test_engine_greedy_tokens_are_deterministic_across_runs_and_batches(tiny_dir, dtype,
+                                                                       int8_lm_head):
     from toolkit.compose import compose_config
     from toolkit.runtime import build_runtime
 
     runtime = build_runtime(compose_config([
         "device=cpu", f"model.path={tiny_dir}", f"model.dtype={dtype}", "quant=w8a8",
+        f"quant.int8_lm_head={str(int8_lm_head).lower()}",
         "model.max_model_len=64", "cache.num_pages=128", "cache.page_size=4",
         "cache.enable_prefix_caching=false"]))
     assert runtime.resolved.deterministic  # build_runtime's batch_variance check passed

@@ -11,7 +11,9 @@ the activations' int8 rounding (experiments/perplexity.py measures it).
 The same layout holds quant=w8a8's weights on the native route (toolkit/quant/w8a8.py):
 ``q8_int_mm(xq, codes)`` multiplies int8 rows xq [T, K] (one scale per row, applied by the
 caller) by them and returns the exact int32 sums [T, N], ``xq @ codes.T`` as torch's
-``_int_mm`` gives them.
+``_int_mm`` gives them; ``q8_scaled_mm(xq, row_scales, codes, col_scales, bias, dtype)``
+applies the scales too, as toolkit/kernels/int8_rows.py's ``dequantize_rows`` (same bits),
+while each tile of sums is in cache.
 """
 
 from __future__ import annotations

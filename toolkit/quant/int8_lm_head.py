@@ -9,17 +9,19 @@ keeps its (tied) output matrix in 8 bits too (Q8_0). Two kernels multiply them:
              batch-invariant
     torch    aten._weight_int8pack_mm with bf16 activations
 
-SmolLM2's head read from DRAM, as in a decode step (Zen 4, 2 threads, ms at 1 / 4 / 8 / 16
-rows, ``python experiments/lm_head_ab.py --cold``): q8_linear 0.73 / 0.91 / 1.70 / 3.70,
-_weight_int8pack_mm 2.14 / 3.17 / 6.76 / 13.25, the oneDNN-packed bf16 head 2.52 / 2.17 /
-2.81 / 3.66. So steps of up to MAX_NATIVE_ROWS rows take q8_linear on the native route and
-one-row steps the torch kernel on the torch route; longer steps (batches, prompt logprobs)
-keep the dense head. Held-out perplexity with ``quant=q4_1`` on SmolLM2: docs/performance.md
+SmolLM2's head read from DRAM, as in a decode step (Zen 4, 2 threads, ms at 1 / 4 / 8 / 16 /
+64 rows, ``python experiments/lm_head_ab.py --cold``): q8_linear 0.73 / 0.83 / 1.84 / 2.61 /
+6.57, _weight_int8pack_mm 2.06 / 3.13 / 6.96 / 12.92 / 46.07, the oneDNN-packed bf16 head
+2.11 / 1.78 / 2.37 / 3.20 / 9.55. So on the native route every step takes q8_linear (a row's
+logits then do not depend on the step's other rows), and on the torch route one-row steps
+take the torch kernel and longer ones (batches, prompt logprobs) the dense head. Held-out
+perplexity with ``quant=q4_1`` and ``quant=w8a8`` on SmolLM2: docs/performance.md
 (experiments/perplexity.py).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +31,7 @@ from toolkit.kernels.route import TORCH, KernelRoute
 
 MAX_CODE = 127
 MAX_ROWS = 1
-"""``max_rows`` on the torch route."""
-MAX_NATIVE_ROWS = 8
-"""``max_rows`` on the native route (where q8_linear stops beating the bf16 head)."""
+"""``max_rows`` on the torch route (where the torch kernel stops beating the bf16 head)."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class Int8LMHead:
     """[V]: in the activations' dtype on the torch route, float32 on the native one."""
     max_rows: int
     """Hidden-state rows (sampled tokens) up to which the int8 kernel runs; more rows
-    take the dense head. experiments/perplexity.py raises it to score the int8 head on
-    held-out text."""
+    take the dense head (native route: no limit). experiments/perplexity.py raises it to
+    score the int8 head on held-out text."""
     kernels: KernelRoute = TORCH
     """The kernel route (native: q8_linear; torch: _weight_int8pack_mm)."""
 
@@ -62,7 +62,7 @@ class Int8LMHead:
         codes = codes.to(torch.int8)
         vocab_size, hidden_size = weight.shape
         if kernels.is_native and vocab_size % LANES == 0 and hidden_size % BLOCK == 0:
-            return cls(pack_q8(codes), scales, MAX_NATIVE_ROWS, kernels)
+            return cls(pack_q8(codes), scales, sys.maxsize, kernels)
         return cls(codes.contiguous(), scales.to(weight.dtype), MAX_ROWS)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor | None:

@@ -28,9 +28,9 @@ activations of the native one add their rounding (measured in experiments/perple
 ``q4_1_decode``). Elsewhere (float32, CUDA) the dequantized weights run dense.
 Resident: the bf16 weight (twice with ``device.prepack_weights``, as for ``none``) plus the
 4-bit codes: ~2.3x of the plain bf16 bytes, ~1.3x without pre-packing.
-The LM head gets an int8 copy for short steps (toolkit/quant/int8_lm_head.py: up to 8 rows
-on the native route, one row on the torch one), as llama.cpp's Q4_1 file keeps its output
-matrix in 8 bits.
+The LM head gets an int8 copy (toolkit/quant/int8_lm_head.py: every step on the native
+route, one-row steps on the torch one), as llama.cpp's Q4_1 file keeps its output matrix in
+8 bits.
 """
 
 from __future__ import annotations

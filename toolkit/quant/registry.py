@@ -112,4 +112,7 @@ def create_quant_method(cfg: QuantConfig, hf_config: dict[str, Any],
     if checkpoint.get("format") == "gguf" and cfg.method not in (AUTO, checkpoint["quant_method"]):
         checkpoint = {}
     name = resolve_method_name(cfg.method, checkpoint)
+    if cfg.int8_lm_head and name != "w8a8":
+        raise ModelLoadError(f"quant.int8_lm_head=true applies to quant=w8a8, not {name} "
+                             "(q4_1 always has an int8 head)")
     return QUANT_METHODS.get(name)(cfg, checkpoint, prepack_weights)

@@ -12,8 +12,9 @@ replaces it by per-output-channel symmetric codes and frees the dense copy:
 On the native kernel route (N a multiple of 8, K of 32; a CPU without AMX, where it was
 measured: ``q8_int_mm_preferred``) the codes are stored in
 q8_linear's layout (toolkit/kernels/q8_linear.py: offset by 128, 8 output channels per
-vector) and multiplied by the native ``q8_int_mm`` (toolkit/kernels/cpu/q8.cpp, VNNI):
-the same exact int32 sums as ``_int_mm``, so the same bits, in less time (SmolLM2's 30
+vector) and multiplied by the native ``q8_scaled_mm`` (toolkit/kernels/cpu/q8.cpp, VNNI,
+scaled as ``dequantize_rows`` in the same pass): the same exact int32 sums as ``_int_mm``,
+so the same bits, in less time (SmolLM2's 30
 layers, Zen 4, 2 threads: 1.5-2x faster at 1-16 rows, 1.3x at 64, even from 256 rows up;
 ``python experiments/int8_matmul_ab.py``). Elsewhere they are
 stored [N, K] row-major and handed to ``_int_mm`` as its transpose [K, N]: measured on an
@@ -32,8 +33,11 @@ Error: per product term |x w - x_q w_q s_x s_w| <= (|x| s_w + |w| s_x) / 2 + 3 s
 so a row's output differs from the float matmul by at most the sum of that over K (see
 tests/quant/test_w8a8.py, which checks the bound).
 
-The LM head stays dense (bfloat16, oneDNN-packed as for ``none``): it is one matmul of 49k
-outputs whose logits feed sampling directly, and int8 logits would move greedy choices.
+The LM head stays dense (bfloat16, oneDNN-packed as for ``none``) by default: it is one
+matmul of 49k outputs whose logits feed sampling directly, and int8 logits move some greedy
+choices. ``quant.int8_lm_head=true`` makes it int8 as well on the native kernel route
+(toolkit/quant/int8_lm_head.py: q8_linear on every step, so still batch-invariant), for
+about half the head's time at 16-64 rows.
 
 CPU only: on CUDA ``after_load`` refuses (``_int_mm`` there needs T > 16 and dims that
 are multiples of 8; use quant=fp8 for a GPU).
@@ -50,6 +54,7 @@ from torch import nn
 from toolkit.kernels.int8_rows import dequantize_rows, quantize_rows, quantize_rows_ref
 from toolkit.kernels.q8_linear import BLOCK, LANES, pack_q8, q8_int_mm_preferred
 from toolkit.quant.base import ModelLoadError, NativeProjection, ParamSpec, QuantMethod
+from toolkit.quant.int8_lm_head import Int8LMHead
 
 if TYPE_CHECKING:
     from toolkit.config.schema import QuantConfig
@@ -62,6 +67,11 @@ class W8A8Method(QuantMethod):
     """Per-channel int8 weights, per-token int8 activations, int32 matmul (CPU)."""
 
     name = "w8a8"
+
+    def __init__(self, int8_lm_head: bool = False) -> None:
+        super().__init__()
+        self.int8_lm_head = int8_lm_head
+        """Whether the model gets an int8 LM head (native kernel route only)."""
 
     def __repr__(self) -> str:
         return "W8A8Method(int8 per-channel weights, int8 per-token activations)"
@@ -97,10 +107,10 @@ class W8A8Method(QuantMethod):
     def apply(self, layer: nn.Module, x: torch.Tensor,
               bias: torch.Tensor | None) -> torch.Tensor:
         codes, row_scales = quantize_rows(x, self.kernels)  # int8 [T, K], float32 [T]
-        if layer.weight_t is None:
-            acc = self.kernels.ops.q8_int_mm(codes, layer.weight)  # int32 [T, N]
-        else:
-            acc = torch._int_mm(codes, layer.weight_t)  # int32 [T, N]
+        if layer.weight_t is None:  # the int32 matmul and dequantize_rows in one kernel
+            return self.kernels.ops.q8_scaled_mm(codes, row_scales, layer.weight,
+                                                 layer.col_scales, bias, x.dtype)  # [T, N]
+        acc = torch._int_mm(codes, layer.weight_t)  # int32 [T, N]
         return dequantize_rows(acc, row_scales, layer.col_scales, bias, x.dtype, self.kernels)
 
     def native_projection(self, layer: nn.Module) -> NativeProjection | None:
@@ -108,6 +118,14 @@ class W8A8Method(QuantMethod):
         same three kernels; quantize_rows and dequantize_rows take the native route there)."""
         weight = layer.weight if layer.weight_t is None else layer.weight_t
         return NativeProjection("w8a8", weight, layer.col_scales, sys.maxsize)
+
+    def quantize_lm_head(self, weight: torch.Tensor) -> Int8LMHead | None:
+        """With ``int8_lm_head``, the int8 head where it runs on every step (the native
+        route), so that a row's logits still do not depend on the step's other rows."""
+        if not self.int8_lm_head:
+            return None
+        head = Int8LMHead.quantize(weight, self.kernels)
+        return head if head is not None and head.kernels.is_native else None
 
     def batch_variance(self, layer: nn.Module) -> str | None:
         """Where a row's bits differ alone or among a few rows from among 131 rows."""
@@ -133,4 +151,4 @@ def create_w8a8(cfg: QuantConfig, checkpoint: dict[str, Any],
     if cfg.group_size is not None:
         raise ModelLoadError(f"quant.group_size={cfg.group_size} does not apply to w8a8 "
                              "(one scale per output channel); leave it null")
-    return W8A8Method()
+    return W8A8Method(cfg.int8_lm_head)

@@ -41,6 +41,11 @@ class QuantConfig:
     max_int4_tokens: int = 8
     """q4_1: steps of at most this many tokens run the 4-bit kernel (decode is bound by
     memory bandwidth), longer ones the bf16 copy on AMX (bound by compute)."""
+    int8_lm_head: bool = False
+    """w8a8: the LM head in int8 too (codes per output row, activations per block of 32:
+    toolkit/quant/int8_lm_head.py) on the native kernel route; about half the head's time
+    at 16-64 rows, with logits that are no longer bf16's (held-out perplexity in
+    docs/performance.md). q4_1 always has an int8 head."""
     num_calibration_samples: int = 16
     """`toolkit quantize`: calibration blocks of calibration_seq_len tokens, taken evenly
     from the calibration split of pydoc_data.topics (AutoAWQ uses 128; on SmolLM2 8 and

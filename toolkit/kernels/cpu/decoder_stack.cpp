@@ -35,8 +35,8 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed) {
 // One projection as its kernel holds it (toolkit/quant/base.py NativeProjection): torch's
 // int4 kernel (weight uint8 [N, K/2], scales [K/G, N, 2]: scales and zeros), q4_1.cpp's
 // Q4_1 x int8 kernel (its layout), w8a8 (weight int8 [K, N] for at::_int_mm or uint8 in
-// q8.cpp's layout for q8_int_mm, per-channel float32 scales [N]: quantize_rows, the int32
-// matmul, dequantize_rows, as W8A8Method.apply), or dense
+// q8.cpp's layout for q8_scaled_mm, per-channel float32 scales [N]: quantize_rows, the int32
+// matmul and dequantize_rows, as W8A8Method.apply), or dense
 // (a oneDNN-packed bfloat16 weight, no scales; an input of fewer than min_rows rows padded
 // with copies of its last row, as toolkit/layers/linear.py's invariant_linear pads it).
 struct Projection {
@@ -69,9 +69,11 @@ struct Projection {
         return q4_1_linear(x, weight, scales);
       case Kernel::kW8A8: {
         const auto [codes, row_scales] = quantize_rows(x);
-        const at::Tensor acc = weight.scalar_type() == at::kByte ? q8_int_mm(codes, weight)
-                                                                 : at::_int_mm(codes, weight);
-        return dequantize_rows(acc, row_scales, scales, c10::nullopt, x.scalar_type());
+        if (weight.scalar_type() == at::kByte) {
+          return q8_scaled_mm(codes, row_scales, weight, scales, c10::nullopt, x.scalar_type());
+        }
+        return dequantize_rows(at::_int_mm(codes, weight), row_scales, scales, c10::nullopt,
+                               x.scalar_type());
       }
       case Kernel::kDense: {
         const int64_t num_rows = x.size(0);

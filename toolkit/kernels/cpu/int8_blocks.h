@@ -79,29 +79,35 @@ void quantize_blocks(const T* x, int64_t num_blocks, int8_t* xq, float* dx, int3
   }
 }
 
-// The outer loop of q4_1_linear and q8_linear: every row group of 8 outputs (in parallel,
-// at least ``grain`` groups a chunk) for every run of up to kMaxRows rows of x from row t:
-// kernel(std::integral_constant<int, ROWS>, group, t, out) writes the run's outputs to
-// out[ROWS][8], which are then stored, rounded to T, in y [T, num_groups * 8].
-template <typename T, typename Kernel>
+// The outer loop of q4_1_linear and q8_linear: every chunk of up to GROUPS row groups (8
+// outputs each; chunks in parallel, at least ``grain`` a thread) for every run of up to
+// kMaxRows rows of x from row t: kernel(std::integral_constant<int, ROWS>, group, groups, t,
+// out) writes the outputs of the chunk's ``groups`` row groups from ``group`` for the run to
+// out[g][ROWS][8], which are then stored, rounded to T, in y [T, num_groups * 8].
+template <int GROUPS, typename T, typename Kernel>
 void for_each_row_group(int64_t num_groups, int64_t num_rows, int64_t grain, T* y,
                         const Kernel& kernel) {
   const int64_t n = num_groups * kLanes;
-  at::parallel_for(0, num_groups, grain, [&](int64_t begin, int64_t end) {
-    float group_out[kMaxRows][kLanes];
-    for (int64_t group = begin; group < end; ++group) {
+  const int64_t num_chunks = (num_groups + GROUPS - 1) / GROUPS;
+  at::parallel_for(0, num_chunks, grain, [&](int64_t begin, int64_t end) {
+    float chunk_out[GROUPS][kMaxRows][kLanes];
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t group = chunk * GROUPS;
+      const int64_t groups = std::min<int64_t>(GROUPS, num_groups - group);
       for (int64_t t = 0; t < num_rows; t += kMaxRows) {
         const int64_t rows = std::min(kMaxRows, num_rows - t);
         switch (rows) {
-          case 1: kernel(std::integral_constant<int, 1>(), group, t, group_out); break;
-          case 2: kernel(std::integral_constant<int, 2>(), group, t, group_out); break;
-          case 3: kernel(std::integral_constant<int, 3>(), group, t, group_out); break;
-          default: kernel(std::integral_constant<int, 4>(), group, t, group_out);
+          case 1: kernel(std::integral_constant<int, 1>(), group, groups, t, chunk_out); break;
+          case 2: kernel(std::integral_constant<int, 2>(), group, groups, t, chunk_out); break;
+          case 3: kernel(std::integral_constant<int, 3>(), group, groups, t, chunk_out); break;
+          default: kernel(std::integral_constant<int, 4>(), group, groups, t, chunk_out);
         }
-        for (int64_t r = 0; r < rows; ++r) {
-          T* out = y + (t + r) * n + group * kLanes;
-          for (int64_t lane = 0; lane < kLanes; ++lane) {
-            out[lane] = stored_as<T>(group_out[r][lane]);
+        for (int64_t g = 0; g < groups; ++g) {
+          for (int64_t r = 0; r < rows; ++r) {
+            T* out = y + (t + r) * n + (group + g) * kLanes;
+            for (int64_t lane = 0; lane < kLanes; ++lane) {
+              out[lane] = stored_as<T>(chunk_out[g][r][lane]);
+            }
           }
         }
       }

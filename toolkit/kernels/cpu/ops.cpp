@@ -877,11 +877,31 @@ void quantize_rows_impl(const at::Tensor& x, at::Tensor& codes, at::Tensor& scal
   });
 }
 
+// One row of dequantize_rows: acc int32 [width] -> dst [width] in T, (float(acc) *
+// row_scale) * col_scales (+ bias) in float32, then rounded to T; prod: float32 [width]
+// scratch. The products go through prod before the bias is added, so that no compiler
+// contracts them into an FMA (the twin rounds the product first).
+template <typename T>
+void dequantize_row(const int32_t* acc, float row_scale, const float* col_scales,
+                    const T* bias, T* dst, int64_t width, float* prod) {
+#pragma omp simd
+  for (int64_t n = 0; n < width; ++n) {
+    const float scaled = static_cast<float>(acc[n]) * row_scale;
+    prod[n] = scaled * col_scales[n];
+  }
+  if (bias == nullptr) {
+#pragma omp simd
+    for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n]);
+  } else {
+    asm volatile("" : : "r"(prod) : "memory");  // keep the products stored as float32
+#pragma omp simd
+    for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n] + f32(bias[n]));
+  }
+}
+
 // acc int32 [T, N], row_scales float32 [T], col_scales float32 [N], bias (T dtype) [N] or
-// none -> out [T, N] in T: (float(acc) * row_scale) * col_scale (+ bias) in float32, then
-// rounded to T; the twin of int8_rows.py dequantize_rows_ref. The products go through a
-// float32 buffer before the bias is added, so that no compiler contracts them into an FMA
-// (the twin rounds the product first).
+// none -> out [T, N] in T, row by row (dequantize_row); the twin of int8_rows.py
+// dequantize_rows_ref.
 template <typename T>
 void dequantize_rows_impl(const at::Tensor& acc, const at::Tensor& row_scales,
                           const at::Tensor& col_scales, const at::Tensor* bias,
@@ -894,24 +914,9 @@ void dequantize_rows_impl(const at::Tensor& acc, const at::Tensor& row_scales,
   T* out_data = static_cast<T*>(out.data_ptr());
   at::parallel_for(0, acc.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> product(width);
-    float* prod = product.data();
     for (int64_t t = begin; t < end; ++t) {
-      const int32_t* row = acc_data + t * width;
-      const float row_scale = row_data[t];
-      T* dst = out_data + t * width;
-#pragma omp simd
-      for (int64_t n = 0; n < width; ++n) {
-        const float scaled = static_cast<float>(row[n]) * row_scale;
-        prod[n] = scaled * col_data[n];
-      }
-      if (bias_data == nullptr) {
-#pragma omp simd
-        for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n]);
-      } else {
-        asm volatile("" : : "r"(prod) : "memory");  // keep the products stored as float32
-#pragma omp simd
-        for (int64_t n = 0; n < width; ++n) dst[n] = to<T>(prod[n] + f32(bias_data[n]));
-      }
+      dequantize_row(acc_data + t * width, row_data[t], col_data, bias_data,
+                     out_data + t * width, width, product.data());
     }
   });
 }
@@ -1083,6 +1088,20 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
   return out;
 }
 
+void dequantize_tile(const int32_t* acc, int64_t acc_stride, int64_t num_rows,
+                     int64_t width, const float* row_scales, const float* col_scales,
+                     const void* bias, void* out, int64_t out_stride, at::ScalarType dtype) {
+  float prod[kMaxTileWidth];
+  TORCH_CHECK(width <= kMaxTileWidth, "dequantize_tile: at most ", kMaxTileWidth, " columns");
+  TOOLKIT_DISPATCH(dtype, [&] {
+    for (int64_t t = 0; t < num_rows; ++t) {
+      dequantize_row(acc + t * acc_stride, row_scales[t], col_scales,
+                     static_cast<const scalar_t*>(bias),
+                     static_cast<scalar_t*>(out) + t * out_stride, width, prod);
+    }
+  });
+}
+
 at::Tensor lora_bgmv(const at::Tensor& x, const at::Tensor& a, const at::Tensor& bt,
                      const at::Tensor& slots) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && a.dim() == 3 && a.is_contiguous() &&
@@ -1125,5 +1144,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q4_1_linear", &q4_1_linear);
   m.def("q8_linear", &q8_linear);
   m.def("q8_int_mm", &q8_int_mm);
+  m.def("q8_scaled_mm", &q8_scaled_mm);
   bind_decoder_stack(m);
 }

@@ -51,6 +51,15 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
                            const at::Tensor& col_scales, const c10::optional<at::Tensor>& bias,
                            at::ScalarType dtype);
 
+// dequantize_rows on a tile: acc int32 [num_rows, width] (rows acc_stride apart), their
+// row_scales [num_rows], col_scales [width] and bias [width] of dtype (or nullptr) -> out
+// [num_rows, width] in dtype (rows out_stride elements apart), the same bits as
+// dequantize_rows. width <= kMaxTileWidth.
+constexpr int64_t kMaxTileWidth = 64;
+void dequantize_tile(const int32_t* acc, int64_t acc_stride, int64_t num_rows,
+                     int64_t width, const float* row_scales, const float* col_scales,
+                     const void* bias, void* out, int64_t out_stride, at::ScalarType dtype);
+
 // q4_1.cpp: x [T, K] (float32 or bfloat16) times Q4_1 weights in its layout (uint8 codes
 // [N/8, K/32 * 128], bfloat16 scales_zeros [N/8, K/32 * 16]) through int8 activations
 // -> [T, N] in x's dtype.
@@ -65,6 +74,12 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
 // q8.cpp: int8 xq [T, K] times int8 weights in q8_linear's layout -> int32 [T, N], the exact
 // sums (what at::_int_mm gives for xq and the weights' [K, N] transpose).
 at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes);
+
+// q8.cpp: dequantize_rows(q8_int_mm(xq, codes), row_scales, col_scales, bias, dtype) in one
+// pass (each tile of sums scaled while in cache), the same bits.
+at::Tensor q8_scaled_mm(const at::Tensor& xq, const at::Tensor& row_scales,
+                        const at::Tensor& codes, const at::Tensor& col_scales,
+                        const c10::optional<at::Tensor>& bias, at::ScalarType dtype);
 
 // Adds decoder_stack.cpp's DecoderStack to the module.
 void bind_decoder_stack(pybind11::module_& m);

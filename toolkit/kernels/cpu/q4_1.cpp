@@ -133,12 +133,13 @@ void q4_1_linear_impl(const at::Tensor& x, const at::Tensor& codes,
   for (int64_t i = 0; i < num_rows * num_blocks; ++i) xs[i] = dx[i] * static_cast<float>(sums[i]);
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
   const uint16_t* sz_data = reinterpret_cast<const uint16_t*>(scales_zeros.data_ptr());
-  for_each_row_group(codes.size(0), num_rows, kGroupGrain, static_cast<T*>(out.data_ptr()),
-                     [&](auto rows, int64_t group, int64_t t, float (*group_out)[kLanes]) {
+  for_each_row_group<1>(codes.size(0), num_rows, kGroupGrain, static_cast<T*>(out.data_ptr()),
+                        [&](auto rows, int64_t group, int64_t, int64_t t,
+                            float (*group_out)[kMaxRows][kLanes]) {
     q4_1_group<decltype(rows)::value>(code_data + group * num_blocks * kGroupBytes,
                                       sz_data + group * num_blocks * 16, xq.data() + t * k,
                                       dx.data() + t * num_blocks, xs.data() + t * num_blocks,
-                                      num_blocks, k, group_out);
+                                      num_blocks, k, group_out[0]);
   });
 }
 

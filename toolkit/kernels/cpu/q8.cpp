@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace toolkit_ops {
@@ -38,6 +39,7 @@ constexpr int64_t kGroupBytes = 256;    // codes of one row group's block: 8 row
 constexpr int64_t kGroupGrain = 16;     // row groups per parallel chunk, at least
 constexpr int32_t kOffset = 128;        // u = w + kOffset
 constexpr int64_t kTileGroups = 4;      // row groups of one int8_mm tile (32 outputs)
+constexpr int64_t kMinPairRows = 12;    // rows of x from which q8_linear takes q8_pair4
 
 #if defined(__AVX2__)
 
@@ -87,6 +89,60 @@ void q8_group(const uint8_t* codes, const float* scales, const int8_t* xq, const
   for (int r = 0; r < ROWS; ++r) _mm256_storeu_ps(out[r], _mm256_mul_ps(acc[r], scale));
 }
 
+// q8_group<4> for two row groups at once (16 outputs): each weight vector serves four rows
+// and each activation word both groups, which keeps eight independent vpdpbusd chains in
+// flight (q8_group<4> has four, too few to hide their latency). Per (row, group): the same
+// integer sums and the same float operations in the same order as q8_group<4>, so the same
+// bits. The accumulators are named rather than arrays (see int_mm_tile<4, 4>).
+void q8_pair4(const uint8_t* codes, int64_t group_bytes, const float* scales,
+              const int8_t* xq, const float* dx, const int32_t* offsets, int64_t num_blocks,
+              int64_t k, float (*out0)[kLanes], float (*out1)[kLanes]) {
+  __m256 f00 = _mm256_setzero_ps(), f01 = f00, f10 = f00, f11 = f00;
+  __m256 f20 = f00, f21 = f00, f30 = f00, f31 = f00;
+  for (int64_t g = 0; g < num_blocks; ++g) {
+    const uint8_t* u0_block = codes + g * kGroupBytes;
+    const uint8_t* u1_block = u0_block + group_bytes;
+    const int8_t* x = xq + g * kBlock;
+    __m256i s00 = _mm256_set1_epi32(-offsets[g]), s01 = s00;
+    __m256i s10 = _mm256_set1_epi32(-offsets[num_blocks + g]), s11 = s10;
+    __m256i s20 = _mm256_set1_epi32(-offsets[2 * num_blocks + g]), s21 = s20;
+    __m256i s30 = _mm256_set1_epi32(-offsets[3 * num_blocks + g]), s31 = s30;
+    for (int p = 0; p < kSteps; ++p) {
+      const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u0_block + 32 * p));
+      const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u1_block + 32 * p));
+      int32_t w0, w1, w2, w3;
+      std::memcpy(&w0, x + 4 * p, 4);
+      std::memcpy(&w1, x + k + 4 * p, 4);
+      std::memcpy(&w2, x + 2 * k + 4 * p, 4);
+      std::memcpy(&w3, x + 3 * k + 4 * p, 4);
+      s00 = dot4_bytes(s00, u0, w0), s01 = dot4_bytes(s01, u1, w0);
+      s10 = dot4_bytes(s10, u0, w1), s11 = dot4_bytes(s11, u1, w1);
+      s20 = dot4_bytes(s20, u0, w2), s21 = dot4_bytes(s21, u1, w2);
+      s30 = dot4_bytes(s30, u0, w3), s31 = dot4_bytes(s31, u1, w3);
+    }
+    const __m256 d0 = _mm256_set1_ps(dx[g]), d1 = _mm256_set1_ps(dx[num_blocks + g]);
+    const __m256 d2 = _mm256_set1_ps(dx[2 * num_blocks + g]);
+    const __m256 d3 = _mm256_set1_ps(dx[3 * num_blocks + g]);
+    f00 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s00), d0, f00);
+    f01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s01), d0, f01);
+    f10 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s10), d1, f10);
+    f11 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s11), d1, f11);
+    f20 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s20), d2, f20);
+    f21 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s21), d2, f21);
+    f30 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s30), d3, f30);
+    f31 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s31), d3, f31);
+  }
+  const __m256 scale0 = _mm256_loadu_ps(scales), scale1 = _mm256_loadu_ps(scales + kLanes);
+  _mm256_storeu_ps(out0[0], _mm256_mul_ps(f00, scale0));
+  _mm256_storeu_ps(out1[0], _mm256_mul_ps(f01, scale1));
+  _mm256_storeu_ps(out0[1], _mm256_mul_ps(f10, scale0));
+  _mm256_storeu_ps(out1[1], _mm256_mul_ps(f11, scale1));
+  _mm256_storeu_ps(out0[2], _mm256_mul_ps(f20, scale0));
+  _mm256_storeu_ps(out1[2], _mm256_mul_ps(f21, scale1));
+  _mm256_storeu_ps(out0[3], _mm256_mul_ps(f30, scale0));
+  _mm256_storeu_ps(out1[3], _mm256_mul_ps(f31, scale1));
+}
+
 #else
 
 template <int ROWS>
@@ -128,12 +184,28 @@ void q8_linear_impl(const at::Tensor& x, const at::Tensor& codes, const at::Tens
   for (int32_t& offset : offsets) offset *= kOffset;
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
   const float* scale_data = scales.data_ptr<float>();
-  for_each_row_group(codes.size(0), num_rows, kGroupGrain, static_cast<T*>(out.data_ptr()),
-                     [&](auto rows, int64_t group, int64_t t, float (*group_out)[kLanes]) {
-    q8_group<decltype(rows)::value>(code_data + group * num_blocks * kGroupBytes,
-                                    scale_data + group * kLanes, xq.data() + t * k,
-                                    dx.data() + t * num_blocks, offsets.data() + t * num_blocks,
-                                    num_blocks, k, group_out);
+  const int64_t group_bytes = num_blocks * kGroupBytes;
+  for_each_row_group<2>(codes.size(0), num_rows, kGroupGrain / 2,
+                        static_cast<T*>(out.data_ptr()),
+                        [&](auto rows, int64_t group, int64_t groups, int64_t t,
+                            float (*chunk_out)[kMaxRows][kLanes]) {
+    constexpr int ROWS = decltype(rows)::value;
+    const uint8_t* chunk_codes = code_data + group * group_bytes;
+    const float* chunk_scales = scale_data + group * kLanes;
+    const int8_t* x = xq.data() + t * k;
+    const float* x_steps = dx.data() + t * num_blocks;
+    const int32_t* x_offsets = offsets.data() + t * num_blocks;
+#if defined(__AVX2__)
+    if (ROWS == 4 && groups == 2 && num_rows >= kMinPairRows) {
+      q8_pair4(chunk_codes, group_bytes, chunk_scales, x, x_steps, x_offsets, num_blocks, k,
+               chunk_out[0], chunk_out[1]);
+      return;
+    }
+#endif
+    for (int64_t g = 0; g < groups; ++g) {
+      q8_group<ROWS>(chunk_codes + g * group_bytes, chunk_scales + g * kLanes, x, x_steps,
+                     x_offsets, num_blocks, k, chunk_out[g]);
+    }
   });
 }
 
@@ -257,16 +329,17 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   return out;
 }
 
-at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes) {
-  TORCH_CHECK(xq.dim() == 2 && xq.is_contiguous() && xq.scalar_type() == at::kChar &&
-                  xq.size(1) % kBlock == 0,
-              "q8_int_mm: contiguous int8 xq [T, K] with K a multiple of 32 expected");
+namespace {
+
+// The loop of q8_int_mm and q8_scaled_mm: every tile of up to kTileGroups row groups (in
+// parallel) for every run of up to kMaxRows rows of xq; the tile's int32 sums go to a
+// buffer [kMaxRows][kTileLanes] and sink(t, rows, column, width, buffer) takes them.
+constexpr int64_t kTileLanes = kTileGroups * kLanes;
+
+template <typename Sink>
+void for_each_int_mm_tile(const at::Tensor& xq, const at::Tensor& codes, const Sink& sink) {
   const int64_t num_rows = xq.size(0), k = xq.size(1);
-  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 2 &&
-                  codes.size(1) == k * kLanes,
-              "q8_int_mm: uint8 codes [N/8, K/32 * 256] expected");
-  const int64_t num_groups = codes.size(0), n = num_groups * kLanes;
-  at::Tensor out = at::empty({num_rows, n}, xq.options().dtype(at::kInt));
+  const int64_t num_groups = codes.size(0);
   const int8_t* x_data = xq.data_ptr<int8_t>();
   std::vector<int32_t> offsets(num_rows);  // 128 sum(xq) per row
   for (int64_t t = 0; t < num_rows; ++t) {
@@ -275,26 +348,79 @@ at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes) {
     offsets[t] = kOffset * sum;
   }
   const uint8_t* code_data = codes.data_ptr<uint8_t>();
-  int32_t* out_data = out.data_ptr<int32_t>();
   const int64_t group_bytes = k * kLanes;
   const int64_t num_tiles = (num_groups + kTileGroups - 1) / kTileGroups;
   at::parallel_for(0, num_tiles, 1, [&](int64_t begin, int64_t end) {
+    int32_t sums[kMaxRows * kTileLanes];
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t group = tile * kTileGroups;
       const int groups = static_cast<int>(std::min(kTileGroups, num_groups - group));
       const uint8_t* tile_codes = code_data + group * group_bytes;
       for (int64_t t = 0; t < num_rows; t += kMaxRows) {
         const int8_t* x = x_data + t * k;
-        int32_t* y = out_data + t * n + group * kLanes;
         const int32_t* o = offsets.data() + t;
-        switch (std::min(kMaxRows, num_rows - t)) {
-          case 1: int_mm_rows<1>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
-          case 2: int_mm_rows<2>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
-          case 3: int_mm_rows<3>(groups, tile_codes, group_bytes, x, k, o, y, n); break;
-          default: int_mm_rows<4>(groups, tile_codes, group_bytes, x, k, o, y, n);
+        const int64_t rows = std::min(kMaxRows, num_rows - t);
+        switch (rows) {
+          case 1: int_mm_rows<1>(groups, tile_codes, group_bytes, x, k, o, sums, kTileLanes); break;
+          case 2: int_mm_rows<2>(groups, tile_codes, group_bytes, x, k, o, sums, kTileLanes); break;
+          case 3: int_mm_rows<3>(groups, tile_codes, group_bytes, x, k, o, sums, kTileLanes); break;
+          default: int_mm_rows<4>(groups, tile_codes, group_bytes, x, k, o, sums, kTileLanes);
         }
+        sink(t, rows, group * kLanes, groups * kLanes, sums);
       }
     }
+  });
+}
+
+void check_int_mm_operands(const at::Tensor& xq, const at::Tensor& codes, const char* name) {
+  TORCH_CHECK(xq.dim() == 2 && xq.is_contiguous() && xq.scalar_type() == at::kChar &&
+                  xq.size(1) % kBlock == 0,
+              name, ": contiguous int8 xq [T, K] with K a multiple of 32 expected");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && codes.dim() == 2 &&
+                  codes.size(1) == xq.size(1) * kLanes,
+              name, ": uint8 codes [N/8, K/32 * 256] expected");
+}
+
+}  // namespace
+
+at::Tensor q8_int_mm(const at::Tensor& xq, const at::Tensor& codes) {
+  check_int_mm_operands(xq, codes, "q8_int_mm");
+  const int64_t n = codes.size(0) * kLanes;
+  at::Tensor out = at::empty({xq.size(0), n}, xq.options().dtype(at::kInt));
+  int32_t* out_data = out.data_ptr<int32_t>();
+  for_each_int_mm_tile(xq, codes, [&](int64_t t, int64_t rows, int64_t column, int64_t width,
+                                      const int32_t* sums) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(out_data + (t + r) * n + column, sums + r * kTileLanes,
+                  width * sizeof(int32_t));
+    }
+  });
+  return out;
+}
+
+at::Tensor q8_scaled_mm(const at::Tensor& xq, const at::Tensor& row_scales,
+                        const at::Tensor& codes, const at::Tensor& col_scales,
+                        const c10::optional<at::Tensor>& bias, at::ScalarType dtype) {
+  check_int_mm_operands(xq, codes, "q8_scaled_mm");
+  const int64_t n = codes.size(0) * kLanes;
+  TORCH_CHECK(row_scales.scalar_type() == at::kFloat && row_scales.is_contiguous() &&
+                  row_scales.numel() == xq.size(0) && col_scales.scalar_type() == at::kFloat &&
+                  col_scales.is_contiguous() && col_scales.numel() == n,
+              "q8_scaled_mm: float32 scales [T] and [N] expected");
+  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == dtype && bias->is_contiguous() &&
+                                    bias->numel() == n),
+              "q8_scaled_mm: a contiguous bias [N] of the output dtype expected");
+  at::Tensor out = at::empty({xq.size(0), n}, xq.options().dtype(dtype));
+  const float* row_data = row_scales.data_ptr<float>();
+  const float* col_data = col_scales.data_ptr<float>();
+  const char* bias_data = bias.has_value() ? static_cast<const char*>(bias->data_ptr()) : nullptr;
+  char* out_data = static_cast<char*>(out.data_ptr());
+  const int64_t item = out.element_size();
+  for_each_int_mm_tile(xq, codes, [&](int64_t t, int64_t rows, int64_t column, int64_t width,
+                                      const int32_t* sums) {
+    dequantize_tile(sums, kTileLanes, rows, width, row_data + t, col_data + column,
+                    bias_data == nullptr ? nullptr : bias_data + column * item,
+                    out_data + (t * n + column) * item, n, dtype);
   });
   return out;
 }
