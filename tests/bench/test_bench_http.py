@@ -9,13 +9,12 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
 import uvicorn
 from tiny_model import tiny_overrides
 
 from toolkit.api.app import build_app
-from toolkit.bench.http_client import HttpClient
+from toolkit.bench.http_client import HttpClient, open_session, sse_data
 from toolkit.bench.main import run_bench
 from toolkit.bench.records import RequestRecord
 from toolkit.bench.workload import BenchRequest
@@ -84,7 +83,7 @@ def test_unreachable_url_counts_errors(tmp_path):
                      "bench.num_requests=2", "bench.num_warmup=0", "bench.progress=false",
                      f"bench.output_dir={tmp_path}"])
     assert run.results[0].metrics["num_errors"] == 2
-    assert "ConnectError" in run.results[0].records[0].error
+    assert "Cannot connect" in run.results[0].records[0].error
 
 
 def test_the_sse_stream_of_a_real_server_is_timed_per_chunk(tiny_base_url, tmp_path):
@@ -134,7 +133,7 @@ def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again():
     async def main():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        client = HttpClient(httpx.AsyncClient(), f"http://127.0.0.1:{port}/v1", "m", 0.0, True)
+        client = HttpClient(open_session(30), f"http://127.0.0.1:{port}/v1", "m", 0.0, True)
         records = [RequestRecord(time.perf_counter()) for _ in range(3)]
         for record in records:
             await client.send(BenchRequest(prompt="x", max_tokens=1), record)
@@ -145,3 +144,28 @@ def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again():
     records = asyncio.run(main())
     assert [record.num_output_tokens for record in records] == [1, 1, 1]
     assert len(connections) >= 3  # the dropped requests went out again on new connections
+
+
+def test_event_stream_parsing_follows_the_sse_format():
+    """data lines joined by newlines, an optional space after the colon, CRLF line ends,
+    comments and other fields skipped, an event left open at the end still delivered."""
+
+    class Lines:
+        def __init__(self, raw: bytes):
+            self.lines = raw.splitlines(keepends=True)
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            if not self.lines:
+                raise StopAsyncIteration
+            return self.lines.pop(0)
+
+    raw = (b": keep-alive\r\n\r\nevent: message\r\ndata: {\"a\":\r\ndata:1}\r\n\r\n"
+           b"id: 7\ndata: [DONE]\n\ndata: last")
+
+    async def collect():
+        return [data async for data in sse_data(Lines(raw))]
+
+    assert asyncio.run(collect()) == ['{"a":\n1}', "[DONE]", "last"]
