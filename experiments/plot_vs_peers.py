@@ -17,7 +17,7 @@ import pathlib
 
 SERVERS = {"8081": "llama.cpp llama-server (Q4_1)", "8082": "vLLM CPU (bf16)",
            "8000": "toolkit (bf16)", "8002": "toolkit quant=q4_1",
-           "8003": "toolkit quant=w8a8"}
+           "8003": "toolkit recipe=cpu-throughput"}
 """Port in bench.target -> label (the ports vs_peers.sh starts the servers on)."""
 PANELS = (("output_tokens_per_s", "output tokens/s", 1.0),
           ("itl_p50_s", "p50 inter-token latency (ms)", 1e3),

@@ -5,7 +5,8 @@
 #   port 8082  vLLM's CPU backend, bf16 (../shared/peers/vllm_cpu.sh)
 #   port 8000  toolkit serve (the defaults: bf16)
 #   port 8002  toolkit serve quant=q4_1 (the file's 4-bit blocks, as llama.cpp reads them)
-#   port 8003  toolkit serve quant=w8a8 (int8 weights and activations)
+#   port 8003  toolkit serve recipe=cpu-throughput (the best recipe: quant=w8a8 with an int8
+#              LM head, 128 streams, 4096-token steps)
 # Workload: ~200-token prompts, 128 tokens out, ignore_eos, greedy, streamed; 8 requests at
 # one stream, twice the concurrency otherwise. Every round and level sends other prompts
 # (bench.seed), so no server answers from a prompt cache.
@@ -30,7 +31,7 @@ start 8081 bash "$peers/llama_server.sh" 8081
 start 8082 bash "$peers/vllm_cpu.sh" serve 8082
 start 8000 toolkit serve server.port=8000 "$@"
 start 8002 toolkit serve server.port=8002 quant=q4_1 "$@"
-start 8003 toolkit serve server.port=8003 quant=w8a8 "$@"
+start 8003 toolkit serve server.port=8003 recipe=cpu-throughput "$@"
 targets=()
 for port in $servers; do
   until curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null; do sleep 2; done
