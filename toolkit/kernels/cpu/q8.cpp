@@ -18,7 +18,8 @@
 //
 // q8_int_mm: quant=w8a8's int32 matmul on the same layout, int8 rows xq [T, K] (their
 // scales applied by the caller) -> the exact sums dot(w[n], xq[t]) over all of K, in tiles
-// of 4 rows by 4 row groups (32 outputs) whose 16 accumulators stay in registers.
+// of 4 rows by 4 row groups (32 outputs) whose 16 accumulators stay in registers;
+// q8_scaled_mm scales each tile of those sums to the output dtype as dequantize_rows does.
 
 #include "int8_blocks.h"
 #include "ops.h"
