@@ -45,8 +45,7 @@ class Int8LMHead:
     """[V]: in the activations' dtype on the torch route, float32 on the native one."""
     max_rows: int
     """Hidden-state rows (sampled tokens) up to which the int8 kernel runs; more rows
-    take the dense head (native route: no limit). experiments/perplexity.py raises it to
-    score the int8 head on held-out text."""
+    take the dense head (native route: no limit)."""
     kernels: KernelRoute = TORCH
     """The kernel route (native: q8_linear; torch: _weight_int8pack_mm)."""
 
