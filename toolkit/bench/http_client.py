@@ -60,6 +60,8 @@ class HttpClient:
         for attempt in range(MAX_STALE_RETRIES + 1):
             try:
                 return await self._stream(request, record)
+            except aiohttp.ClientConnectorError:  # no connection at all: nothing to resend
+                raise
             except STALE_CONNECTION_ERRORS:
                 if record.chunk_times or attempt == MAX_STALE_RETRIES:
                     raise

@@ -31,10 +31,11 @@ OFFSET = 128
 
 
 def q8_int_mm_preferred() -> bool:
-    """Whether quant=w8a8 multiplies with ``q8_int_mm`` on the native route: on CPUs without
-    AMX, where it was measured faster than oneDNN's ``_int_mm`` (AVX-512 VNNI, Zen 4:
-    experiments/int8_matmul_ab.py); with AMX tiles, oneDNN's AMX int8 path stays (not measured
-    against q8_int_mm, and AMX's tiles outrun VNNI on long inputs)."""
+    """Whether quant=w8a8 multiplies with ``q8_int_mm``'s tiles (as ``q8_scaled_mm``) on the
+    native route: on CPUs without AMX, where they were measured faster than oneDNN's
+    ``_int_mm`` (AVX-512 VNNI, Zen 4: experiments/int8_matmul_ab.py); with AMX tiles,
+    oneDNN's AMX int8 path stays (not measured against them, and AMX's tiles outrun VNNI on
+    long inputs)."""
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return not (is_amx is not None and is_amx())
 

@@ -1068,18 +1068,26 @@ std::tuple<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
   return {codes, scales};
 }
 
+void check_dequantize_operands(int64_t num_rows, int64_t width, const at::Tensor& row_scales,
+                               const at::Tensor& col_scales,
+                               const c10::optional<at::Tensor>& bias, at::ScalarType dtype,
+                               const char* name) {
+  TORCH_CHECK(row_scales.scalar_type() == at::kFloat && row_scales.is_contiguous() &&
+                  row_scales.numel() == num_rows && col_scales.scalar_type() == at::kFloat &&
+                  col_scales.is_contiguous() && col_scales.numel() == width,
+              name, ": float32 scales [T] and [N] expected");
+  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == dtype && bias->is_contiguous() &&
+                                    bias->numel() == width),
+              name, ": a contiguous bias [N] of the output dtype expected");
+}
+
 at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
                            const at::Tensor& col_scales, const c10::optional<at::Tensor>& bias,
                            at::ScalarType dtype) {
   TORCH_CHECK(acc.dim() == 2 && acc.is_contiguous() && acc.scalar_type() == at::kInt,
               "dequantize_rows: contiguous int32 [T, N] expected");
-  TORCH_CHECK(row_scales.scalar_type() == at::kFloat && row_scales.is_contiguous() &&
-                  row_scales.numel() == acc.size(0) && col_scales.scalar_type() == at::kFloat &&
-                  col_scales.is_contiguous() && col_scales.numel() == acc.size(1),
-              "dequantize_rows: float32 scales [T] and [N] expected");
-  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == dtype && bias->is_contiguous() &&
-                                    bias->numel() == acc.size(1)),
-              "dequantize_rows: a contiguous bias [N] of the output dtype expected");
+  check_dequantize_operands(acc.size(0), acc.size(1), row_scales, col_scales, bias, dtype,
+                            "dequantize_rows");
   at::Tensor out = at::empty(acc.sizes(), acc.options().dtype(dtype));
   const at::Tensor* bias_ptr = bias.has_value() ? &bias.value() : nullptr;
   TOOLKIT_DISPATCH(dtype, [&] {

@@ -51,6 +51,13 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& row_scales,
                            const at::Tensor& col_scales, const c10::optional<at::Tensor>& bias,
                            at::ScalarType dtype);
 
+// The checks of dequantize_rows' scales and bias for sums [num_rows, width] (``name`` in
+// the message), shared with q8_scaled_mm.
+void check_dequantize_operands(int64_t num_rows, int64_t width, const at::Tensor& row_scales,
+                               const at::Tensor& col_scales,
+                               const c10::optional<at::Tensor>& bias, at::ScalarType dtype,
+                               const char* name);
+
 // dequantize_rows on a tile: acc int32 [num_rows, width] (rows acc_stride apart), their
 // row_scales [num_rows], col_scales [width] and bias [width] of dtype (or nullptr) -> out
 // [num_rows, width] in dtype (rows out_stride elements apart), the same bits as

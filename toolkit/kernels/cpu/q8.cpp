@@ -404,13 +404,8 @@ at::Tensor q8_scaled_mm(const at::Tensor& xq, const at::Tensor& row_scales,
                         const c10::optional<at::Tensor>& bias, at::ScalarType dtype) {
   check_int_mm_operands(xq, codes, "q8_scaled_mm");
   const int64_t n = codes.size(0) * kLanes;
-  TORCH_CHECK(row_scales.scalar_type() == at::kFloat && row_scales.is_contiguous() &&
-                  row_scales.numel() == xq.size(0) && col_scales.scalar_type() == at::kFloat &&
-                  col_scales.is_contiguous() && col_scales.numel() == n,
-              "q8_scaled_mm: float32 scales [T] and [N] expected");
-  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == dtype && bias->is_contiguous() &&
-                                    bias->numel() == n),
-              "q8_scaled_mm: a contiguous bias [N] of the output dtype expected");
+  check_dequantize_operands(xq.size(0), n, row_scales, col_scales, bias, dtype,
+                            "q8_scaled_mm");
   at::Tensor out = at::empty({xq.size(0), n}, xq.options().dtype(dtype));
   const float* row_data = row_scales.data_ptr<float>();
   const float* col_data = col_scales.data_ptr<float>();
