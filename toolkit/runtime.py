@@ -158,7 +158,7 @@ def build_runtime(cfg: ToolkitConfig, engine_thread_only: bool = False) -> Runti
     runner = ModelRunner(model, attention, resolved.page_size, device, _acceptance(cfg),
                          exact_seeded_drafts=resolved.deterministic,
                          drafter=_drafter(cfg, resolved, info.vocab_size), lora=lora,
-                         workers=executor)
+                         workers=executor, kernels=kernels)
     if device == "cuda" and cfg.runner.cuda_graphs and executor is None:
         with waiting("capturing CUDA graphs", "captured CUDA graphs"):
             runner.graph_runner = _cuda_graph_runner(cfg, model, attention, resolved)
@@ -342,7 +342,7 @@ def rebuild_engine(runtime: Runtime, cfg: ToolkitConfig) -> Runtime:
         acceptance = _acceptance(cfg)
     runner = ModelRunner(old.model, old.attention, old.page_size, old.device, acceptance,
                          old.graph_runner, old.exact_seeded_drafts, drafter, lora=old.lora,
-                         workers=old.workers)
+                         workers=old.workers, kernels=old.kernels)
     core, engine = _wire_engine(cfg, runtime.resolved, runner, runtime.tokenizer,
                                 runtime.core.guided)
     return replace(runtime, config=cfg, core=core, engine=engine)

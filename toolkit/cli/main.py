@@ -109,6 +109,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
     from toolkit.api.http.shutdown import ShutdownGate
     from toolkit.cli.preflight import preflight
     from toolkit.cli.server import serve_until_signalled
+    from toolkit.engine.process_settings import settle_for_serving
     from toolkit.runtime import build_runtime
 
     setup_logging(cfg.server.log_level)
@@ -119,6 +120,7 @@ def serve(overrides: list[str] | None = OVERRIDES) -> None:
     gate = ShutdownGate()
     try:
         app_ = _build_app(runtime, server_config, gate)
+        settle_for_serving()
         started = serve_until_signalled(app_, server_config, gate,
                                         lambda url: logger.info(startup_summary(runtime, url)))
     finally:

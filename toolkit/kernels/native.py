@@ -18,6 +18,8 @@ one call, rounding where its torch twin rounds:
                                    int8 activations, and the scaling of its int32 matmul)
     lora_bgmv                      toolkit/kernels/lora_bgmv.py lora_delta_ref (each row's
                                    LoRA delta through its own adapter slot)
+    argmax_rows                    torch.argmax over each row of float32 logits (the
+                                   sampler's greedy choice, toolkit/kernels/argmax.py)
     q4_1_linear, q8_linear         toolkit/kernels/q4_1_linear.py, q8_linear.py (cpu/q4_1.cpp,
                                    cpu/q8.cpp: 4- and 8-bit weights times int8 activations)
     DecoderStack                   (cpu/decoder_stack.cpp) a Llama decode step's layers

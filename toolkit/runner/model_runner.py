@@ -9,6 +9,7 @@ import torch
 
 from toolkit.attention.base import AttentionBackend
 from toolkit.attention.forward_batch import ForwardBatch
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.protocol import Request, RunnerOutput, SchedulerOutput, TokenLogprobs
 from toolkit.protocol.outputs import ScheduledRequest
 from toolkit.runner.acceptance import AcceptanceMethod, RejectionSampler
@@ -83,8 +84,11 @@ class ModelRunner:
                  graph_runner: CudaGraphRunner | None = None,
                  exact_seeded_drafts: bool = False, drafter: Drafter | None = None,
                  lora: LoraManager | None = None,
-                 workers: TensorParallelWorkers | None = None) -> None:
+                 workers: TensorParallelWorkers | None = None,
+                 kernels: KernelRoute = TORCH) -> None:
         self.model = model
+        self.kernels = kernels
+        """The runtime's CPU kernel route (the sampler's greedy argmax takes it)."""
         self.lora = lora
         """Serves LoRA adapters (each request's ``lora_name``) in the model's projections;
         None: the base model only."""
@@ -263,7 +267,8 @@ class ModelRunner:
         histories = [TokenHistory(r.prompt_token_ids, r.output_token_ids) for r in sampling]
         ids = [r.request_id for r in sampling]
         grammar = self._grammars.fill(ids, logits.shape[1]) if self._grammars else None
-        token_ids = sample(logits, params, generators, histories, grammar).tolist()
+        token_ids = sample(logits, params, generators, histories, grammar,
+                           kernels=self.kernels).tolist()
         return {rid: [token] for rid, token in zip(ids, token_ids)}
 
     def _verify(self, sampling: list[ScheduledRequest],

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from toolkit.kernels.argmax import argmax_rows
+from toolkit.kernels.route import TORCH, KernelRoute
 from toolkit.protocol import SamplingParams
 from toolkit.runner import truncation
 from toolkit.runner.logits_processors import (
@@ -67,14 +69,16 @@ _SHAPING: tuple[tuple[str, float, RowTransform], ...] = (
 def sample(logits: torch.Tensor, params: Sequence[SamplingParams],
            generators: Sequence[torch.Generator | None],
            histories: Sequence[TokenHistory] | None = None,
-           grammar: GrammarMask | None = None) -> torch.Tensor:
+           grammar: GrammarMask | None = None, *,
+           kernels: KernelRoute = TORCH) -> torch.Tensor:
     """logits [N, V] float32 -> token ids [N] int64; params, generators, histories: one
     per row (no histories: every row starts from empty prompt and output); ``grammar``:
-    the step's bitmask of the guided rows. ``logits`` itself is not changed."""
+    the step's bitmask of the guided rows; ``kernels``: the CPU kernel route of the greedy
+    argmax (toolkit/kernels/argmax.py). ``logits`` itself is not changed."""
     if histories is None:
         histories = [TokenHistory((), ())] * len(params)
     logits = process_logits(logits, params, histories, grammar)
-    greedy_ids = logits.argmax(dim=-1)
+    greedy_ids = argmax_rows(logits, kernels=kernels)
     if all(p.greedy for p in params):
         return greedy_ids
     sampled_ids = draw(shaped_probs(logits, params), generators)

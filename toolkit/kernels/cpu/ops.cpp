@@ -18,13 +18,25 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 namespace {
 
-// Rows per parallel chunk: a [1, hidden] decode row stays on the calling thread.
-constexpr int64_t kRowGrain = 16;
+// Elements per parallel chunk of the row-wise kernels (norms, silu_and_mul, rotary,
+// quantize_rows, dequantize_rows): a smaller chunk costs more in OpenMP's fork and join
+// than it saves. Counted in elements, not rows, so that a decode step of 16 rows of 576 or
+// 1536 splits over the threads (at 16 rows per chunk it ran on the calling thread while
+// the others waited: a w8a8 step of 16 rows on 2 cores went from ~19.7 to ~18.4 ms); a
+// [1, hidden] decode row stays on the calling thread. A row's bits do not depend on its
+// chunk.
+constexpr int64_t kGrainElements = 4096;
+
+// Rows per parallel chunk for rows of row_elements elements.
+inline int64_t row_grain(int64_t row_elements) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_elements));
+}
 
 // Element access: float32 as is, bfloat16 as its uint16_t bits, converted without branches
 // so that the loops vectorize (round to nearest even, NaN kept quiet, as c10::BFloat16).
@@ -104,7 +116,7 @@ void rms_norm_impl(const at::Tensor& x, const at::Tensor& weight, at::Tensor& ou
   const T* x_data = static_cast<const T*>(x.data_ptr());
   const T* w_data = static_cast<const T*>(weight.data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, x.size(0), row_grain(hidden), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       rms_norm_row(x_data + t * hidden, w_data, out_data + t * hidden, hidden, eps);
     }
@@ -122,7 +134,7 @@ void fused_add_rms_norm_impl(const at::Tensor& x, const at::Tensor& residual,
   const T* w_data = static_cast<const T*>(weight.data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
   T* sum_data = static_cast<T*>(sum.data_ptr());
-  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, x.size(0), row_grain(hidden), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t row = t * hidden;
 #pragma omp simd
@@ -140,7 +152,7 @@ void silu_and_mul_impl(const at::Tensor& gate_up, at::Tensor& out) {
   const int64_t inter = out.size(1);
   const T* in_data = static_cast<const T*>(gate_up.data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, out.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, out.size(0), row_grain(2 * inter), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const T* gate = in_data + t * 2 * inter;
       const T* up = gate + inter;
@@ -169,7 +181,8 @@ void rotary_impl(const at::Tensor& heads, const at::Tensor& cos, const at::Tenso
   const T* cos_data = static_cast<const T*>(cos.data_ptr());
   const T* sin_data = static_cast<const T*>(sin.data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, out.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, out.size(0), row_grain(num_rotated * dim), [&](int64_t begin,
+                                                                       int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const T* c = cos_data + t * dim;
       const T* s = sin_data + t * dim;
@@ -811,8 +824,10 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
     first_item[b + 1] = first_item[b] + (blocks[b].max_len + range_length - 1) / range_length;
   }
   const int64_t partial_size = group * (dim + 2);
-  // [row range, Hkv, G, D + 2]
-  std::vector<float> partials(first_range[num_rows] * num_kv_heads * partial_size);
+  // [row range, Hkv, G, D + 2]; not zeroed: the item of each row range writes its entries
+  // (attend_block) before the merge reads them
+  std::unique_ptr<float[]> partials(new float[first_range[num_rows] * num_kv_heads *
+                                              partial_size]);
   at::parallel_for(0, first_item.back() * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
     std::vector<const C*> positions;
@@ -826,7 +841,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
       const int64_t range = block_range - first_item[b];
       for (int64_t r = 0; r < block.num_rows; ++r) {
         const int64_t row_range = first_range[block.first_row + r] + range;
-        row_partials[r] = partials.data() + (row_range * num_kv_heads + h) * partial_size;
+        row_partials[r] = partials.get() + (row_range * num_kv_heads + h) * partial_size;
       }
       attend_block(q_data + block.first_row * q.stride(0) + h * group * q.stride(1),
                    q.stride(0), q.stride(1), cache_data, kv_scales,
@@ -841,11 +856,56 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& cache,
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t r = pair / num_kv_heads;
       const int64_t h = pair % num_kv_heads;
-      merge_partials(partials.data() + (first_range[r] * num_kv_heads + h) * partial_size,
+      merge_partials(partials.get() + (first_range[r] * num_kv_heads + h) * partial_size,
                      first_range[r + 1] - first_range[r], num_kv_heads * partial_size, group,
                      dim, out_data + (r * num_qo_heads + h * group) * dim, acc);
     }
   });
+}
+
+// Whether any lane of mask is set.
+inline bool any_lane(Lanes8 mask) {
+  for (int i = 0; i < 8; ++i) {
+    if (mask[i] != 0) return true;
+  }
+  return false;
+}
+
+// The index of the first maximum of row[0, n), n > 0, as torch.argmax picks it: the first
+// NaN when there is one, else the first element equal to the maximum (-0 equal to +0). One
+// pass of 8-lane maxima (and NaN lanes), then blocks of 64 compared at once until one
+// holds it.
+inline int64_t argmax_row(const float* row, int64_t n) {
+  const int64_t whole = n / 8 * 8;
+  const float lowest = -std::numeric_limits<float>::infinity();
+  Vec8 top = {lowest, lowest, lowest, lowest, lowest, lowest, lowest, lowest};
+  Lanes8 nan_lanes = {};
+  for (int64_t k = 0; k < whole; k += 8) {
+    const Vec8 v = load8(row + k);
+    top = v > top ? v : top;
+    nan_lanes |= v != v;
+  }
+  float best = lowest;
+  for (int i = 0; i < 8; ++i) best = std::max(best, top[i]);
+  bool has_nan = any_lane(nan_lanes);
+  for (int64_t k = whole; k < n; ++k) {
+    best = std::max(best, row[k]);
+    has_nan |= row[k] != row[k];
+  }
+  const auto wanted = [&](float x) { return has_nan ? x != x : x == best; };
+  int64_t k = 0;
+  for (; k + 64 <= whole; k += 64) {
+    Lanes8 hits = {};
+    for (int64_t j = k; j < k + 64; j += 8) {
+      const Vec8 v = load8(row + j);
+      hits |= has_nan ? v != v : v == best;
+    }
+    if (any_lane(hits)) break;
+  }
+  for (; k < n; ++k) {
+    if (wanted(row[k])) return k;
+  }
+  return 0;  // not reached: some element is the maximum or NaN
 }
 
 // x: [T, K] -> codes int8 [T, K], scales float32 [T]: per-row symmetric int8, the twin of
@@ -857,7 +917,7 @@ void quantize_rows_impl(const at::Tensor& x, at::Tensor& codes, at::Tensor& scal
   const T* x_data = static_cast<const T*>(x.data_ptr());
   int8_t* code_data = codes.data_ptr<int8_t>();
   float* scale_data = scales.data_ptr<float>();
-  at::parallel_for(0, x.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, x.size(0), row_grain(width), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const T* row = x_data + t * width;
       float amax = 0.f;
@@ -912,7 +972,7 @@ void dequantize_rows_impl(const at::Tensor& acc, const at::Tensor& row_scales,
   const float* col_data = col_scales.data_ptr<float>();
   const T* bias_data = bias == nullptr ? nullptr : static_cast<const T*>(bias->data_ptr());
   T* out_data = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, acc.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, acc.size(0), row_grain(width), [&](int64_t begin, int64_t end) {
     std::vector<float> product(width);
     for (int64_t t = begin; t < end; ++t) {
       dequantize_row(acc_data + t * width, row_data[t], col_data, bias_data,
@@ -1060,6 +1120,20 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& cache,
   return out;
 }
 
+at::Tensor argmax_rows(const at::Tensor& logits) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() &&
+                  logits.scalar_type() == at::kFloat && logits.size(1) > 0,
+              "argmax_rows: contiguous float32 [N, V] with V > 0 expected");
+  const int64_t vocab = logits.size(1);
+  const float* data = logits.data_ptr<float>();
+  at::Tensor out = at::empty({logits.size(0)}, logits.options().dtype(at::kLong));
+  int64_t* out_data = out.data_ptr<int64_t>();
+  at::parallel_for(0, logits.size(0), row_grain(vocab), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) out_data[r] = argmax_row(data + r * vocab, vocab);
+  });
+  return out;
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "quantize_rows: contiguous [T, K] expected");
   at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kChar));
@@ -1146,6 +1220,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("soft_cap") = 0.0, pybind11::arg("kv_scales") = pybind11::none());
   m.def("store_kv_fp8", &store_kv_fp8);
   m.def("quantize_rows", &quantize_rows);
+  m.def("argmax_rows", &argmax_rows);
   m.def("lora_bgmv", &lora_bgmv);
   m.def("dequantize_rows", &dequantize_rows, pybind11::arg("acc"), pybind11::arg("row_scales"),
         pybind11::arg("col_scales"), pybind11::arg("bias"), pybind11::arg("dtype"));
