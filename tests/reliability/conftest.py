@@ -69,10 +69,10 @@ def faulty_sampler(monkeypatch):
     seeded ``FAULTY_SEED`` that already has ``FAIL_AFTER`` tokens."""
     real = model_runner.sample
 
-    def sample(logits, params, generators, histories=None, grammar=None):
+    def sample(logits, params, generators, histories=None, grammar=None, **options):
         if any(p.seed == FAULTY_SEED and len(h.output) >= FAIL_AFTER
                for p, h in zip(params, histories or ())):
             raise RuntimeError("injected sampling failure")
-        return real(logits, params, generators, histories, grammar)
+        return real(logits, params, generators, histories, grammar, **options)
 
     monkeypatch.setattr(model_runner, "sample", sample)
