@@ -892,14 +892,12 @@ inline int64_t argmax_row(const float* row, int64_t n) {
     best = std::max(best, row[k]);
     has_nan |= row[k] != row[k];
   }
-  const auto wanted = [&](float x) { return has_nan ? x != x : x == best; };
+  // What is sought, lane-wise for a Vec8 (a Lanes8 mask) or for one float
+  const auto wanted = [&](auto x) { return has_nan ? x != x : x == best; };
   int64_t k = 0;
   for (; k + 64 <= whole; k += 64) {
     Lanes8 hits = {};
-    for (int64_t j = k; j < k + 64; j += 8) {
-      const Vec8 v = load8(row + j);
-      hits |= has_nan ? v != v : v == best;
-    }
+    for (int64_t j = k; j < k + 64; j += 8) hits |= wanted(load8(row + j));
     if (any_lane(hits)) break;
   }
   for (; k < n; ++k) {
